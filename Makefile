@@ -1,0 +1,64 @@
+# stockpipe: every target sets up what it needs first (idempotent, quiet when done).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.stockpipe-installed
+UV_VERSION := 0.13.8
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help setup up down status smoke demo test test-unit lint format bench lab airflow clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): requirements.txt pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11+" >&2; exit 1; }
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "error: Python 3.11+ is needed ($(PYTHON) is older)" >&2; exit 1; }
+	@echo "setup: creating $(VENV) and installing the pinned requirements (cached after the first time) ..."
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install -q --disable-pip-version-check uv==$(UV_VERSION)
+	@$(BIN)/uv pip install --python $(BIN)/python -q -r requirements.txt -e .
+	@$(BIN)/python -m ipykernel install --sys-prefix --name stockpipe --display-name "Python (stockpipe)" >/dev/null
+	@touch $(STAMP)
+	@echo "setup: Python environment ready"
+
+setup: $(STAMP) ## create .venv, fetch Kafka + Spark jars and build MinIO (cached per user)
+	@$(BIN)/stockpipe setup
+
+up: setup ## start Kafka and MinIO on 127.0.0.1 (no-op when up)
+	@$(BIN)/stockpipe up
+
+down: ## stop the local stack
+	@test -x $(BIN)/stockpipe && $(BIN)/stockpipe down || true
+
+status: setup ## show each service, its port, pid and health
+	@$(BIN)/stockpipe status
+
+smoke: up ## produce a few records, Spark reads them, Parquet in MinIO, read back
+	@$(BIN)/stockpipe smoke
+
+demo: up ## the main job: run the pipeline on the shipped sample data
+	@$(BIN)/stockpipe demo
+
+test: setup ## run every test (unit and integration; tests start their own stack)
+	@$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-unit: setup ## run the fast unit tests only
+	@$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+
+lint: setup ## ruff lint and format check
+	@$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+format: setup ## ruff format and autofix
+	@$(BIN)/ruff format . && $(BIN)/ruff check --fix .
+
+bench: up ## run the benchmarks (figures printed and written to bench/results/)
+	@for b in bench/bench_*.py; do $(BIN)/python $$b || exit 1; done
+
+lab: up ## JupyterLab on the notebooks with the project kernel (127.0.0.1)
+	@$(BIN)/jupyter lab --ip=127.0.0.1 --no-browser --notebook-dir=notebooks
+
+clean: down ## remove the local stack's state (data!) and the venv; the download cache stays
+	rm -rf .state $(VENV)

@@ -1,0 +1,118 @@
+"""One typed, frozen settings object for the whole project.
+
+Settings are read once from the environment (prefix ``STOCKPIPE_``) and from the
+generated ``.env`` in the project root; everything else receives a ``Settings``
+instance. Overrides are made by copying (``settings.model_copy(update=...)``),
+never by mutating. Secrets are ``SecretStr`` so they never print by accident.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: The checkout this package was installed (editable) from.
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _default_env_file() -> Path:
+    return Path(os.environ.get("STOCKPIPE_ENV_FILE", PROJECT_ROOT / ".env"))
+
+
+def _default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "stockpipe"
+
+
+class Settings(BaseSettings):
+    """Where every service is and how the jobs are named."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="STOCKPIPE_",
+        env_file=None,  # set per instance by load_settings()
+        extra="ignore",
+        frozen=True,
+    )
+
+    # Local stack ---------------------------------------------------------------------
+    state_dir: Path = PROJECT_ROOT / ".state"
+    cache_dir: Path = Field(default_factory=_default_cache_dir)
+    host: str = "127.0.0.1"
+    kafka_port: int = 9092
+    kafka_controller_port: int = 9093
+    kafka_heap: str = "768m"
+    minio_port: int = 9000
+    minio_console_port: int = 9001
+
+    # Kafka -----------------------------------------------------------------------------
+    kafka_bootstrap: str = ""  # empty: the local stack's broker
+    topic_bars: str = "stock.bars"
+    topic_ticks: str = "stock.ticks"
+    topic_partitions: int = 3
+    topic_replication: int = 1
+
+    # Object store ----------------------------------------------------------------------
+    s3_endpoint: str = ""  # empty: the local stack's MinIO
+    s3_region: str = "us-east-1"
+    s3_access_key: str = ""
+    s3_secret_key: SecretStr = SecretStr("")
+    bucket: str = "stock-lake"
+
+    # Spark ------------------------------------------------------------------------------
+    spark_master: str = "local[*]"
+    spark_remote: str = ""  # Spark Connect URL (sc://host:port); wins over spark_master
+    spark_driver_memory: str = "2g"
+    spark_shuffle_partitions: int = 4
+
+    # External APIs (never notebook parameters) ------------------------------------------
+    alphavantage_api_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("ALPHAVANTAGE_API_KEY", "STOCKPIPE_ALPHAVANTAGE_API_KEY"),
+    )
+
+    # Derived values ----------------------------------------------------------------------
+    @property
+    def bootstrap_servers(self) -> str:
+        return self.kafka_bootstrap or f"{self.host}:{self.kafka_port}"
+
+    @property
+    def s3_url(self) -> str:
+        return self.s3_endpoint or f"http://{self.host}:{self.minio_port}"
+
+    @property
+    def lake_root(self) -> str:
+        """The lake as seen by pyarrow/s3fs (no scheme)."""
+        return self.bucket
+
+    def s3a(self, *parts: str) -> str:
+        """The lake as seen by Spark's S3A connector."""
+        return "s3a://" + "/".join([self.bucket, *(p.strip("/") for p in parts if p)])
+
+    def to_env(self) -> dict[str, str]:
+        """Environment variables that recreate these settings in a child process."""
+        env: dict[str, str] = {}
+        for name, value in self:
+            if value is None:
+                continue
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            key = "ALPHAVANTAGE_API_KEY" if name == "alphavantage_api_key" else f"STOCKPIPE_{name.upper()}"
+            env[key] = str(value)
+        return env
+
+
+def load_settings(env_file: Path | None = None, **overrides: object) -> Settings:
+    """Read settings from the environment and the project's ``.env``."""
+    path = env_file or _default_env_file()
+    kwargs: dict[str, object] = {"_env_file": path if path.exists() else None}
+    return Settings(**kwargs, **overrides)  # type: ignore[arg-type]
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (read once)."""
+    return load_settings()

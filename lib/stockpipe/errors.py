@@ -1,0 +1,65 @@
+"""One root exception for the project and narrow subclasses with structured fields."""
+
+from __future__ import annotations
+
+
+class StockpipeError(Exception):
+    """Root of every error stockpipe raises on purpose."""
+
+
+class SetupError(StockpipeError):
+    """A tool is missing or a download or build failed during setup."""
+
+    def __init__(self, message: str, *, fix: str | None = None) -> None:
+        self.fix = fix
+        super().__init__(message if not fix else f"{message}\n  fix: {fix}")
+
+
+class MissingToolError(SetupError):
+    """A command-line tool the setup needs is not installed."""
+
+    def __init__(self, tool: str, purpose: str, fix: str) -> None:
+        self.tool = tool
+        super().__init__(f"'{tool}' was not found on PATH; it is needed to {purpose}.", fix=fix)
+
+
+class StackError(StockpipeError):
+    """A local service could not be started, reached or stopped."""
+
+
+class PortInUseError(StackError):
+    def __init__(self, service: str, port: int, setting: str) -> None:
+        self.service, self.port, self.setting = service, port, setting
+        super().__init__(
+            f"{service} cannot start: port {port} on 127.0.0.1 is already in use. "
+            f"Stop whatever holds it, or choose another port with {setting} in .env."
+        )
+
+
+class SourceError(StockpipeError):
+    """A data source could not deliver bars for one symbol."""
+
+    def __init__(self, source: str, symbol: str, reason: str) -> None:
+        self.source, self.symbol, self.reason = source, symbol, reason
+        super().__init__(f"{source}: {symbol}: {reason}")
+
+
+class RateLimitError(SourceError):
+    """The API kept rate limiting after every retry."""
+
+
+class UnknownNameError(StockpipeError, ValueError):
+    """A name looked up in a registry is not known; lists the allowed ones."""
+
+    def __init__(self, kind: str, name: str, allowed: list[str]) -> None:
+        self.kind, self.name, self.allowed = kind, name, allowed
+        super().__init__(f"unknown {kind} {name!r}; choose one of: {', '.join(sorted(allowed))}")
+
+
+class DeliveryError(StockpipeError):
+    """Kafka did not confirm some records."""
+
+    def __init__(self, failed: int, sent: int, reasons: dict[str, int]) -> None:
+        self.failed, self.sent, self.reasons = failed, sent, reasons
+        detail = "; ".join(f"{r} ({n})" for r, n in reasons.items())
+        super().__init__(f"{failed} of {sent} records were not confirmed by Kafka: {detail}")

@@ -1,0 +1,149 @@
+"""The data contracts: bars, ticks and the lake's tables, in one place.
+
+Kafka messages are UTF-8 JSON. Bars carry ``ts`` and ``ingested_at`` as ISO-8601
+UTC strings (``2024-01-02T14:30:00.000Z``); ticks carry ``ts`` as epoch
+milliseconds. Every message has ``schema_version`` so consumers can evolve.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+
+SCHEMA_VERSION = 1
+
+INTERVALS: tuple[str, ...] = ("1d", "1h", "5m", "1m")
+SOURCES: tuple[str, ...] = ("yahoo", "alphavantage", "csv", "samples", "synthetic")
+
+#: Canonical bar columns, in order, as every source returns them.
+BAR_COLUMNS: tuple[str, ...] = (
+    "symbol",
+    "interval",
+    "ts",
+    "open",
+    "high",
+    "low",
+    "close",
+    "adj_close",
+    "volume",
+    "source",
+    "ingested_at",
+    "batch_id",
+)
+PRICE_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close")
+
+#: Spark DDL of a bar message value (timestamps arrive as strings, parsed as UTC).
+BAR_MESSAGE_DDL = (
+    "schema_version INT, symbol STRING, interval STRING, ts STRING, "
+    "open DOUBLE, high DOUBLE, low DOUBLE, close DOUBLE, adj_close DOUBLE, "
+    "volume LONG, source STRING, ingested_at STRING, batch_id STRING"
+)
+
+#: Tick contract.
+TICK_COLUMNS: tuple[str, ...] = ("symbol", "ts", "price", "size", "seq", "producer_id")
+TICK_MESSAGE_DDL = (
+    "schema_version INT, symbol STRING, ts LONG, price DOUBLE, size LONG, "
+    "seq LONG, producer_id STRING"
+)
+
+#: Columns of a raw-zone row: the Kafka record as received.
+RAW_COLUMNS: tuple[str, ...] = (
+    "key",
+    "value",
+    "topic",
+    "partition",
+    "offset",
+    "kafka_timestamp",
+    "ingest_date",
+)
+
+#: Derived columns of processed bars.
+DERIVED_COLUMNS: tuple[str, ...] = (
+    "return",
+    "log_return",
+    "sma_20",
+    "sma_50",
+    "volatility_20",
+    "range_pct",
+)
+
+BAR_ARROW_SCHEMA = pa.schema(
+    [
+        ("symbol", pa.string()),
+        ("interval", pa.string()),
+        ("ts", pa.timestamp("us", tz="UTC")),
+        ("open", pa.float64()),
+        ("high", pa.float64()),
+        ("low", pa.float64()),
+        ("close", pa.float64()),
+        ("adj_close", pa.float64()),
+        ("volume", pa.int64()),
+        ("source", pa.string()),
+        ("ingested_at", pa.timestamp("us", tz="UTC")),
+        ("batch_id", pa.string()),
+    ]
+)
+
+
+def empty_bars() -> pd.DataFrame:
+    """A zero-row frame with the canonical bar columns and dtypes."""
+    return BAR_ARROW_SCHEMA.empty_table().to_pandas()
+
+
+def conform_bars(df: pd.DataFrame) -> pd.DataFrame:
+    """Order and type a frame's columns as the bar contract says.
+
+    Bad values (NaN prices, negative volume) are kept as they are: validation is
+    the Spark job's work, which quarantines them with a reason.
+    """
+    missing = [c for c in BAR_COLUMNS if c not in df.columns]
+    if missing:
+        raise ValueError(f"bars are missing columns: {', '.join(missing)}")
+    out = df.loc[:, list(BAR_COLUMNS)].copy()
+    out["symbol"] = out["symbol"].astype(str).str.upper()
+    for col in ("ts", "ingested_at"):
+        out[col] = pd.to_datetime(out[col], utc=True)
+    for col in (*PRICE_COLUMNS, "adj_close"):
+        out[col] = pd.to_numeric(out[col], errors="coerce").astype("float64")
+    out["volume"] = pd.to_numeric(out["volume"], errors="coerce").astype("Int64")
+    return out.reset_index(drop=True)
+
+
+def _iso(ts: pd.Timestamp) -> str:
+    return ts.tz_convert("UTC").strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def _num(value: Any) -> Any:
+    if value is None or value is pd.NA:
+        return None
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def bar_messages(bars: pd.DataFrame) -> Iterator[tuple[bytes, bytes]]:
+    """Yield ``(key, value)`` Kafka payloads for a conformed bar frame."""
+    cols = list(BAR_COLUMNS)
+    for row in bars.loc[:, cols].itertuples(index=False, name=None):
+        rec = dict(zip(cols, row, strict=True))
+        msg = {
+            "schema_version": SCHEMA_VERSION,
+            "symbol": rec["symbol"],
+            "interval": rec["interval"],
+            "ts": _iso(rec["ts"]) if not pd.isna(rec["ts"]) else None,
+            "open": _num(rec["open"]),
+            "high": _num(rec["high"]),
+            "low": _num(rec["low"]),
+            "close": _num(rec["close"]),
+            "adj_close": _num(rec["adj_close"]),
+            "volume": None if pd.isna(rec["volume"]) else int(rec["volume"]),
+            "source": rec["source"],
+            "ingested_at": _iso(rec["ingested_at"]),
+            "batch_id": rec["batch_id"],
+        }
+        yield rec["symbol"].encode(), json.dumps(msg, separators=(",", ":")).encode()

@@ -1,0 +1,1 @@
+"""Spark: the session helper, pure transforms, and the batch and streaming jobs."""

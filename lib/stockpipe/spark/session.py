@@ -1,0 +1,72 @@
+"""One way to get a SparkSession: local, a master URL, or Spark Connect.
+
+The Kafka and S3A connector jars come from the setup cache as local files, so a
+session never reaches the network; the S3A settings point at the lake.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from pyspark.sql import SparkSession
+
+from stockpipe.config import Settings
+from stockpipe.stack.install import spark_jars
+
+
+def spark_conf(settings: Settings) -> dict[str, str]:
+    """Every Spark setting stockpipe needs, as plain strings."""
+    jars = ",".join(str(p) for p in spark_jars(settings.cache_dir))
+    s3 = "spark.hadoop.fs.s3a."
+    return {
+        "spark.jars": jars,
+        "spark.driver.memory": settings.spark_driver_memory,
+        "spark.driver.host": settings.host,
+        "spark.driver.bindAddress": settings.host,
+        "spark.ui.enabled": "false",
+        "spark.ui.showConsoleProgress": "false",
+        "spark.sql.session.timeZone": "UTC",
+        "spark.sql.shuffle.partitions": str(settings.spark_shuffle_partitions),
+        "spark.sql.adaptive.enabled": "true",
+        "spark.sql.parquet.compression.codec": "zstd",
+        "spark.sql.sources.partitionOverwriteMode": "dynamic",
+        "spark.sql.streaming.stateStore.providerClass": (
+            "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider"
+        ),
+        "spark.log.level": "WARN",
+        f"{s3}endpoint": settings.s3_url,
+        f"{s3}endpoint.region": settings.s3_region,
+        f"{s3}access.key": settings.s3_access_key,
+        f"{s3}secret.key": settings.s3_secret_key.get_secret_value(),
+        f"{s3}path.style.access": "true",
+        f"{s3}connection.ssl.enabled": str(settings.s3_url.startswith("https")).lower(),
+        f"{s3}aws.credentials.provider": (
+            "org.apache.hadoop.fs.s3a.SimpleAWSCredentialsProvider"
+        ),
+        f"{s3}change.detection.mode": "none",
+        f"{s3}fast.upload": "true",
+        f"{s3}connection.establish.timeout": "15s",
+        f"{s3}connection.timeout": "60s",
+        f"{s3}attempts.maximum": "5",
+        f"{s3}retry.limit": "5",
+        f"{s3}directory.marker.retention": "keep",
+        f"{s3}analytics.accelerator.enabled": "false",
+        "spark.hadoop.mapreduce.fileoutputcommitter.marksuccessfuljobs": "true",
+    }
+
+
+def get_spark(settings: Settings, app_name: str = "stockpipe", **extra: str) -> SparkSession:
+    """A SparkSession for ``settings`` (reuses the running one in this process)."""
+    os.environ.setdefault("SPARK_LOCAL_IP", settings.host)
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    builder = SparkSession.builder.appName(app_name)
+    if settings.spark_remote:
+        builder = builder.remote(settings.spark_remote)
+    else:
+        builder = builder.master(settings.spark_master)
+        for key, value in {**spark_conf(settings), **extra}.items():
+            builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("WARN") if not settings.spark_remote else None
+    return spark

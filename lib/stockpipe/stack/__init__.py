@@ -1,0 +1,1 @@
+"""The local stack: setup of the pinned tools and the services' process manager."""

@@ -1,0 +1,285 @@
+"""Fetch and build the pinned non-Python parts into a per-user cache.
+
+Each part lands in ``<cache_dir>/<part>-<version>/`` and is marked complete only
+after it was fully fetched, so an interrupted or failed download is retried on
+the next run and a finished one is never fetched again. Fresh clones and CI
+share the cache; after setup nothing needs the network.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+from stockpipe.errors import MissingToolError, SetupError
+from stockpipe.stack import versions
+
+_FIX = {
+    "java": "install OpenJDK 17: apt-get install -y openjdk-17-jdk-headless",
+    "mvn": "install Maven: apt-get install -y maven",
+    "go": "install Go >= 1.24 (https://go.dev/doc/install) and put it on PATH",
+}
+_PURPOSE = {
+    "java": "run the Kafka broker and Spark",
+    "mvn": "fetch the Kafka broker and Spark connector jars from Maven Central",
+    "go": "build the MinIO server from source",
+}
+_MARKER = ".complete"
+
+
+def require_tool(tool: str) -> str:
+    """Path of a tool, or an error that names it and says how to install it."""
+    path = shutil.which(tool)
+    if not path:
+        raise MissingToolError(tool, _PURPOSE[tool], _FIX[tool])
+    return path
+
+
+@dataclass(frozen=True)
+class Part:
+    """One cached, versioned part of the stack."""
+
+    name: str
+    version: str
+    cache_dir: Path
+
+    @property
+    def home(self) -> Path:
+        return self.cache_dir / f"{self.name}-{self.version}"
+
+    @property
+    def ready(self) -> bool:
+        return (self.home / _MARKER).exists()
+
+
+def kafka_part(cache_dir: Path) -> Part:
+    return Part("kafka", versions.KAFKA, cache_dir)
+
+
+def spark_jars_part(cache_dir: Path) -> Part:
+    return Part("spark-jars", f"{versions.SPARK}-hadoop{versions.HADOOP}", cache_dir)
+
+
+def minio_part(cache_dir: Path) -> Part:
+    return Part("minio", versions.MINIO, cache_dir)
+
+
+def kafka_classpath(cache_dir: Path) -> str:
+    return str(kafka_part(cache_dir).home / "libs" / "*")
+
+
+def minio_binary(cache_dir: Path) -> Path:
+    return minio_part(cache_dir).home / "bin" / "minio"
+
+
+def spark_jars(cache_dir: Path) -> list[Path]:
+    """The connector jars Spark gets as local files (Kafka source, S3A)."""
+    part = spark_jars_part(cache_dir)
+    if not part.ready:
+        raise SetupError(
+            f"Spark connector jars are not in {part.home}.", fix="run `make setup` first"
+        )
+    return sorted((part.home / "jars").glob("*.jar"))
+
+
+# Maven -----------------------------------------------------------------------------------
+
+
+def _pom(artifact: str, deps: Iterable[tuple[str, str, str]]) -> str:
+    body = "\n".join(
+        f"    <dependency><groupId>{g}</groupId><artifactId>{a}</artifactId>"
+        f"<version>{v}</version></dependency>"
+        for g, a, v in deps
+    )
+    return (
+        '<project xmlns="http://maven.apache.org/POM/4.0.0">\n'
+        "  <modelVersion>4.0.0</modelVersion>\n"
+        f"  <groupId>io.stockpipe.setup</groupId><artifactId>{artifact}</artifactId>"
+        "<version>1</version><packaging>pom</packaging>\n"
+        f"  <dependencies>\n{body}\n  </dependencies>\n</project>\n"
+    )
+
+
+def _run_streaming(cmd: list[str], *, what: str, log: Path, cwd: Path, env=None, unit="lines"):
+    """Run a long command, showing progress, keeping its full output in ``log``."""
+    with (
+        log.open("w") as out,
+        tqdm(
+            desc=what,
+            unit=f" {unit}",
+            leave=False,
+            dynamic_ncols=True,
+            mininterval=0.2 if sys.stderr.isatty() else 30,  # CI logs: a line per 30 s
+        ) as bar,
+    ):
+        proc = subprocess.Popen(
+            cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            out.write(line)
+            if unit == "jars" and line.startswith("Downloaded from"):
+                bar.update(1)
+                bar.set_postfix_str(line.rsplit("/", 1)[-1].strip()[:50])
+            elif unit == "packages":
+                bar.update(1)
+        rc = proc.wait()
+    return rc
+
+
+def _maven_fetch(part: Part, deps, exclude: list[str], what: str) -> None:
+    mvn = require_tool("mvn")
+    part.cache_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{part.name}-", dir=part.cache_dir))
+    try:
+        (staging / "pom.xml").write_text(_pom(part.name, deps))
+        out_dir = staging / ("libs" if part.name == "kafka" else "jars")
+        cmd = [
+            mvn,
+            "-B",
+            "dependency:copy-dependencies",
+            f"-DoutputDirectory={out_dir}",
+            "-DincludeScope=runtime",
+        ]
+        if exclude:
+            cmd.append("-DexcludeArtifactIds=" + ",".join(exclude))
+        log = part.cache_dir / f"{part.name}-{part.version}.log"
+        rc = _run_streaming(cmd, what=what, log=log, cwd=staging, unit="jars")
+        if rc != 0:
+            raise SetupError(
+                f"Maven could not fetch {what} ({part.name} {part.version}); "
+                f"its output is in {log}.",
+                fix="check the network to Maven Central and run `make setup` again to retry",
+            )
+        _publish(staging, part)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _publish(staging: Path, part: Part) -> None:
+    """Move a finished staging folder into place and mark it complete."""
+    (staging / _MARKER).write_text(part.version + "\n")
+    if part.home.exists():
+        shutil.rmtree(part.home)
+    staging.rename(part.home)
+
+
+def fetch_kafka(cache_dir: Path) -> Part:
+    part = kafka_part(cache_dir)
+    if part.ready:
+        return part
+    deps = [
+        ("org.apache.kafka", f"kafka_{versions.SCALA}", versions.KAFKA),
+        ("org.apache.kafka", "kafka-tools", versions.KAFKA),  # ProducerPerformance for bench/
+        ("org.slf4j", "slf4j-api", versions.SLF4J),
+        ("org.apache.logging.log4j", "log4j-slf4j2-impl", versions.LOG4J),
+        ("org.apache.logging.log4j", "log4j-core", versions.LOG4J),
+    ]
+    _maven_fetch(part, deps, [], f"Kafka {versions.KAFKA} broker jars")
+    return part
+
+
+def fetch_spark_jars(cache_dir: Path) -> Part:
+    part = spark_jars_part(cache_dir)
+    if part.ready:
+        return part
+    deps = [
+        ("org.apache.spark", f"spark-sql-kafka-0-10_{versions.SCALA}", versions.SPARK),
+        ("org.apache.hadoop", "hadoop-aws", versions.HADOOP),
+    ]
+    # Already inside pyspark/jars: never put a second copy on the classpath.
+    exclude = [
+        "hadoop-client-runtime",
+        "hadoop-client-api",
+        "scala-library",
+        f"scala-parallel-collections_{versions.SCALA}",
+        "slf4j-api",
+        "snappy-java",
+        "lz4-java",
+        "jsr305",
+        f"spark-tags_{versions.SCALA}",
+    ]
+    _maven_fetch(part, deps, exclude, f"Spark {versions.SPARK} Kafka + S3A jars")
+    return part
+
+
+# Go --------------------------------------------------------------------------------------
+
+
+def build_minio(cache_dir: Path) -> Part:
+    part = minio_part(cache_dir)
+    if part.ready:
+        return part
+    go = require_tool("go")
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".minio-", dir=cache_dir))
+    env = {**os.environ, "GOBIN": str(staging / "bin"), "GOTOOLCHAIN": "local", "CGO_ENABLED": "0"}
+    log = cache_dir / f"minio-{part.version}.log"
+    target = f"{versions.MINIO_MODULE}@{versions.MINIO}"
+    try:
+        what = f"building MinIO {versions.MINIO} (a few minutes)"
+        rc = _run_streaming(
+            [go, "install", "-v", target], what=what, log=log, cwd=staging, env=env,
+            unit="packages",
+        )
+        if rc != 0 and "replace directives" in log.read_text():
+            rc = _build_in_module_cache(go, target, staging, env, log, what)
+        if rc != 0:
+            raise SetupError(
+                f"`go install {target}` failed; its output is in {log}.",
+                fix="check the network to the Go module proxy and run `make setup` again",
+            )
+        _publish(staging, part)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return part
+
+
+def _build_in_module_cache(go, target, staging, env, log, what) -> int:
+    """`go install` refuses modules with replace directives: build inside the module."""
+    import json
+
+    info = subprocess.run(
+        [go, "mod", "download", "-json", target], env=env, capture_output=True, text=True
+    )
+    if info.returncode != 0:
+        log.write_text(log.read_text() + info.stdout + info.stderr)
+        return info.returncode
+    src = Path(json.loads(info.stdout)["Dir"])
+    out = staging / "bin" / "minio"
+    return _run_streaming(
+        [go, "build", "-v", "-o", str(out), "."], what=what, log=log, cwd=src, env=env,
+        unit="packages",
+    )
+
+
+def setup_all(cache_dir: Path, *, quiet_when_ready: bool = True) -> list[Part]:
+    """Fetch and build everything missing; print one line per part that was done."""
+    require_tool("java")
+    steps = [
+        (kafka_part, fetch_kafka),
+        (spark_jars_part, fetch_spark_jars),
+        (minio_part, build_minio),
+    ]
+    parts = []
+    for part_of, make in steps:
+        part = part_of(cache_dir)
+        if part.ready:
+            if not quiet_when_ready:
+                print(f"  {part.name} {part.version}: cached in {part.home}")
+            parts.append(part)
+            continue
+        print(f"  {part.name} {part.version}: fetching into {part.home} ...", flush=True)
+        done = make(cache_dir)
+        size = sum(f.stat().st_size for f in done.home.rglob("*") if f.is_file())
+        print(f"  {part.name} {part.version}: ready ({size / 1e6:.0f} MB)", flush=True)
+        parts.append(done)
+    return parts

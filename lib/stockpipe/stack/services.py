@@ -1,0 +1,349 @@
+"""The local services (Kafka in KRaft mode, MinIO) as background processes.
+
+Each service owns a data directory, a log file and a pid file under the state
+directory. The manager starts only what is not running, waits until each service
+answers a real request, and stops only the processes it started.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+import requests
+
+from stockpipe.config import Settings
+from stockpipe.errors import PortInUseError, StackError
+from stockpipe.stack import install
+
+
+def port_is_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Service:
+    """A background process the stack manager owns."""
+
+    name: str
+    settings: Settings
+    ports: dict[int, str] = field(default_factory=dict)  # port -> setting that changes it
+
+    # Filled in by subclasses -----------------------------------------------------------
+    marker: str = ""  # a string that appears in this service's command line
+
+    @property
+    def dir(self) -> Path:
+        return self.settings.state_dir / self.name
+
+    @property
+    def data_dir(self) -> Path:
+        return self.dir / "data"
+
+    @property
+    def log_file(self) -> Path:
+        return self.dir / f"{self.name}.log"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.dir / f"{self.name}.pid"
+
+    @property
+    def main_port(self) -> int:
+        return next(iter(self.ports))
+
+    def command(self) -> tuple[list[str], dict[str, str]]:
+        raise NotImplementedError
+
+    def prepare(self) -> None:
+        """One-time work before the first start (formatting storage, configs)."""
+
+    def healthy(self) -> bool:
+        raise NotImplementedError
+
+    # Process bookkeeping ---------------------------------------------------------------
+    def pid(self) -> int | None:
+        """The pid of our running process, or None (a stale pid file is removed)."""
+        try:
+            pid = int(self.pid_file.read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+        try:
+            proc = psutil.Process(pid)
+            alive = proc.status() != psutil.STATUS_ZOMBIE and any(
+                self.marker in part for part in proc.cmdline()
+            )
+        except psutil.Error:
+            alive = False
+        if not alive:
+            self.pid_file.unlink(missing_ok=True)
+            return None
+        return pid
+
+    def start(self) -> int:
+        for port, setting in self.ports.items():
+            if not port_is_free(self.settings.host, port):
+                raise PortInUseError(self.name, port, setting)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.prepare()
+        cmd, env = self.command()
+        with self.log_file.open("ab") as log:
+            proc = subprocess.Popen(
+                cmd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env={**os.environ, **env},
+                start_new_session=True,  # survives the CLI, and Ctrl-C in a notebook
+            )
+        self.pid_file.write_text(f"{proc.pid}\n")
+        return proc.pid
+
+    def wait_healthy(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.pid() is None:
+                raise StackError(
+                    f"{self.name} exited while starting; last lines of {self.log_file}:\n"
+                    + self.log_tail()
+                )
+            if self.healthy():
+                return
+            time.sleep(0.25)
+        raise StackError(
+            f"{self.name} did not become healthy within {timeout:.0f} s; "
+            f"last lines of {self.log_file}:\n" + self.log_tail()
+        )
+
+    def stop(self, timeout: float = 20.0) -> bool:
+        pid = self.pid()
+        if pid is None:
+            return False
+        try:
+            os.killpg(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            psutil.Process(pid).wait(timeout)
+        except psutil.TimeoutExpired:
+            os.killpg(pid, signal.SIGKILL)
+            psutil.Process(pid).wait(5)
+        except psutil.NoSuchProcess:
+            pass
+        self.pid_file.unlink(missing_ok=True)
+        return True
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return "(no log)"
+
+
+_LOG4J2 = """\
+status = warn
+appender.console.type = Console
+appender.console.name = STDOUT
+appender.console.layout.type = PatternLayout
+appender.console.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = {level}
+rootLogger.appenderRef.stdout.ref = STDOUT
+logger.kafka.name = kafka
+logger.kafka.level = {level}
+logger.state.name = state.change.logger
+logger.state.level = WARN
+"""
+
+
+@dataclass
+class Kafka(Service):
+    """A single-node Kafka broker in KRaft mode (broker and controller in one process)."""
+
+    node_id: int = 1
+    voters: str = ""  # controller.quorum.voters for multi-node clusters
+
+    def __post_init__(self) -> None:
+        s = self.settings
+        self.marker = str(self.dir / "server.properties")
+        if not self.ports:
+            self.ports = {
+                s.kafka_port: "STOCKPIPE_KAFKA_PORT",
+                s.kafka_controller_port: "STOCKPIPE_KAFKA_CONTROLLER_PORT",
+            }
+
+    @property
+    def broker_port(self) -> int:
+        return list(self.ports)[0]
+
+    @property
+    def controller_port(self) -> int:
+        return list(self.ports)[1]
+
+    def properties(self) -> str:
+        h = self.settings.host
+        rf = self.settings.topic_replication
+        quorum = (
+            f"controller.quorum.voters={self.voters}"
+            if self.voters
+            else f"controller.quorum.bootstrap.servers={h}:{self.controller_port}"
+        )
+        return "\n".join(
+            [
+                "process.roles=broker,controller",
+                f"node.id={self.node_id}",
+                quorum,
+                f"listeners=PLAINTEXT://{h}:{self.broker_port},CONTROLLER://{h}:{self.controller_port}",
+                f"advertised.listeners=PLAINTEXT://{h}:{self.broker_port}",
+                "controller.listener.names=CONTROLLER",
+                "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+                "inter.broker.listener.name=PLAINTEXT",
+                f"log.dirs={self.data_dir}",
+                f"num.partitions={self.settings.topic_partitions}",
+                f"default.replication.factor={rf}",
+                f"min.insync.replicas={min(2, rf) if rf > 1 else 1}",
+                f"offsets.topic.replication.factor={rf}",
+                f"transaction.state.log.replication.factor={rf}",
+                f"transaction.state.log.min.isr={min(2, rf)}",
+                f"share.coordinator.state.topic.replication.factor={rf}",
+                f"share.coordinator.state.topic.min.isr={min(2, rf)}",
+                "group.initial.rebalance.delay.ms=0",
+                "auto.create.topics.enable=false",
+                "log.retention.hours=-1",
+                "",
+            ]
+        )
+
+    def prepare(self) -> None:
+        (self.dir / "server.properties").write_text(self.properties())
+        (self.dir / "log4j2.properties").write_text(_LOG4J2.format(level="INFO"))
+        if (self.data_dir / "meta.properties").exists():
+            return
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if self.voters:
+            cluster_id = self.settings.state_dir.name  # shared by every node of one cluster
+            cluster_id = base64.urlsafe_b64encode(uuid.uuid5(uuid.NAMESPACE_URL, cluster_id).bytes)
+            cluster_id = cluster_id.decode().rstrip("=")
+        cmd = [
+            install.require_tool("java"),
+            *self._jvm_opts(),
+            "-cp",
+            install.kafka_classpath(self.settings.cache_dir),
+            "kafka.tools.StorageTool",
+            "format",
+            "-t",
+            cluster_id,
+            "-c",
+            str(self.dir / "server.properties"),
+        ]
+        if not self.voters:
+            cmd.append("--standalone")
+        res = subprocess.run(cmd, capture_output=True, text=True)
+        if res.returncode != 0:
+            raise StackError(f"formatting Kafka storage failed:\n{res.stdout}\n{res.stderr}")
+
+    def _jvm_opts(self) -> list[str]:
+        return [
+            f"-Dlog4j2.configurationFile={self.dir / 'log4j2.properties'}",
+            "-Djava.net.preferIPv4Stack=true",
+        ]
+
+    def command(self) -> tuple[list[str], dict[str, str]]:
+        heap = self.settings.kafka_heap
+        cmd = [
+            install.require_tool("java"),
+            f"-Xmx{heap}",
+            f"-Xms{heap}",
+            "-XX:+UseG1GC",
+            "-XX:MaxGCPauseMillis=20",
+            *self._jvm_opts(),
+            "-cp",
+            install.kafka_classpath(self.settings.cache_dir),
+            "kafka.Kafka",
+            str(self.dir / "server.properties"),
+        ]
+        return cmd, {}
+
+    def healthy(self) -> bool:
+        from stockpipe.kafka import cluster_ready
+
+        return cluster_ready(f"{self.settings.host}:{self.broker_port}", timeout_s=2)
+
+
+@dataclass
+class MinIO(Service):
+    """A MinIO server built from source, listening on 127.0.0.1 only."""
+
+    def __post_init__(self) -> None:
+        s = self.settings
+        self.marker = str(install.minio_binary(s.cache_dir))
+        if not self.ports:
+            self.ports = {
+                s.minio_port: "STOCKPIPE_MINIO_PORT",
+                s.minio_console_port: "STOCKPIPE_MINIO_CONSOLE_PORT",
+            }
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.settings.host}:{self.main_port}"
+
+    def command(self) -> tuple[list[str], dict[str, str]]:
+        s = self.settings
+        if not s.s3_access_key or not s.s3_secret_key.get_secret_value():
+            raise StackError(
+                "MinIO credentials are not set (STOCKPIPE_S3_ACCESS_KEY / STOCKPIPE_S3_SECRET_KEY); "
+                "`stockpipe up` generates them into .env on first run."
+            )
+        console_port = list(self.ports)[1]
+        cmd = [
+            str(install.minio_binary(s.cache_dir)),
+            "server",
+            str(self.data_dir),
+            "--address",
+            f"{s.host}:{self.main_port}",
+            "--console-address",
+            f"{s.host}:{console_port}",
+            "--quiet",
+        ]
+        env = {
+            "MINIO_ROOT_USER": s.s3_access_key,
+            "MINIO_ROOT_PASSWORD": s.s3_secret_key.get_secret_value(),
+            "MINIO_UPDATE": "off",
+            "MINIO_CALLHOME_ENABLE": "off",
+            "MINIO_REGION": s.s3_region,
+        }
+        return cmd, env
+
+    def healthy(self) -> bool:
+        try:
+            return requests.get(f"{self.url}/minio/health/live", timeout=2).status_code == 200
+        except requests.RequestException:
+            return False
+
+
+ServiceFactory = Callable[[Settings], Service]
+
+
+def local_services(settings: Settings) -> list[Service]:
+    return [Kafka("kafka", settings), MinIO("minio", settings)]
