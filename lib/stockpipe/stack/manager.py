@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from stockpipe.config import Settings
+from stockpipe.config import Settings, load_settings
 from stockpipe.stack.services import Service, local_services
 
 _ALPHABET = string.ascii_letters + string.digits
@@ -37,6 +37,31 @@ def ensure_credentials(env_file: Path) -> bool:
         env_file.write_text(text + sep + header + "\n".join(add) + "\n")
     os.chmod(env_file, 0o600)
     return bool(add)
+
+
+def isolated_settings(state_dir: Path, **overrides: object) -> Settings:
+    """Settings for a throwaway stack (tests, benchmarks): free ports, fresh credentials.
+
+    Reads no ``.env``, so a user's running stack is never touched.
+    """
+    from stockpipe.stack.services import free_port
+
+    base: dict[str, object] = dict(
+        state_dir=state_dir,
+        kafka_port=free_port(),
+        kafka_controller_port=free_port(),
+        kafka_heap="512m",
+        minio_port=free_port(),
+        minio_console_port=free_port(),
+        kafka_bootstrap="",
+        s3_endpoint="",
+        s3_access_key=f"test-{generate_secret(8).lower()}",
+        s3_secret_key=generate_secret(32),
+        bucket="stock-lake-test",
+        spark_master="local[2]",
+    )
+    base.update(overrides)
+    return load_settings(env_file=state_dir / "no.env", **base)
 
 
 @dataclass
