@@ -10,8 +10,11 @@ import typer
 from stockpipe.config import PROJECT_ROOT, load_settings
 from stockpipe.errors import StockpipeError
 
-app = typer.Typer(help="stockpipe: stock data through Kafka, Spark and an S3 lake.",
-                  no_args_is_help=True, pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="stockpipe: stock data through Kafka, Spark and an S3 lake.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 
 
 def _settings():
@@ -52,9 +55,11 @@ def up() -> None:
         Stack(settings).up(log=typer.echo)
     except StockpipeError as exc:
         _fail(exc)
-    typer.echo(f"stack is up ({time.perf_counter() - t0:.1f} s): Kafka {settings.bootstrap_servers}, "
-               f"MinIO {settings.s3_url} (console http://{settings.host}:{settings.minio_console_port}), "
-               f"bucket {settings.bucket}")
+    typer.echo(
+        f"stack is up ({time.perf_counter() - t0:.1f} s): Kafka {settings.bootstrap_servers}, "
+        f"MinIO {settings.s3_url} (console http://{settings.host}:{settings.minio_console_port}), "
+        f"bucket {settings.bucket}"
+    )
 
 
 @app.command()

@@ -100,7 +100,11 @@ class Settings(BaseSettings):
                 continue
             if isinstance(value, SecretStr):
                 value = value.get_secret_value()
-            key = "ALPHAVANTAGE_API_KEY" if name == "alphavantage_api_key" else f"STOCKPIPE_{name.upper()}"
+            key = (
+                "ALPHAVANTAGE_API_KEY"
+                if name == "alphavantage_api_key"
+                else f"STOCKPIPE_{name.upper()}"
+            )
             env[key] = str(value)
         return env
 

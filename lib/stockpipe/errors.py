@@ -23,6 +23,14 @@ class MissingToolError(SetupError):
         super().__init__(f"'{tool}' was not found on PATH; it is needed to {purpose}.", fix=fix)
 
 
+class ConfigError(StockpipeError):
+    """A setting the task needs is missing or invalid; names the variable to set."""
+
+    def __init__(self, variable: str, reason: str) -> None:
+        self.variable, self.reason = variable, reason
+        super().__init__(f"{reason} Set {variable} in the environment or in the project's .env.")
+
+
 class StackError(StockpipeError):
     """A local service could not be started, reached or stopped."""
 
@@ -63,3 +71,11 @@ class DeliveryError(StockpipeError):
         self.failed, self.sent, self.reasons = failed, sent, reasons
         detail = "; ".join(f"{r} ({n})" for r, n in reasons.items())
         super().__init__(f"{failed} of {sent} records were not confirmed by Kafka: {detail}")
+
+
+class StreamingError(StockpipeError):
+    """A streaming query stopped with an error."""
+
+    def __init__(self, query: str, reason: str) -> None:
+        self.query, self.reason = query, reason
+        super().__init__(f"streaming query {query} failed: {reason}")

@@ -39,8 +39,12 @@ def zone(settings: Settings, name: str, *, spark: bool = False) -> str:
 
 def filesystem(settings: Settings) -> s3fs.S3FileSystem:
     """An s3fs filesystem for the lake (cached per endpoint and credentials)."""
-    return _fs(settings.s3_url, settings.s3_access_key, settings.s3_secret_key.get_secret_value(),
-               settings.s3_region)
+    return _fs(
+        settings.s3_url,
+        settings.s3_access_key,
+        settings.s3_secret_key.get_secret_value(),
+        settings.s3_region,
+    )
 
 
 @lru_cache(maxsize=8)

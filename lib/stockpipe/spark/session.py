@@ -31,6 +31,8 @@ def spark_conf(settings: Settings) -> dict[str, str]:
         "spark.sql.adaptive.enabled": "true",
         "spark.sql.parquet.compression.codec": "zstd",
         "spark.sql.sources.partitionOverwriteMode": "dynamic",
+        # "1d" would be inferred as a double: partition values stay strings
+        "spark.sql.sources.partitionColumnTypeInference.enabled": "false",
         "spark.sql.streaming.stateStore.providerClass": (
             "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider"
         ),
@@ -41,9 +43,7 @@ def spark_conf(settings: Settings) -> dict[str, str]:
         f"{s3}secret.key": settings.s3_secret_key.get_secret_value(),
         f"{s3}path.style.access": "true",
         f"{s3}connection.ssl.enabled": str(settings.s3_url.startswith("https")).lower(),
-        f"{s3}aws.credentials.provider": (
-            "org.apache.hadoop.fs.s3a.SimpleAWSCredentialsProvider"
-        ),
+        f"{s3}aws.credentials.provider": ("org.apache.hadoop.fs.s3a.SimpleAWSCredentialsProvider"),
         f"{s3}change.detection.mode": "none",
         f"{s3}fast.upload": "true",
         f"{s3}connection.establish.timeout": "15s",

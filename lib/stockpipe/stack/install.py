@@ -227,7 +227,11 @@ def build_minio(cache_dir: Path) -> Part:
     try:
         what = f"building MinIO {versions.MINIO} (a few minutes)"
         rc = _run_streaming(
-            [go, "install", "-v", target], what=what, log=log, cwd=staging, env=env,
+            [go, "install", "-v", target],
+            what=what,
+            log=log,
+            cwd=staging,
+            env=env,
             unit="packages",
         )
         if rc != 0 and "replace directives" in log.read_text():
@@ -256,7 +260,11 @@ def _build_in_module_cache(go, target, staging, env, log, what) -> int:
     src = Path(json.loads(info.stdout)["Dir"])
     out = staging / "bin" / "minio"
     return _run_streaming(
-        [go, "build", "-v", "-o", str(out), "."], what=what, log=log, cwd=src, env=env,
+        [go, "build", "-v", "-o", str(out), "."],
+        what=what,
+        log=log,
+        cwd=src,
+        env=env,
         unit="packages",
     )
 

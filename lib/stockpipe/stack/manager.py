@@ -126,7 +126,9 @@ class Stack:
         out = []
         for svc in self.services:
             pid = svc.pid()
-            out.append(ServiceStatus(svc.name, svc.main_port, pid, pid is not None and svc.healthy()))
+            out.append(
+                ServiceStatus(svc.name, svc.main_port, pid, pid is not None and svc.healthy())
+            )
         return out
 
     def service(self, name: str) -> Service:

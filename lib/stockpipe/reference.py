@@ -1,0 +1,204 @@
+"""Sliding-window aggregates of ticks computed with pandas alone.
+
+This is the independent answer the streaming job is checked against (tests and
+the benchmark). It follows the same contract, written down here:
+
+* A tick is valid when its symbol is non-empty, its price finite and positive,
+  its size positive; the others never reach a window.
+* Windows are ``[start, start + window)`` with ``start`` a multiple of ``slide``
+  (epoch-aligned); a tick belongs to every window that contains its ``ts``.
+* The watermark in force for a tick is the largest ``ts`` of the valid ticks
+  sent before it (``order``, by default ``seq``) minus the delay. A (tick,
+  window) pair whose window ends at or before it is late and dropped. Spark only
+  moves its watermark between micro-batches, so it may lag this one; data whose
+  lateness is clear of that lag (as the tick producer makes it) is dropped the
+  same way by both.
+* A window is closed once the final watermark (the largest ``ts`` minus the
+  delay) reaches its end; only closed windows are in the output.
+* open/close: price of the first/last tick by ``(ts, seq)``; high, low; VWAP =
+  sum(price * size) / sum(size); volume = sum(size); trade_count; price_std =
+  sample standard deviation (NaN for one tick).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+WINDOW_COLUMNS = (
+    "symbol",
+    "window_start",
+    "window_end",
+    "open",
+    "high",
+    "low",
+    "close",
+    "vwap",
+    "volume",
+    "trade_count",
+    "price_std",
+)
+
+
+def to_ms(interval: str | int | float | pd.Timedelta) -> int:
+    """Milliseconds of an interval ("15 seconds", "1 minute", a Timedelta, or ms)."""
+    if isinstance(interval, int | float):
+        return int(interval)
+    return int(pd.Timedelta(interval).total_seconds() * 1000)
+
+
+def valid(ticks: pd.DataFrame) -> pd.DataFrame:
+    """Ticks that pass validation (as the contract above says)."""
+    price = pd.to_numeric(ticks["price"], errors="coerce")
+    size = pd.to_numeric(ticks["size"], errors="coerce")
+    ok = (
+        ticks["symbol"].fillna("").astype(str).str.strip().ne("")
+        & np.isfinite(price)
+        & (price > 0)
+        & (size > 0)
+        & ticks["ts"].notna()
+    )
+    return ticks.loc[ok]
+
+
+def reference_windows(
+    ticks: pd.DataFrame,
+    *,
+    window: str | int,
+    slide: str | int,
+    watermark: str | int,
+    order: str = "seq",
+    final_watermark_ms: int | None = None,
+    closed_only: bool = True,
+) -> pd.DataFrame:
+    """Closed windows of ``ticks`` (columns symbol, ts ms, price, size, seq).
+
+    ``final_watermark_ms`` defaults to the largest valid ``ts`` minus the delay.
+    With ``closed_only=False`` every window with a tick is returned (no watermark
+    drop either): the batch answer.
+    """
+    w_ms, s_ms, delay = to_ms(window), to_ms(slide), to_ms(watermark)
+    t = valid(ticks).sort_values(order, kind="stable").reset_index(drop=True)
+    cols = list(WINDOW_COLUMNS)
+    if t.empty:
+        return _typed(pd.DataFrame(columns=cols))
+    ts = t["ts"].to_numpy(np.int64)
+    prior_max = np.maximum.accumulate(ts)
+    # watermark in force when each tick arrives: from the ticks before it
+    in_force = np.concatenate([[np.iinfo(np.int64).min], prior_max[:-1] - delay])
+    n_over = -(-w_ms // s_ms)
+    first = (ts // s_ms) * s_ms  # the latest window start at or before ts
+    parts = []
+    for k in range(n_over):
+        start = first - k * s_ms
+        inside = ts < start + w_ms
+        keep = inside if not closed_only else inside & (start + w_ms > in_force)
+        parts.append(t.loc[keep].assign(window_start_ms=start[keep]))
+    pairs = pd.concat(parts, ignore_index=True)
+    pairs["pv"] = pairs["price"] * pairs["size"]
+    pairs = pairs.sort_values(["symbol", "window_start_ms", "ts", "seq"], kind="stable")
+    g = pairs.groupby(["symbol", "window_start_ms"], sort=True)
+    out = pd.DataFrame(
+        {
+            "open": g["price"].first(),
+            "high": g["price"].max(),
+            "low": g["price"].min(),
+            "close": g["price"].last(),
+            "vwap": g["pv"].sum() / g["size"].sum(),
+            "volume": g["size"].sum().astype("int64"),
+            "trade_count": g["price"].size().astype("int64"),
+            "price_std": g["price"].std(ddof=1),
+        }
+    ).reset_index()
+    out["window_end_ms"] = out["window_start_ms"] + w_ms
+    if closed_only:
+        final = final_watermark_ms if final_watermark_ms is not None else int(ts.max()) - delay
+        out = out.loc[out["window_end_ms"] <= final]
+    out["window_start"] = pd.to_datetime(out["window_start_ms"], unit="ms", utc=True)
+    out["window_end"] = pd.to_datetime(out["window_end_ms"], unit="ms", utc=True)
+    return _typed(out.loc[:, cols])
+
+
+def _typed(df: pd.DataFrame) -> pd.DataFrame:
+    df = df.copy()
+    for c in ("window_start", "window_end"):
+        df[c] = pd.to_datetime(df[c], utc=True).astype("datetime64[us, UTC]")
+    for c in ("open", "high", "low", "close", "vwap", "price_std"):
+        df[c] = df[c].astype("float64")
+    for c in ("volume", "trade_count"):
+        df[c] = df[c].astype("int64")
+    df["symbol"] = df["symbol"].astype(object)
+    return df.sort_values(["symbol", "window_start"]).reset_index(drop=True)
+
+
+def late_pairs(
+    ticks: pd.DataFrame,
+    *,
+    window: str | int,
+    slide: str | int,
+    watermark: str | int,
+    order: str = "seq",
+) -> pd.DataFrame:
+    """The (tick, window) pairs the watermark drops: symbol, window_start_ms, seq."""
+    w_ms, s_ms, delay = to_ms(window), to_ms(slide), to_ms(watermark)
+    t = valid(ticks).sort_values(order, kind="stable").reset_index(drop=True)
+    if t.empty:
+        return pd.DataFrame(columns=["symbol", "window_start_ms", "seq"])
+    ts = t["ts"].to_numpy(np.int64)
+    prior_max = np.maximum.accumulate(ts)
+    in_force = np.concatenate([[np.iinfo(np.int64).min], prior_max[:-1] - delay])
+    first = (ts // s_ms) * s_ms
+    parts = []
+    for k in range(-(-w_ms // s_ms)):
+        start = first - k * s_ms
+        late = (ts < start + w_ms) & (start + w_ms <= in_force)
+        parts.append(
+            pd.DataFrame(
+                {"symbol": t["symbol"][late], "window_start_ms": start[late], "seq": t["seq"][late]}
+            )
+        )
+    return pd.concat(parts, ignore_index=True)
+
+
+def compare_windows(
+    actual: pd.DataFrame, expected: pd.DataFrame, *, rtol: float = 1e-9
+) -> list[str]:
+    """Differences between two window frames (empty list: equal).
+
+    Keys must match exactly (no duplicates, no gaps); numbers within ``rtol``
+    (sums of floats depend on the order they are added in).
+    """
+    problems: list[str] = []
+    key = ["symbol", "window_start"]
+    a = _typed(actual.loc[:, list(WINDOW_COLUMNS)])
+    e = _typed(expected.loc[:, list(WINDOW_COLUMNS)])
+    dup = a[a.duplicated(key, keep=False)]
+    if not dup.empty:
+        problems.append(f"{len(dup)} duplicated window rows, e.g. {dup.head(3).to_dict('records')}")
+    m = a.drop_duplicates(key).merge(e, on=key, how="outer", suffixes=("_a", "_e"), indicator=True)
+    extra = m[m["_merge"] == "left_only"]
+    missing = m[m["_merge"] == "right_only"]
+    if not extra.empty:
+        problems.append(
+            f"{len(extra)} windows not expected, e.g. {extra[key].head(3).values.tolist()}"
+        )
+    if not missing.empty:
+        problems.append(
+            f"{len(missing)} windows missing, e.g. {missing[key].head(3).values.tolist()}"
+        )
+    both = m[m["_merge"] == "both"]
+    for c in ("window_end", "volume", "trade_count"):
+        bad = both[both[f"{c}_a"] != both[f"{c}_e"]]
+        if not bad.empty:
+            problems.append(
+                f"{c} differs in {len(bad)} windows, e.g. {bad[key].head(3).values.tolist()}"
+            )
+    for c in ("open", "high", "low", "close", "vwap", "price_std"):
+        x, y = both[f"{c}_a"].to_numpy(float), both[f"{c}_e"].to_numpy(float)
+        same = np.isclose(x, y, rtol=rtol, atol=1e-12) | (np.isnan(x) & np.isnan(y))
+        if not same.all():
+            bad = both.loc[~same, [*key, f"{c}_a", f"{c}_e"]]
+            problems.append(
+                f"{c} differs in {len(bad)} windows, e.g. {bad.head(3).values.tolist()}"
+            )
+    return problems

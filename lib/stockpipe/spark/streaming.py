@@ -1,0 +1,586 @@
+"""The streaming job: ticks from Kafka to sliding-window aggregates in the lake.
+
+Three queries read the tick topic, each with its own checkpoint and a Parquet
+file sink, so each is exactly-once (the sink's ``_spark_metadata`` log commits a
+micro-batch's files together with its offsets):
+
+============================  ==============================  =============================
+query (``queryName``)         writes                          what
+============================  ==============================  =============================
+``<name>_raw``                ``raw/ticks/``                  every record as received
+``<name>_quarantine``         ``quarantine/ticks/``           invalid ticks, with a reason
+``<name>``                    ``processed/tick_windows/``     windows the watermark closed
+============================  ==============================  =============================
+
+Windows are per symbol, sliding (default 1 minute every 15 s), in event time,
+with a watermark (default 30 s): a window is written once, in append mode, when
+the watermark passes its end; ticks that arrive for a window already closed are
+dropped and counted (``late_rows_dropped`` in the metrics). The progress of
+every micro-batch of every query is written to ``processed/stream_metrics/``.
+
+Run it (settings from the environment / ``.env``)::
+
+    python -m stockpipe.spark.streaming --mode continuous --duration 600
+    python -m stockpipe.spark.streaming --mode available-now   # the backlog, then stop
+    python -m stockpipe.spark.streaming --window "10 seconds" --slide "5 seconds" \\
+        --watermark "5 seconds" --trigger "2 seconds" --name ticks_test
+
+Stop a continuous run with Ctrl-C (or SIGTERM): the queries stop, and a restart
+resumes from the checkpoint without losing or doubling a window.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import queue
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.streaming import StreamingQuery, StreamingQueryListener
+
+from stockpipe.config import Settings
+from stockpipe.errors import StreamingError, UnknownNameError
+from stockpipe.lake import filesystem, zone
+from stockpipe.reader import METRICS_SCHEMA
+from stockpipe.schemas import SCHEMA_VERSION, TICK_MESSAGE_DDL
+
+log = logging.getLogger(__name__)
+
+RUN_MODES = ("continuous", "available-now")
+
+#: Why a tick is quarantined, in the order the checks run (the first one wins).
+REASONS = {
+    "empty": "empty message",
+    "unparsable": "unparsable: not JSON, or a field has the wrong type",
+    "schema_version": "unsupported schema_version",
+    "missing": "missing field: {}",
+    "price": "non-positive price",
+    "price_nan": "non-finite price",
+    "size": "non-positive size",
+    "size_big": "size too large",
+    "ts": "non-positive ts",
+    "future": "ts too far in the future",
+}
+REQUIRED_FIELDS = ("schema_version", "symbol", "ts", "price", "size", "seq", "producer_id")
+MAX_SIZE = 1_000_000_000
+#: A tick may be this far ahead of its Kafka timestamp (clock skew); beyond, it would
+#: push the watermark past every real tick, so it is quarantined.
+FUTURE_TOLERANCE_MS = 5 * 60 * 1000
+
+_CORRUPT = "_corrupt_record"
+_PARSE_DDL = f"{TICK_MESSAGE_DDL}, {_CORRUPT} STRING"
+
+WINDOW_COLUMNS = (
+    "symbol",
+    "window_start",
+    "window_end",
+    "open",
+    "high",
+    "low",
+    "close",
+    "vwap",
+    "volume",
+    "trade_count",
+    "price_std",
+    "date",
+)
+
+
+@dataclass(frozen=True)
+class StreamOptions:
+    """How the job runs. Durations are Spark interval strings ("15 seconds")."""
+
+    window: str = "1 minute"
+    slide: str = "15 seconds"
+    watermark: str = "30 seconds"
+    trigger: str = "5 seconds"
+    mode: str = "continuous"
+    #: Continuous: stop after this long. Available-now: give up after this long.
+    duration_s: float | None = None
+    name: str = "tick_windows"
+    #: Root of the three checkpoints; default ``checkpoints/<name>/`` in the lake.
+    checkpoint: str | None = None
+    topic: str | None = None
+    starting_offsets: str = "earliest"
+    #: Cap on Kafka records per micro-batch (None: all available).
+    max_offsets_per_trigger: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.mode not in RUN_MODES:
+            raise UnknownNameError("run mode", self.mode, list(RUN_MODES))
+
+
+# ---------------------------------------------------------------------------------------
+# Pure transforms
+# ---------------------------------------------------------------------------------------
+
+
+def raw_records(records: DataFrame) -> DataFrame:
+    """Kafka records as received, typed for the raw zone (partitioned by ingest date)."""
+    return records.select(
+        F.col("key").cast("string").alias("key"),
+        F.col("value").cast("string").alias("value"),
+        "topic",
+        "partition",
+        "offset",
+        F.col("timestamp").alias("kafka_timestamp"),
+        F.to_date("timestamp").alias("ingest_date"),
+    )
+
+
+def parse_ticks(records: DataFrame) -> DataFrame:
+    """Raw records plus the tick's fields parsed with the contract's schema.
+
+    Never fails: a value that is not JSON, or whose field has the wrong type,
+    leaves the fields null and ``_corrupt_record`` set.
+    """
+    raw = raw_records(records)
+    parsed = F.from_json(
+        "value", _PARSE_DDL, {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": _CORRUPT}
+    )
+    return raw.withColumn("t", parsed).select(*raw.columns, "t.*")
+
+
+def validate_ticks(
+    parsed: DataFrame, *, future_tolerance_ms: int = FUTURE_TOLERANCE_MS
+) -> DataFrame:
+    """Add ``reason``: null for a valid tick, else why it is quarantined."""
+    c = F.col
+    checks: list[tuple[Column, str]] = [
+        (c("value").isNull() | (F.trim(c("value")) == ""), REASONS["empty"]),
+        (c(_CORRUPT).isNotNull(), REASONS["unparsable"]),
+    ]
+    for name in REQUIRED_FIELDS:
+        missing = c(name).isNull()
+        if name in ("symbol", "producer_id"):
+            missing = missing | (F.trim(c(name)) == "")
+        checks.append((missing, REASONS["missing"].format(name)))
+    checks += [
+        (c("schema_version") != SCHEMA_VERSION, REASONS["schema_version"]),
+        (F.isnan("price") | (F.abs("price") == float("inf")), REASONS["price_nan"]),
+        (c("price") <= 0, REASONS["price"]),
+        (c("size") <= 0, REASONS["size"]),
+        (c("size") > MAX_SIZE, REASONS["size_big"]),
+        (c("ts") <= 0, REASONS["ts"]),
+        (c("ts") > F.unix_millis("kafka_timestamp") + future_tolerance_ms, REASONS["future"]),
+    ]
+    reason = F.lit(None).cast("string")
+    for cond, text in reversed(checks):
+        reason = F.when(cond, F.lit(text)).otherwise(reason)
+    return parsed.withColumn("reason", reason)
+
+
+def valid_ticks(validated: DataFrame) -> DataFrame:
+    """The ticks that passed, with ``event_time`` as a timestamp."""
+    return validated.where(F.col("reason").isNull()).select(
+        "symbol",
+        "ts",
+        F.timestamp_millis("ts").alias("event_time"),
+        "price",
+        "size",
+        "seq",
+        "producer_id",
+    )
+
+
+def quarantined_ticks(validated: DataFrame) -> DataFrame:
+    """The ticks that failed, as received, with the reason (partitioned by ingest date)."""
+    return validated.where(F.col("reason").isNotNull()).select(
+        "key", "value", "topic", "partition", "offset", "kafka_timestamp", "reason", "ingest_date"
+    )
+
+
+def window_aggregates(ticks: DataFrame, *, window: str, slide: str, watermark: str) -> DataFrame:
+    """Sliding event-time windows per symbol: OHLC, VWAP, volume, count, price std.
+
+    Open and close are the prices of the first and last tick by event time (ties
+    broken by ``seq``), not by arrival. ``price_std`` is the sample standard
+    deviation (null for a single tick). ``date`` is the UTC date of the window start.
+    """
+    order = F.struct("event_time", "seq")
+    return (
+        ticks.withWatermark("event_time", watermark)
+        .groupBy("symbol", F.window("event_time", window, slide))
+        .agg(
+            F.min_by("price", order).alias("open"),
+            F.max("price").alias("high"),
+            F.min("price").alias("low"),
+            F.max_by("price", order).alias("close"),
+            (F.sum(F.col("price") * F.col("size")) / F.sum("size")).alias("vwap"),
+            F.sum("size").alias("volume"),
+            F.count(F.lit(1)).alias("trade_count"),
+            F.stddev_samp("price").alias("price_std"),
+        )
+        .select(
+            "symbol",
+            F.col("window.start").alias("window_start"),
+            F.col("window.end").alias("window_end"),
+            "open",
+            "high",
+            "low",
+            "close",
+            "vwap",
+            "volume",
+            "trade_count",
+            "price_std",
+            F.to_date("window.start").alias("date"),
+        )
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# Progress metrics
+# ---------------------------------------------------------------------------------------
+
+
+def _utc(text: str | None) -> pd.Timestamp | None:
+    if not text:
+        return None
+    ts = pd.Timestamp(text)
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
+def progress_row(progress: Any) -> dict[str, Any]:
+    """One metrics row from a ``StreamingQueryProgress`` (or its JSON as a dict)."""
+    p = progress if isinstance(progress, dict) else dict(progress)
+    ops = p.get("stateOperators") or []
+    watermark = _utc((p.get("eventTime") or {}).get("watermark"))
+    if watermark is not None and watermark.value == 0:
+        watermark = None  # Spark reports epoch 0 until a watermark exists
+    return {
+        "query_name": p.get("name") or "",
+        "query_id": str(p.get("id")),
+        "run_id": str(p.get("runId")),
+        "batch_id": int(p.get("batchId", -1)),
+        "timestamp": _utc(p.get("timestamp")),
+        "num_input_rows": int(p.get("numInputRows") or 0),
+        "input_rows_per_second": float(p.get("inputRowsPerSecond") or 0.0),
+        "processed_rows_per_second": float(p.get("processedRowsPerSecond") or 0.0),
+        "batch_duration_ms": int(p.get("batchDuration") or 0),
+        "watermark": watermark,
+        "state_rows": sum(int(o.get("numRowsTotal") or 0) for o in ops),
+        "state_memory_bytes": sum(int(o.get("memoryUsedBytes") or 0) for o in ops),
+        "late_rows_dropped": sum(int(o.get("numRowsDroppedByWatermark") or 0) for o in ops),
+        "durations_ms": dict(p.get("durationMs") or {}),
+    }
+
+
+def write_metrics_row(settings: Settings, row: dict[str, Any]) -> str:
+    """Write one batch's metrics to the lake; a replayed batch overwrites its own file."""
+    path = f"{zone(settings, 'stream_metrics')}/{row['query_name']}/{row['batch_id']:010d}.parquet"
+    table = pa.Table.from_pylist([{k: row[k] for k in METRICS_SCHEMA.names}], schema=METRICS_SCHEMA)
+    with filesystem(settings).open(path, "wb") as fh:
+        pq.write_table(table, fh)
+    return path
+
+
+class ProgressRecorder(StreamingQueryListener):
+    """Keeps every micro-batch's progress of our queries in the lake and in a queue.
+
+    Spark calls it on its listener thread; the queue hands rows to the thread
+    that runs the job (notebook output belongs there).
+    """
+
+    def __init__(self, settings: Settings, query_names: set[str]) -> None:
+        self.settings = settings
+        self.query_names = query_names
+        self.rows: queue.Queue[dict[str, Any]] = queue.Queue()
+        self.errors: list[str] = []
+
+    def onQueryStarted(self, event: Any) -> None:
+        pass
+
+    def onQueryProgress(self, event: Any) -> None:
+        try:
+            row = progress_row(event.progress)
+            if row["query_name"] not in self.query_names:
+                return
+            write_metrics_row(self.settings, row)
+            self.rows.put(row)
+        except Exception as exc:  # never let metrics break the stream
+            self.errors.append(f"{type(exc).__name__}: {exc}")
+            log.warning("stream metrics not written: %s", exc)
+
+    def onQueryIdle(self, event: Any) -> None:
+        pass
+
+    def onQueryTerminated(self, event: Any) -> None:
+        pass
+
+
+# ---------------------------------------------------------------------------------------
+# The job: read, transform, write
+# ---------------------------------------------------------------------------------------
+
+
+def query_names(opts: StreamOptions) -> dict[str, str]:
+    """The three query names of a job: windows, raw, quarantine."""
+    return {
+        "windows": opts.name,
+        "raw": f"{opts.name}_raw",
+        "quarantine": f"{opts.name}_quarantine",
+    }
+
+
+def checkpoint_root(settings: Settings, opts: StreamOptions) -> str:
+    return (opts.checkpoint or f"{zone(settings, 'checkpoints', spark=True)}/{opts.name}").rstrip(
+        "/"
+    )
+
+
+def read_ticks(spark: SparkSession, settings: Settings, opts: StreamOptions) -> DataFrame:
+    """The tick topic as a stream of Kafka records."""
+    reader = (
+        spark.readStream.format("kafka")
+        .option("kafka.bootstrap.servers", settings.bootstrap_servers)
+        .option("subscribe", opts.topic or settings.topic_ticks)
+        .option("startingOffsets", opts.starting_offsets)
+    )
+    if opts.max_offsets_per_trigger:
+        reader = reader.option("maxOffsetsPerTrigger", str(opts.max_offsets_per_trigger))
+    return reader.load()
+
+
+def start_queries(
+    spark: SparkSession, settings: Settings, opts: StreamOptions
+) -> dict[str, StreamingQuery]:
+    """Start the raw, quarantine and windows queries; return them by role."""
+    names = query_names(opts)
+    ckpt = checkpoint_root(settings, opts)
+    # Changelog checkpointing uploads only the changes of each batch's RocksDB state.
+    spark.conf.set("spark.sql.streaming.stateStore.rocksdb.changelogCheckpointing.enabled", "true")
+    # Timestamps as UTC microseconds, so pyarrow readers get tz-aware columns (not INT96).
+    spark.conf.set("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
+    records = read_ticks(spark, settings, opts)
+    validated = validate_ticks(parse_ticks(records))
+    outputs = {
+        "raw": (raw_records(records), "raw_ticks", "ingest_date"),
+        "quarantine": (quarantined_ticks(validated), "quarantine_ticks", "ingest_date"),
+        "windows": (
+            window_aggregates(
+                valid_ticks(validated),
+                window=opts.window,
+                slide=opts.slide,
+                watermark=opts.watermark,
+            ),
+            "tick_windows",
+            "date",
+        ),
+    }
+    queries: dict[str, StreamingQuery] = {}
+    for role, (df, zone_name, partition) in outputs.items():
+        writer = (
+            df.writeStream.queryName(names[role])
+            .format("parquet")
+            .outputMode("append")
+            .option("path", zone(settings, zone_name, spark=True))
+            .option("checkpointLocation", f"{ckpt}/{role}")
+            .partitionBy(partition)
+        )
+        writer = (
+            writer.trigger(availableNow=True)
+            if opts.mode == "available-now"
+            else writer.trigger(processingTime=opts.trigger)
+        )
+        queries[role] = writer.start()
+    return queries
+
+
+@dataclass
+class StreamReport:
+    """What a run of the job did."""
+
+    mode: str
+    seconds: float = 0.0
+    stopped_by: str = ""
+    batches: dict[str, int] = field(default_factory=dict)
+    input_rows: dict[str, int] = field(default_factory=dict)
+    late_rows_dropped: int = 0
+    watermark: pd.Timestamp | None = None
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+    metric_errors: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        parts = ", ".join(
+            f"{q}: {self.batches.get(q, 0)} batches / {self.input_rows.get(q, 0)} rows"
+            for q in sorted(self.batches)
+        )
+        return (
+            f"{self.mode} run stopped by {self.stopped_by} after {self.seconds:.1f} s; {parts}; "
+            f"watermark {self.watermark}; late rows dropped {self.late_rows_dropped}"
+        )
+
+
+def run_stream(
+    settings: Settings,
+    opts: StreamOptions,
+    *,
+    spark: SparkSession | None = None,
+    on_progress: Callable[[dict[str, Any]], None] | None = None,
+    stop: threading.Event | None = None,
+) -> StreamReport:
+    """Run the job until its mode says stop; every batch's progress goes to the lake.
+
+    Continuous: until ``duration_s``, ``stop`` or Ctrl-C. Available-now: until the
+    backlog present at start is processed (or ``duration_s`` passes). Raises
+    :class:`StreamingError` if a query fails.
+    """
+    if spark is None:
+        from stockpipe.spark.session import get_spark
+
+        spark = get_spark(settings, f"stockpipe-stream-{opts.name}")
+    names = query_names(opts)
+    recorder = ProgressRecorder(settings, set(names.values()))
+    spark.streams.addListener(recorder)
+    report = StreamReport(mode=opts.mode)
+    t0 = time.monotonic()
+    queries: dict[str, StreamingQuery] = {}
+
+    def drain() -> None:
+        while True:
+            try:
+                row = recorder.rows.get_nowait()
+            except queue.Empty:
+                return
+            report.metrics.append(row)
+            if on_progress is not None:
+                on_progress(row)
+
+    try:
+        queries = start_queries(spark, settings, opts)
+        while True:
+            drain()
+            failed = [(r, q) for r, q in queries.items() if q.exception() is not None]
+            if failed:
+                role, q = failed[0]
+                raise StreamingError(names[role], str(q.exception()))
+            if not any(q.isActive for q in queries.values()):
+                report.stopped_by = "backlog done" if opts.mode == "available-now" else "stopped"
+                break
+            if opts.duration_s is not None and time.monotonic() - t0 >= opts.duration_s:
+                report.stopped_by = "duration"
+                break
+            if stop is not None and stop.is_set():
+                report.stopped_by = "stop"
+                break
+            queries["windows"].awaitTermination(0.5)
+    except KeyboardInterrupt:
+        report.stopped_by = "interrupt"
+    finally:
+        for q in queries.values():
+            if q.isActive:
+                q.stop()
+        _wait_listener(spark, recorder, queries)
+        spark.streams.removeListener(recorder)
+        drain()
+        report.seconds = time.monotonic() - t0
+        report.metric_errors = list(recorder.errors)
+        _summarise(report, names)
+    return report
+
+
+def _wait_listener(
+    spark: SparkSession, recorder: ProgressRecorder, queries: dict[str, StreamingQuery]
+) -> None:
+    """Give the listener thread a moment to write the last batches' metrics."""
+    last = {q.name: (q.lastProgress or {}).get("batchId") for q in queries.values()}
+    deadline = time.monotonic() + 10
+    seen: dict[str, int] = {}
+    while time.monotonic() < deadline:
+        for row in list(recorder.rows.queue):
+            seen[row["query_name"]] = max(seen.get(row["query_name"], -1), row["batch_id"])
+        if all(b is None or seen.get(n, -1) >= b for n, b in last.items()):
+            return
+        time.sleep(0.1)
+
+
+def _summarise(report: StreamReport, names: dict[str, str]) -> None:
+    for row in report.metrics:
+        q = row["query_name"]
+        report.batches[q] = report.batches.get(q, 0) + 1
+        report.input_rows[q] = report.input_rows.get(q, 0) + row["num_input_rows"]
+        if q == names["windows"]:
+            report.late_rows_dropped += row["late_rows_dropped"]
+            if row["watermark"] is not None:
+                report.watermark = row["watermark"]
+
+
+# ---------------------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    d = StreamOptions()
+    p = argparse.ArgumentParser(
+        prog="python -m stockpipe.spark.streaming",
+        description="Ticks from Kafka to sliding-window aggregates in the lake.",
+    )
+    p.add_argument("--mode", choices=RUN_MODES, default=d.mode)
+    p.add_argument("--window", default=d.window)
+    p.add_argument("--slide", default=d.slide)
+    p.add_argument("--watermark", default=d.watermark)
+    p.add_argument("--trigger", default=d.trigger, help="micro-batch interval (continuous)")
+    p.add_argument("--duration", type=float, default=None, help="seconds; default: until Ctrl-C")
+    p.add_argument("--name", default=d.name, help="query name (also the checkpoint folder)")
+    p.add_argument("--checkpoint", default=None, help="checkpoint root (default in the lake)")
+    p.add_argument("--topic", default=None)
+    p.add_argument("--max-offsets-per-trigger", type=int, default=None)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    from stockpipe.config import get_settings
+
+    opts = StreamOptions(
+        window=args.window,
+        slide=args.slide,
+        watermark=args.watermark,
+        trigger=args.trigger,
+        mode=args.mode,
+        duration_s=args.duration,
+        name=args.name,
+        checkpoint=args.checkpoint,
+        topic=args.topic,
+        max_offsets_per_trigger=args.max_offsets_per_trigger,
+    )
+
+    def on_sigterm(_signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+
+    def show(row: dict[str, Any]) -> None:
+        print(format_progress(row), flush=True)
+
+    report = run_stream(get_settings(), opts, on_progress=show)
+    print(report, flush=True)
+    return 0
+
+
+def format_progress(row: dict[str, Any]) -> str:
+    """One line per micro-batch, for logs and notebooks."""
+    wm = row["watermark"].strftime("%H:%M:%S") if row["watermark"] is not None else "-"
+    return (
+        f"{row['query_name']:<24} batch {row['batch_id']:>5}  in {row['num_input_rows']:>7} rows"
+        f"  {row['input_rows_per_second']:>9.0f} in/s  {row['processed_rows_per_second']:>9.0f}"
+        f" proc/s  {row['batch_duration_ms']:>6} ms  watermark {wm}  state {row['state_rows']}"
+        f"  late {row['late_rows_dropped']}"
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

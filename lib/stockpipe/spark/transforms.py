@@ -1,0 +1,421 @@
+"""Pure transforms of the bar batch job: Kafka records to raw rows, to typed,
+validated, de-duplicated bars with derived columns.
+
+Every function takes DataFrames and plain scalars and returns DataFrames; none
+reads settings, storage or the clock (the job passes ``now`` in), so each one is
+tested on tiny in-memory frames. The job around them does the reading and
+writing. Time zones: every date and year is taken in UTC from the instant
+itself, never from the session time zone.
+
+Flow::
+
+    kafka source --raw_from_kafka--> raw zone --parse_bars--> parsed
+    parsed --validate_bars(now)--> (valid, quarantine)
+    existing processed ∪ valid --dedupe_bars--> add_derived --> for_processed_write
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import functions as F
+
+from stockpipe.schemas import (
+    BAR_COLUMNS,
+    BAR_MESSAGE_DDL,
+    DERIVED_COLUMNS,
+    INTERVALS,
+    PRICE_COLUMNS,
+    RAW_COLUMNS,
+)
+
+# Column contracts --------------------------------------------------------------------
+
+#: Raw-zone columns: RAW_COLUMNS plus ``value_b64``, the base64 of the original
+#: value bytes, set only when they are not valid UTF-8 (``value`` then holds them
+#: with U+FFFD replacements, so it stays readable by pyarrow and pandas).
+RAW_ZONE_COLUMNS: tuple[str, ...] = (*RAW_COLUMNS, "value_b64")
+
+#: Where a record came from in Kafka; kept on parsed, valid and quarantined rows.
+KAFKA_COLUMNS: tuple[str, ...] = ("topic", "partition", "offset", "kafka_timestamp")
+
+#: A valid bar: the bar contract plus the Kafka coordinates used to break ties.
+VALID_COLUMNS: tuple[str, ...] = (*BAR_COLUMNS, "partition", "offset", "kafka_timestamp")
+
+#: A quarantined record: why, the record as received, and what could be parsed.
+QUARANTINE_COLUMNS: tuple[str, ...] = (
+    "reason",
+    "reasons",
+    "key",
+    "value",
+    "value_b64",
+    *KAFKA_COLUMNS,
+    "symbol",
+    "source",
+    "batch_id",
+    "quarantined_at",
+)
+
+#: One bar per key in processed/.
+BAR_KEY: tuple[str, ...] = ("symbol", "interval", "ts")
+
+#: processed/ is partitioned by these; files inside are sorted by symbol, ts.
+PARTITION_COLUMNS: tuple[str, ...] = ("interval", "year")
+PROCESSED_COLUMNS: tuple[str, ...] = (*BAR_COLUMNS, *DERIVED_COLUMNS, "year")
+
+#: Fields a bar message must carry (adj_close, source, ingested_at, batch_id may be null).
+REQUIRED_FIELDS: tuple[str, ...] = (
+    "symbol",
+    "interval",
+    "ts",
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+)
+TIMESTAMP_FIELDS: tuple[str, ...] = ("ts", "ingested_at")
+#: Non-string fields of BAR_MESSAGE_DDL: their JSON type can be wrong (a STRING field
+#: takes any JSON text).
+TYPED_FIELDS: tuple[str, ...] = (
+    "schema_version",
+    "open",
+    "high",
+    "low",
+    "close",
+    "adj_close",
+    "volume",
+)
+ALL_PRICES: tuple[str, ...] = (*PRICE_COLUMNS, "adj_close")
+
+#: ISO 8601 with a zone (``Z`` or ``±HH:MM``), 0-9 fraction digits (kept to µs).
+#: A string without a zone is refused: its instant would be a guess.
+TS_FORMAT = "yyyy-MM-dd'T'HH:mm:ss[.SSSSSSSSS]XXX"
+
+_CORRUPT = "_corrupt_record"
+
+#: Quarantine reason codes, in the order they are listed on a row.
+REASONS: dict[str, str] = {
+    "invalid_utf8": "the Kafka value is not valid UTF-8 (original bytes in value_b64)",
+    "unparsable_json": "the value is not a JSON object of the bar message shape",
+    **{f"wrong_type_{f}": f"field {f} has the wrong JSON type" for f in TYPED_FIELDS},
+    **{f"missing_{f}": f"required field {f} is missing, null or empty" for f in REQUIRED_FIELDS},
+    **{
+        f"bad_timestamp_{f}": f"field {f} is not an ISO 8601 timestamp with a zone"
+        for f in TIMESTAMP_FIELDS
+    },
+    "unknown_interval": f"interval is not one of {', '.join(INTERVALS)}",
+    "non_finite_price": "a price (open, high, low, close, adj_close) is NaN or infinite",
+    "non_positive_price": "a price (open, high, low, close, adj_close) is zero or negative",
+    "high_below_range": "high is below open, close or low",
+    "low_above_range": "low is above open or close",
+    "negative_volume": "volume is negative",
+    "future_ts": "ts is later than the job's run time",
+}
+
+
+# Small helpers -----------------------------------------------------------------------
+
+
+def utc_date(ts: Column) -> Column:
+    """The UTC calendar date of an instant, whatever the session time zone."""
+    days = F.floor(F.unix_seconds(ts) / F.lit(86_400)).cast("int")
+    return F.date_from_unix_date(days)
+
+
+def timestamp_literal(moment: datetime) -> Column:
+    """A timestamp literal for ``moment`` (naive means UTC), independent of local zones."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    delta = moment - datetime(1970, 1, 1, tzinfo=UTC)
+    micros = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+    return F.timestamp_micros(F.lit(micros))
+
+
+def _or_null(df: DataFrame, name: str, dtype: str) -> Column:
+    """``df[name]``, or a typed null when an older layout lacks that column."""
+    return F.col(name) if name in df.columns else F.lit(None).cast(dtype)
+
+
+def _fence(df: DataFrame) -> DataFrame:
+    """The same rows, behind a node the optimizer cannot push filters through.
+
+    Without it, a filter on a column computed from many others (like
+    ``reasons``) is rewritten in terms of their full expressions, which
+    repeats ``from_json`` dozens of times per row in one oversized,
+    non-compiled condition. ``inline`` of a one-element array is such a node.
+    """
+    return df.select(F.inline(F.array(F.struct(*[F.col(f"`{c}`") for c in df.columns]))))
+
+
+def _flag(condition: Column) -> Column:
+    """A condition where null (unknown) counts as not failed."""
+    return F.coalesce(condition, F.lit(False))
+
+
+# 1. Kafka -> raw -----------------------------------------------------------------------
+
+
+def raw_from_kafka(df: DataFrame) -> DataFrame:
+    """Kafka source rows as raw-zone rows (RAW_ZONE_COLUMNS): nothing dropped.
+
+    ``value`` is the UTF-8 text; bytes that are not valid UTF-8 would make the
+    Parquet string unreadable outside Spark, so they are replaced in ``value``
+    and kept exactly, base64-encoded, in ``value_b64`` (null for valid values).
+    ``ingest_date`` is the UTC date of the Kafka timestamp.
+    """
+    value = F.col("value").cast("string")
+    return df.select(
+        F.make_valid_utf8(F.col("key").cast("string")).alias("key"),
+        F.make_valid_utf8(value).alias("value"),
+        "topic",
+        "partition",
+        "offset",
+        F.col("timestamp").alias("kafka_timestamp"),
+        utc_date(F.col("timestamp")).alias("ingest_date"),
+        F.when(~F.is_valid_utf8(value), F.base64(F.col("value"))).alias("value_b64"),
+    )
+
+
+# 2. raw -> parsed ----------------------------------------------------------------------
+
+
+def parse_bars(raw: DataFrame) -> DataFrame:
+    """Parse raw bar values with the message schema, keeping what went wrong.
+
+    Adds the message fields (``symbol`` upper-cased and trimmed; ``ts`` and
+    ``ingested_at`` as UTC timestamps, their text in ``ts_raw`` and
+    ``ingested_at_raw``), plus ``json_unparsable`` (the value is not a JSON
+    object of the message shape) and ``wrong_type_fields`` (fields present with
+    a JSON type that does not fit, e.g. ``"open": "abc"``). Kafka coordinates and
+    the raw value stay on every row, so validation can quarantine it as received.
+    """
+    schema = f"{BAR_MESSAGE_DDL}, {_CORRUPT} STRING"
+    options = {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": _CORRUPT}
+    msg = F.col("_msg")
+    corrupt = msg.getField(_CORRUPT).isNotNull()
+    # from_json returns partial results for a corrupt object: a field present in
+    # the JSON text but null after parsing had a type that does not fit.
+    wrong = F.array_compact(
+        F.array(
+            *[
+                F.when(
+                    corrupt
+                    & F.get_json_object("value", f"$.{name}").isNotNull()
+                    & msg.getField(name).isNull(),
+                    F.lit(name),
+                )
+                for name in TYPED_FIELDS
+            ]
+        )
+    )
+    with_msg = raw.withColumn("_msg", F.from_json("value", schema, options)).withColumn(
+        "_wrong", wrong
+    )
+    is_object = F.json_object_keys("value").isNotNull()
+    unparsable = msg.isNull() | (corrupt & (~is_object | (F.size("_wrong") == 0)))
+
+    def ts(name: str) -> Column:
+        return F.try_to_timestamp(F.col(f"_msg.{name}"), F.lit(TS_FORMAT))
+
+    fields = [
+        F.col("_msg.schema_version").alias("schema_version"),
+        F.upper(F.trim(F.col("_msg.symbol"))).alias("symbol"),
+        F.col("_msg.interval").alias("interval"),
+        ts("ts").alias("ts"),
+        *[F.col(f"_msg.{c}").alias(c) for c in ALL_PRICES],
+        F.col("_msg.volume").alias("volume"),
+        F.col("_msg.source").alias("source"),
+        ts("ingested_at").alias("ingested_at"),
+        F.col("_msg.batch_id").alias("batch_id"),
+        F.col("_msg.ts").alias("ts_raw"),
+        F.col("_msg.ingested_at").alias("ingested_at_raw"),
+    ]
+    return with_msg.select(
+        "key",
+        "value",
+        _or_null(raw, "value_b64", "string").alias("value_b64"),
+        *KAFKA_COLUMNS,
+        *fields,
+        _flag(unparsable).alias("json_unparsable"),
+        F.when(unparsable, F.array().cast("array<string>"))
+        .otherwise(F.col("_wrong"))
+        .alias("wrong_type_fields"),
+    )
+
+
+# 3. parsed -> valid, quarantine --------------------------------------------------------
+
+
+def _reason_checks(now: Column) -> dict[str, Column]:
+    """One boolean column per reason code (same keys as REASONS)."""
+    ok_json = ~F.col("json_unparsable")
+
+    def wrong_type(name: str) -> Column:
+        return F.array_contains("wrong_type_fields", name)
+
+    def finite(name: str) -> Column:
+        c = F.col(name)
+        return ~F.isnan(c) & (F.abs(c) != F.lit(float("inf")))
+
+    def missing(name: str) -> Column:
+        if name == "ts":
+            absent = F.col("ts_raw").isNull()
+        elif name in ("symbol", "interval"):
+            absent = F.col(name).isNull() | (F.trim(F.col(name)) == "")
+        else:
+            absent = F.col(name).isNull()
+        return ok_json & absent & ~wrong_type(name) if name in TYPED_FIELDS else ok_json & absent
+
+    ohlc_finite = F.lit(True)
+    for name in PRICE_COLUMNS:
+        ohlc_finite = ohlc_finite & finite(name)
+    high, low, open_, close = (F.col(c) for c in ("high", "low", "open", "close"))
+
+    checks: dict[str, Column] = {
+        "invalid_utf8": F.col("value_b64").isNotNull(),
+        "unparsable_json": F.col("json_unparsable"),
+        **{f"wrong_type_{f}": wrong_type(f) for f in TYPED_FIELDS},
+        **{f"missing_{f}": missing(f) for f in REQUIRED_FIELDS},
+        **{
+            f"bad_timestamp_{f}": F.col(f"{f}_raw").isNotNull() & F.col(f).isNull()
+            for f in TIMESTAMP_FIELDS
+        },
+        "unknown_interval": (
+            F.col("interval").isNotNull()
+            & (F.trim(F.col("interval")) != "")
+            & ~F.col("interval").isin(*INTERVALS)
+        ),
+        "non_finite_price": F.exists(
+            F.array(*[F.col(c) for c in ALL_PRICES]),
+            lambda p: F.isnan(p) | (F.abs(p) == F.lit(float("inf"))),
+        ),
+        "non_positive_price": F.exists(
+            F.array(*[F.col(c) for c in ALL_PRICES]),
+            lambda p: ~F.isnan(p) & (p > F.lit(float("-inf"))) & (p <= 0),
+        ),
+        "high_below_range": ohlc_finite & (high < F.greatest(open_, close, low)),
+        "low_above_range": ohlc_finite & (low > F.least(open_, close)),
+        "negative_volume": F.col("volume") < 0,
+        "future_ts": F.col("ts") > now,
+    }
+    return checks
+
+
+def flag_bars(parsed: DataFrame, now: datetime) -> DataFrame:
+    """``parsed`` with ``reasons`` (array of REASONS codes, empty when valid) and ``reason``."""
+    checks = _reason_checks(timestamp_literal(now))
+    reasons = F.array_compact(
+        F.array(*[F.when(_flag(checks[code]), F.lit(code)) for code in REASONS])
+    )
+    return parsed.withColumn("reasons", reasons).withColumn("reason", F.array_join("reasons", "; "))
+
+
+def validate_bars(parsed: DataFrame, now: datetime) -> tuple[DataFrame, DataFrame]:
+    """Split parsed bars into ``(valid, quarantine)`` on every rule of REASONS.
+
+    Both frames filter one flagged plan in which each value is parsed once; the
+    job should persist the parsed input before writing both, so Kafka is not
+    read twice.
+    ``now`` is the run time: it decides ``future_ts`` and is ``quarantined_at``.
+    """
+    flagged = _fence(flag_bars(parsed, now))
+    valid = flagged.filter(F.size("reasons") == 0).select(*VALID_COLUMNS)
+    quarantine = (
+        flagged.filter(F.size("reasons") > 0)
+        .withColumn("quarantined_at", timestamp_literal(now))
+        .select(*QUARANTINE_COLUMNS)
+    )
+    return valid, quarantine
+
+
+# 4. dedupe -----------------------------------------------------------------------------
+
+
+def _latest_first(df: DataFrame) -> list[Column]:
+    """Ordering that puts the latest ingestion first; rows from processed/ lack Kafka columns."""
+    return [
+        F.col("ingested_at").desc_nulls_last(),
+        _or_null(df, "kafka_timestamp", "timestamp").desc_nulls_last(),
+        _or_null(df, "offset", "bigint").desc_nulls_last(),
+        _or_null(df, "partition", "int").desc_nulls_last(),
+    ]
+
+
+def dedupe_bars(df: DataFrame) -> DataFrame:
+    """One row per (symbol, interval, ts): the latest ingestion wins.
+
+    Meant for the union of the processed rows already in the lake and the new
+    valid rows, so a re-sent bar is not doubled and a corrected bar replaces the
+    old one across runs. Ties: ingested_at, then kafka_timestamp, then offset
+    (then partition), all descending, nulls last.
+    """
+    w = Window.partitionBy(*BAR_KEY).orderBy(*_latest_first(df))
+    return df.withColumn("_rank", F.row_number().over(w)).filter("_rank = 1").drop("_rank")
+
+
+def count_duplicates(df: DataFrame) -> int:
+    """How many rows ``dedupe_bars(df)`` removes (runs one aggregation)."""
+    per_key = df.groupBy(*BAR_KEY).count()
+    removed = per_key.agg(F.sum(F.col("count") - 1).alias("removed")).first()
+    return int(removed["removed"] or 0) if removed else 0
+
+
+# 5. derived columns --------------------------------------------------------------------
+
+
+def add_derived(df: DataFrame) -> DataFrame:
+    """Add DERIVED_COLUMNS per symbol and interval in ts order (replacing old values).
+
+    On ``price = coalesce(adj_close, close)``: simple and log return from the
+    previous bar (null on the first), SMA of the last 20 and 50 prices (null
+    until that many bars), volatility_20 as the sample standard deviation of the
+    last 20 log returns (not annualized; null until 20 exist), and range_pct =
+    (high - low) / close * 100. Windows see the whole history given, so the job
+    must pass every bar of an affected symbol and interval, not only new ones.
+    """
+    order = Window.partitionBy("symbol", "interval").orderBy("ts")
+
+    def last(n: int) -> Window:
+        return order.rowsBetween(-(n - 1), Window.currentRow)
+
+    def when_full(values: Column, n: int, agg: Column) -> Column:
+        return F.when(F.count(values).over(last(n)) == n, agg.over(last(n)))
+
+    price = F.coalesce(F.col("adj_close"), F.col("close"))
+    ratio = F.try_divide(price, F.lag(price, 1).over(order))
+    log_return = F.col("log_return")
+    with_returns = df.withColumns({"return": ratio - 1, "log_return": F.ln(ratio)})
+    return with_returns.withColumns(
+        {
+            "sma_20": when_full(price, 20, F.avg(price)),
+            "sma_50": when_full(price, 50, F.avg(price)),
+            "volatility_20": when_full(log_return, 20, F.stddev_samp(log_return)),
+            "range_pct": F.try_divide(F.col("high") - F.col("low"), F.col("close")) * 100,
+        }
+    )
+
+
+# 6. processed layout -------------------------------------------------------------------
+
+
+def add_year(df: DataFrame) -> DataFrame:
+    """Add the ``year`` partition column: the UTC year of ``ts``."""
+    return df.withColumn("year", F.year(utc_date(F.col("ts"))))
+
+
+def for_processed_write(df: DataFrame) -> DataFrame:
+    """Processed rows in PROCESSED_COLUMNS order, laid out for ``partitionBy(interval, year)``.
+
+    Repartitioned by the partition columns (one file per partition directory)
+    and sorted within partitions by interval, year, symbol, ts: the partition
+    columns lead so Spark's writer keeps this order instead of re-sorting, and
+    each file is then sorted by symbol, ts.
+    """
+    return (
+        add_year(df)
+        .select(*PROCESSED_COLUMNS)
+        .repartition(*PARTITION_COLUMNS)
+        .sortWithinPartitions(*PARTITION_COLUMNS, "symbol", "ts")
+    )
