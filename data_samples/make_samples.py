@@ -190,6 +190,7 @@ def yfinance_frames(msft: pd.DataFrame, goog: pd.DataFrame, intraday: pd.DataFra
     """Run the real yfinance.download on stand-in Ticker histories built from real prices."""
     import yfinance as yf
     import yfinance.multi as multi
+
     from stockpipe.sources.recorded import write_frame_json
 
     window = slice("2013-02-01", "2013-02-28")

@@ -8,7 +8,9 @@ pandas user sees the same rows as Spark: none doubled, none half-written.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable
+from datetime import date, datetime
 from typing import Any
 
 import pandas as pd
@@ -18,6 +20,7 @@ import pyarrow.dataset as ds
 from stockpipe.config import Settings
 from stockpipe.lake import filesystem, zone
 from stockpipe.sinklog import committed_files
+from stockpipe.table import Table
 
 TICK_WINDOWS_SCHEMA = pa.schema(
     [
@@ -156,3 +159,207 @@ def read_stream_metrics(settings: Settings, query_name: str | None = None) -> pd
     table = ds.dataset(files, schema=METRICS_SCHEMA, filesystem=fs, format="parquet").to_table()
     df = table.to_pandas()
     return df.sort_values(["query_name", "batch_id"]).reset_index(drop=True)
+
+
+# Bars: managed tables read through their manifest ----------------------------------------
+
+DateLike = str | date | datetime | pd.Timestamp | None
+
+#: Columns of processed bars, for empty results.
+PROCESSED_SCHEMA = pa.schema(
+    [
+        ("symbol", pa.string()),
+        ("interval", pa.string()),
+        ("ts", pa.timestamp("us", tz="UTC")),
+        ("open", pa.float64()),
+        ("high", pa.float64()),
+        ("low", pa.float64()),
+        ("close", pa.float64()),
+        ("adj_close", pa.float64()),
+        ("volume", pa.int64()),
+        ("source", pa.string()),
+        ("ingested_at", pa.timestamp("us", tz="UTC")),
+        ("batch_id", pa.string()),
+        ("return", pa.float64()),
+        ("log_return", pa.float64()),
+        ("sma_20", pa.float64()),
+        ("sma_50", pa.float64()),
+        ("volatility_20", pa.float64()),
+        ("range_pct", pa.float64()),
+        ("year", pa.int32()),
+    ]
+)
+
+
+class LastRead:
+    """Which files the last read opened (for tests and for the curious)."""
+
+    files: list[str] = []  # noqa: RUF012
+
+
+def _ts(value: DateLike, *, end: bool = False) -> pd.Timestamp | None:
+    if value is None or value == "":
+        return None
+    ts = pd.Timestamp(value)
+    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+    if (
+        end
+        and isinstance(value, str | date)
+        and not isinstance(value, datetime)
+        and len(str(value)) <= 10
+    ):
+        ts = ts + pd.Timedelta(days=1) - pd.Timedelta(microseconds=1)  # a date's end is inclusive
+    return ts
+
+
+def _symbols(symbols: list[str] | str | None) -> list[str] | None:
+    if symbols is None:
+        return None
+    if isinstance(symbols, str):
+        symbols = [s for s in symbols.split(",")]
+    out = [s.strip().upper() for s in symbols if s and s.strip()]
+    return out or None
+
+
+def _read_files(
+    files: list[str],
+    settings: Settings,
+    base_dir: str,
+    schema: pa.Schema | None,
+    filt: Any,
+    partitioning: ds.Partitioning | str | None = "hive",
+) -> pa.Table:
+    LastRead.files = list(files)
+    if not files:
+        return schema.empty_table() if schema is not None else pa.table({})
+    dataset = ds.dataset(
+        files,
+        filesystem=filesystem(settings),
+        format="parquet",
+        partitioning=partitioning,
+        partition_base_dir=base_dir,
+    )
+    table = dataset.to_table(filter=filt)
+    return table
+
+
+def _to_pandas(table: pa.Table, schema: pa.Schema | None = None) -> pd.DataFrame:
+    if schema is not None:
+        cols = [f.name for f in schema if f.name in table.column_names]
+        table = table.select(cols)
+    return table.to_pandas(types_mapper=None)
+
+
+# processed bars ----------------------------------------------------------------------------
+
+
+def bar_files(
+    settings: Settings,
+    symbols: list[str] | str | None = None,
+    start: DateLike = None,
+    end: DateLike = None,
+    interval: str | None = "1d",
+) -> list[str]:
+    """The processed files that can hold the requested bars (partition pruning)."""
+    table = Table(settings, "processed_bars")
+    lo, hi = _ts(start), _ts(end, end=True)
+    manifest = table.manifest()
+    years = None
+    if lo is not None or hi is not None:
+        have = {int(p.split("year=")[1]) for p in manifest.partitions or {} if "year=" in p}
+        years = [y for y in have if (lo is None or y >= lo.year) and (hi is None or y <= hi.year)]
+    return table.files(manifest, interval=interval, year=years)
+
+
+def read_bars(
+    settings: Settings,
+    symbols: list[str] | str | None = None,
+    start: DateLike = None,
+    end: DateLike = None,
+    interval: str | None = "1d",
+    columns: list[str] | None = None,
+) -> pd.DataFrame:
+    """Processed bars for ``symbols`` (all when None) with ``start <= ts <= end``.
+
+    Sorted by symbol, ts. Unknown symbols give an empty frame and a warning.
+    """
+    syms = _symbols(symbols)
+    lo, hi = _ts(start), _ts(end, end=True)
+    files = bar_files(settings, syms, start, end, interval)
+    filt = None
+    conds = []
+    if syms:
+        conds.append(ds.field("symbol").isin(syms))
+    if lo is not None:
+        conds.append(ds.field("ts") >= pa.scalar(lo.to_pydatetime(), pa.timestamp("us", "UTC")))
+    if hi is not None:
+        conds.append(ds.field("ts") <= pa.scalar(hi.to_pydatetime(), pa.timestamp("us", "UTC")))
+    for c in conds:
+        filt = c if filt is None else filt & c
+    part = ds.partitioning(
+        pa.schema([("run", pa.string()), ("interval", pa.string()), ("year", pa.int32())]),
+        flavor="hive",
+    )
+    table = _read_files(
+        files, settings, zone(settings, "processed_bars"), PROCESSED_SCHEMA, filt, part
+    )
+    df = _to_pandas(table, PROCESSED_SCHEMA)
+    if columns:
+        df = df.loc[:, columns]
+    if syms:
+        missing = sorted(set(syms) - set(df["symbol"].unique())) if len(df) else syms
+        if missing:
+            warnings.warn(
+                f"no processed bars for {', '.join(missing)} in the requested range",
+                stacklevel=2,
+            )
+    if df.empty:
+        return PROCESSED_SCHEMA.empty_table().to_pandas() if not columns else df
+    return df.sort_values(["symbol", "ts"], kind="stable").reset_index(drop=True)
+
+
+# raw and quarantine of bars ---------------------------------------------------------------
+
+
+def _read_managed(settings: Settings, zone_name: str, **filters: Any) -> pd.DataFrame:
+    table = Table(settings, zone_name)
+    files = table.files(**filters)
+    if not files:
+        LastRead.files = []
+        return pd.DataFrame()
+    return _to_pandas(_read_files(files, settings, table.root, None, None, "hive"))
+
+
+def read_raw_bars(settings: Settings, ingest_date: DateLike = None) -> pd.DataFrame:
+    """Raw Kafka records of the bar topic as received (committed batches only)."""
+    filters = {"ingest_date": str(pd.Timestamp(ingest_date).date())} if ingest_date else {}
+    return _read_managed(settings, "raw_bars", **filters)
+
+
+def read_quarantine(settings: Settings, kind: str = "bars") -> pd.DataFrame:
+    """Quarantined records with their reasons (``kind``: bars or ticks)."""
+    if kind == "bars":
+        return _read_managed(settings, "quarantine_bars")
+    return read_quarantined_ticks(settings)
+
+
+# Summary -------------------------------------------------------------------------------
+
+
+def zone_counts(settings: Settings) -> pd.DataFrame:
+    """Rows in each zone of the lake (for the demo summary)."""
+    rows = []
+    for name in ("raw_bars", "processed_bars", "quarantine_bars"):
+        m = Table(settings, name).manifest()
+        rows.append((zone(settings, name), m.rows))
+    fs = filesystem(settings)
+    for name in ("raw_ticks", "tick_windows", "quarantine_ticks"):
+        root = zone(settings, name)
+        files = committed_files(fs, root) or []
+        n = 0
+        if files:
+            n = ds.dataset(
+                [f for f in files if f.endswith(".parquet")], filesystem=fs, format="parquet"
+            ).count_rows()
+        rows.append((root, n))
+    return pd.DataFrame(rows, columns=["zone", "rows"])

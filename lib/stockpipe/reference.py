@@ -3,8 +3,10 @@
 This is the independent answer the streaming job is checked against (tests and
 the benchmark). It follows the same contract, written down here:
 
-* A tick is valid when its symbol is non-empty, its price finite and positive,
-  its size positive; the others never reach a window.
+* A tick is valid when its symbol and producer are non-empty, its price finite
+  and positive, its size positive (at most 1e9), its ts positive and its
+  schema_version 1; the others never reach a window. (The job also quarantines a
+  tick far ahead of its Kafka timestamp; give this reference no such tick.)
 * Windows are ``[start, start + window)`` with ``start`` a multiple of ``slide``
   (epoch-aligned); a tick belongs to every window that contains its ``ts``.
 * The watermark in force for a tick is the largest ``ts`` of the valid ticks
@@ -47,17 +49,27 @@ def to_ms(interval: str | int | float | pd.Timedelta) -> int:
     return int(pd.Timedelta(interval).total_seconds() * 1000)
 
 
+#: Largest trade size the job accepts (as the streaming job's MAX_SIZE).
+MAX_SIZE = 1_000_000_000
+
+
 def valid(ticks: pd.DataFrame) -> pd.DataFrame:
     """Ticks that pass validation (as the contract above says)."""
     price = pd.to_numeric(ticks["price"], errors="coerce")
     size = pd.to_numeric(ticks["size"], errors="coerce")
+    ts = pd.to_numeric(ticks["ts"], errors="coerce")
     ok = (
         ticks["symbol"].fillna("").astype(str).str.strip().ne("")
         & np.isfinite(price)
         & (price > 0)
         & (size > 0)
-        & ticks["ts"].notna()
+        & (size <= MAX_SIZE)
+        & (ts > 0)
     )
+    if "schema_version" in ticks:
+        ok &= ticks["schema_version"] == 1
+    if "producer_id" in ticks:
+        ok &= ticks["producer_id"].fillna("").astype(str).str.strip().ne("")
     return ticks.loc[ok]
 
 
@@ -67,7 +79,7 @@ def reference_windows(
     window: str | int,
     slide: str | int,
     watermark: str | int,
-    order: str = "seq",
+    order: str | list[str] = "seq",
     final_watermark_ms: int | None = None,
     closed_only: bool = True,
 ) -> pd.DataFrame:
@@ -137,7 +149,7 @@ def late_pairs(
     window: str | int,
     slide: str | int,
     watermark: str | int,
-    order: str = "seq",
+    order: str | list[str] = "seq",
 ) -> pd.DataFrame:
     """The (tick, window) pairs the watermark drops: symbol, window_start_ms, seq."""
     w_ms, s_ms, delay = to_ms(window), to_ms(slide), to_ms(watermark)

@@ -416,25 +416,38 @@ def _account(report: TickRunReport, batch: TickBatch) -> None:
 def parse_tick_values(values: Sequence[bytes | str]) -> pd.DataFrame:
     """Tick messages (JSON values, as read back from Kafka) as a typed frame.
 
-    Values that are not valid ticks are left out: this is for reference results
-    in tests and benchmarks, not validation (the streaming job does that).
+    For reference results in tests and benchmarks, not validation (the streaming
+    job does that). Like Spark's parser it is strict about JSON types: a value
+    that is not an object, misses a field or has a wrong-typed one is left out;
+    values such as a zero price are kept (the reference drops them).
     """
     import json
 
+    ints = ("schema_version", "ts", "size", "seq")
     rows = []
     for v in values:
         try:
             d = json.loads(v)
-            rows.append(
-                (
-                    str(d["symbol"]),
-                    int(d["ts"]),
-                    float(d["price"]),
-                    int(d["size"]),
-                    int(d["seq"]),
-                    str(d["producer_id"]),
-                )
-            )
-        except (ValueError, KeyError, TypeError):
+        except ValueError:
             continue
-    return pd.DataFrame(rows, columns=["symbol", "ts", "price", "size", "seq", "producer_id"])
+        if not isinstance(d, dict):
+            continue
+        if not all(type(d.get(k)) is int for k in ints):
+            continue
+        if type(d.get("price")) not in (int, float) or not all(
+            isinstance(d.get(k), str) for k in ("symbol", "producer_id")
+        ):
+            continue
+        rows.append(
+            (
+                d["schema_version"],
+                d["symbol"],
+                d["ts"],
+                float(d["price"]),
+                d["size"],
+                d["seq"],
+                d["producer_id"],
+            )
+        )
+    cols = ["schema_version", "symbol", "ts", "price", "size", "seq", "producer_id"]
+    return pd.DataFrame(rows, columns=cols)

@@ -16,6 +16,7 @@ import pytest
 import requests
 import responses
 from responses import matchers
+
 from stockpipe.config import Settings
 from stockpipe.errors import ConfigError, RateLimitError, SourceError
 from stockpipe.sources import fetch_many, get_source

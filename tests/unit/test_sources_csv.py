@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 
 import pandas as pd
 import pytest
+
 from stockpipe.config import Settings
 from stockpipe.errors import SourceError
 from stockpipe.schemas import BAR_COLUMNS

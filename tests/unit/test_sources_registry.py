@@ -6,6 +6,7 @@ from datetime import date
 
 import pandas as pd
 import pytest
+
 from stockpipe.config import Settings
 from stockpipe.errors import SourceError, UnknownNameError
 from stockpipe.schemas import BAR_COLUMNS

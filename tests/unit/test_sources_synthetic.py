@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
+
 from stockpipe.config import Settings
 from stockpipe.schemas import conform_bars
 from stockpipe.sources import fetch_many, get_source

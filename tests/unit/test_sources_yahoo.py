@@ -17,12 +17,13 @@ import pandas as pd
 import pytest
 import yfinance
 import yfinance.multi
+from yfinance.exceptions import YFRateLimitError
+
 from stockpipe.config import Settings
 from stockpipe.errors import RateLimitError, SourceError
 from stockpipe.sources import fetch_many, get_source
 from stockpipe.sources.base import RetryPolicy
 from stockpipe.sources.recorded import frame_from_json, frame_to_json, yfinance_frame
-from yfinance.exceptions import YFRateLimitError
 
 OFFLINE = Settings(_env_file=None)
 FIELDS = {"open": "Open", "high": "High", "low": "Low", "close": "Close", "adj_close": "Adj Close"}
@@ -255,6 +256,7 @@ def test_recorded_frames_round_trip_with_layout_and_dtypes():
 
 def test_rate_limit_is_seen_even_when_yfinance_logging_is_silenced(yahoo_script):
     logger = logging.getLogger("yfinance")
+    saved = logger.level
     logger.setLevel(logging.CRITICAL)
     try:
         yahoo_script.extend(["rate-limited", "rate-limited"])
@@ -262,4 +264,4 @@ def test_rate_limit_is_seen_even_when_yfinance_logging_is_silenced(yahoo_script)
             _source(attempts=2).fetch("MSFT", start="2013-02-01", end="2013-03-01", batch_id="b")
         assert logger.level == logging.CRITICAL  # the caller's setting is restored
     finally:
-        logger.setLevel(logging.NOTSET)
+        logger.setLevel(saved)

@@ -154,9 +154,9 @@ class Source(ABC):
         caller filters. Raise :class:`SourceError` / :class:`RateLimitError`.
         """
 
-    def available_symbols(self, interval: str | None = None) -> list[str] | None:
-        """Symbols this source can list (``None``: any symbol, the remote API decides)."""
-        return None
+    def available_symbols(self, interval: str | None = None) -> list[str]:
+        """Symbols this source can list for ``interval`` (empty: give symbols; an API decides)."""
+        return []
 
     def fetch(
         self,

@@ -1,0 +1,267 @@
+"""The streaming job's pure transforms, on small batch frames, against pandas."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from stockpipe.reference import compare_windows, late_pairs, reference_windows, to_ms
+from stockpipe.spark.streaming import (
+    FUTURE_TOLERANCE_MS,
+    REASONS,
+    parse_ticks,
+    progress_row,
+    quarantined_ticks,
+    valid_ticks,
+    validate_ticks,
+    window_aggregates,
+)
+from stockpipe.ticks import TickGenerator, TickSpec, parse_tick_values
+
+BASE = int(pd.Timestamp("2024-01-02 14:30", tz="UTC").value // 1_000_000)
+KAFKA_TS = dt.datetime(2024, 1, 2, 15, 0, tzinfo=dt.UTC)
+GOOD = {
+    "schema_version": 1,
+    "symbol": "AAPL",
+    "ts": BASE,
+    "price": 190.01,
+    "size": 100,
+    "seq": 1,
+    "producer_id": "p",
+}
+
+
+def _records(spark, values: list[str | None], keys: list[str] | None = None):
+    rows = [
+        (
+            (keys[i] if keys else "K").encode(),
+            None if v is None else v.encode(),
+            "stock.ticks",
+            0,
+            i,
+            KAFKA_TS,
+        )
+        for i, v in enumerate(values)
+    ]
+    schema = (
+        "key BINARY, value BINARY, topic STRING, partition INT, offset LONG, timestamp TIMESTAMP"
+    )
+    return spark.createDataFrame(rows, schema)
+
+
+def _with(**changes) -> str:
+    d = {**GOOD, **changes}
+    return json.dumps({k: v for k, v in d.items() if v is not _DROP})
+
+
+_DROP = object()
+
+
+CASES = [
+    (_with(), None),
+    (None, REASONS["empty"]),
+    ("   ", REASONS["empty"]),
+    ("not json at all", REASONS["unparsable"]),
+    ("[1, 2, 3]", REASONS["unparsable"]),
+    (_with(ts="yesterday"), REASONS["unparsable"]),
+    (_with(size=1.5), REASONS["unparsable"]),
+    (_with(symbol=_DROP), REASONS["missing"].format("symbol")),
+    (_with(symbol=" "), REASONS["missing"].format("symbol")),
+    (_with(price=_DROP), REASONS["missing"].format("price")),
+    (_with(seq=_DROP), REASONS["missing"].format("seq")),
+    ("{}", REASONS["missing"].format("schema_version")),
+    (_with(schema_version=2), REASONS["schema_version"]),
+    (_with(price=0), REASONS["price"]),
+    (_with(price=-3.5), REASONS["price"]),
+    (_with(price=float("nan")), REASONS["price_nan"]),
+    (_with(price=float("inf")), REASONS["price_nan"]),
+    (_with(size=0), REASONS["size"]),
+    (_with(size=-100), REASONS["size"]),
+    (_with(size=10**12), REASONS["size_big"]),
+    (_with(ts=0), REASONS["ts"]),
+    (_with(ts=int(KAFKA_TS.timestamp() * 1000) + FUTURE_TOLERANCE_MS + 1), REASONS["future"]),
+    (_with(ts=int(KAFKA_TS.timestamp() * 1000) + FUTURE_TOLERANCE_MS), None),
+    (_with(ts=2**62), REASONS["future"]),
+]
+
+
+def test_validation_gives_each_bad_tick_its_reason(spark):
+    values = [v for v, _ in CASES]
+    checked = validate_ticks(parse_ticks(_records(spark, values))).orderBy("offset").toPandas()
+    got = [None if pd.isna(r) else r for r in checked["reason"]]
+    assert got == [r for _, r in CASES]
+
+    validated = validate_ticks(parse_ticks(_records(spark, values)))
+    quarantined = quarantined_ticks(validated).orderBy("offset").toPandas()
+    bad = [i for i, (_, r) in enumerate(CASES) if r is not None]
+    assert quarantined["offset"].tolist() == bad
+    assert quarantined["value"].tolist() == [CASES[i][0] for i in bad]  # as received
+    good = valid_ticks(validated).toPandas()
+    assert len(good) == len(CASES) - len(bad)
+    assert good["event_time"].iloc[0] == pd.Timestamp(BASE, unit="ms")
+
+
+def _tick_frame(spark, ticks: pd.DataFrame):
+    pdf = ticks.loc[:, ["symbol", "ts", "price", "size", "seq"]].copy()
+    pdf["event_time"] = pd.to_datetime(pdf["ts"], unit="ms")
+    return spark.createDataFrame(
+        pdf[["symbol", "ts", "event_time", "price", "size", "seq"]],
+        "symbol STRING, ts LONG, event_time TIMESTAMP, price DOUBLE, size LONG, seq LONG",
+    )
+
+
+@pytest.mark.parametrize(
+    ("window", "slide"),
+    [("10 seconds", "5 seconds"), ("1 minute", "15 seconds"), ("7 seconds", "3 seconds")],
+)
+def test_window_aggregates_equal_pandas(spark, window, slide):
+    spec = TickSpec(
+        symbols=("AAPL", "MSFT", "PENNY"),
+        seed=3,
+        rate=100,
+        start_ms=BASE,
+        step_ms=35,
+        out_of_order_fraction=0.2,
+        out_of_order_max_ms=3000,
+        producer_id="p",
+    )
+    ticks = TickGenerator(spec).take(3000).to_frame()
+    ticks.loc[ticks.index % 7 == 0, "ts"] -= ticks["ts"] % 1000  # ties in event time
+    got = window_aggregates(_tick_frame(spark, ticks), window=window, slide=slide, watermark="5 s")
+    got_pd = got.toPandas()
+    expected = reference_windows(ticks, window=window, slide=slide, watermark=0, closed_only=False)
+    assert compare_windows(got_pd, expected) == []
+    assert len(expected) > 20
+    assert (got_pd["date"] == got_pd["window_start"].dt.date).all()
+
+
+def test_messages_through_parse_validate_window_equal_pandas(spark):
+    spec = TickSpec(
+        symbols=("AAPL", "XYZ"),
+        seed=5,
+        rate=50,
+        start_ms=BASE,
+        step_ms=40,
+        out_of_order_fraction=0.1,
+        out_of_order_max_ms=2000,
+        producer_id="p",
+    )
+    msgs = TickGenerator(spec).take(1500).messages()
+    bad = [_with(price=0, seq=10**6), "garbage", _with(size=-1, seq=10**6 + 1)]
+    values = [v.decode() for _, v in msgs] + bad
+    keys = [k.decode() for k, _ in msgs] + ["AAPL"] * len(bad)
+    validated = validate_ticks(parse_ticks(_records(spark, values, keys)))
+    got = window_aggregates(
+        valid_ticks(validated), window="10 seconds", slide="5 seconds", watermark="5 seconds"
+    ).toPandas()
+    ref = reference_windows(
+        parse_tick_values(values),
+        window="10 seconds",
+        slide="5 seconds",
+        watermark=0,
+        closed_only=False,
+    )
+    assert compare_windows(got, ref) == []
+    assert quarantined_ticks(validated).count() == len(bad)
+
+
+def _brute_force(ticks, window_ms, slide_ms, delay_ms):
+    """Windows the slow way: every tick, every candidate window, one at a time."""
+    rows = {}
+    newest = None
+    ordered = ticks.sort_values("seq").to_dict("records")
+    for t in ordered:
+        in_force = None if newest is None else newest - delay_ms
+        start = (t["ts"] // slide_ms) * slide_ms
+        while start + window_ms > t["ts"]:
+            if in_force is None or start + window_ms > in_force:
+                rows.setdefault((t["symbol"], start), []).append(t)
+            start -= slide_ms
+        newest = t["ts"] if newest is None else max(newest, t["ts"])
+    final = newest - delay_ms
+    out = []
+    for (sym, start), ts in rows.items():
+        if start + window_ms > final:
+            continue
+        by_time = sorted(ts, key=lambda r: (r["ts"], r["seq"]))
+        prices = np.array([r["price"] for r in ts])
+        sizes = np.array([r["size"] for r in ts])
+        out.append(
+            {
+                "symbol": sym,
+                "window_start": pd.Timestamp(start, unit="ms", tz="UTC"),
+                "window_end": pd.Timestamp(start + window_ms, unit="ms", tz="UTC"),
+                "open": by_time[0]["price"],
+                "high": prices.max(),
+                "low": prices.min(),
+                "close": by_time[-1]["price"],
+                "vwap": float((prices * sizes).sum() / sizes.sum()),
+                "volume": int(sizes.sum()),
+                "trade_count": len(ts),
+                "price_std": float(prices.std(ddof=1)) if len(ts) > 1 else np.nan,
+            }
+        )
+    return pd.DataFrame(out)
+
+
+def test_reference_drops_late_pairs_like_a_brute_force_count():
+    spec = TickSpec(
+        symbols=("A", "B"),
+        seed=11,
+        rate=20,
+        start_ms=BASE,
+        step_ms=250,
+        out_of_order_fraction=0.15,
+        out_of_order_max_ms=4000,
+        late_fraction=0.05,
+        late_by_ms=8000,
+        producer_id="p",
+    )
+    ticks = TickGenerator(spec).take(600).to_frame()
+    ref = reference_windows(ticks, window="10 s", slide="5 s", watermark="5 s")
+    brute = _brute_force(ticks, 10_000, 5_000, 5_000)
+    assert compare_windows(ref, brute) == []
+    late = late_pairs(ticks, window="10 s", slide="5 s", watermark="5 s")
+    assert len(late) > 0
+    everything = reference_windows(
+        ticks, window="10 s", slide="5 s", watermark="5 s", closed_only=False
+    )
+    closed = everything[everything["window_end"] <= ref["window_end"].max()]
+    # every dropped pair is a trade missing from the watermarked answer
+    assert closed["trade_count"].sum() - ref["trade_count"].sum() == len(late)
+
+
+def test_to_ms_reads_spark_and_pandas_intervals():
+    assert to_ms("15 seconds") == 15_000
+    assert to_ms("1 minute") == 60_000
+    assert to_ms(pd.Timedelta("2min")) == 120_000
+
+
+def test_progress_row_reads_a_progress_event():
+    progress = {
+        "id": "q-1",
+        "runId": "r-1",
+        "name": "tick_windows",
+        "timestamp": "2024-01-02T15:00:00.000Z",
+        "batchId": 7,
+        "batchDuration": 1234,
+        "numInputRows": 500,
+        "inputRowsPerSecond": 250.0,
+        "processedRowsPerSecond": 405.2,
+        "durationMs": {"addBatch": 1000, "triggerExecution": 1234},
+        "eventTime": {"watermark": "2024-01-02T14:59:30.000Z"},
+        "stateOperators": [
+            {"numRowsTotal": 40, "memoryUsedBytes": 1000, "numRowsDroppedByWatermark": 3},
+            {"numRowsTotal": 2, "memoryUsedBytes": 10, "numRowsDroppedByWatermark": 1},
+        ],
+    }
+    row = progress_row(progress)
+    assert row["batch_id"] == 7 and row["num_input_rows"] == 500
+    assert row["watermark"] == pd.Timestamp("2024-01-02 14:59:30", tz="UTC")
+    assert row["state_rows"] == 42 and row["late_rows_dropped"] == 4
+    none_yet = progress_row({**progress, "eventTime": {"watermark": "1970-01-01T00:00:00.000Z"}})
+    assert none_yet["watermark"] is None
