@@ -68,6 +68,17 @@ class Settings(BaseSettings):
     spark_driver_memory: str = "2g"
     spark_shuffle_partitions: int = 4
 
+    # Orchestration: Airflow DAG defaults, local UIs ----------------------------------------
+    airflow_port: int = 8080
+    lab_port: int = 8888
+    batch_schedule: str = "@daily"  # cron or preset (UTC); "none": manual runs only
+    batch_source: str = "samples"
+    batch_symbols: str = "MSFT,GOOG"  # empty: every symbol the source offers
+    batch_interval: str = "1d"
+    stream_schedule: str = "@hourly"  # the available-now run of the streaming job
+    stream_symbols: str = "AAPL,MSFT,GOOG,AMZN"
+    task_retries: int = 2  # for tasks where a retry can help (network, stack restarts)
+
     # External APIs (never notebook parameters) ------------------------------------------
     alphavantage_api_key: SecretStr | None = Field(
         default=None,

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 
 import pandas as pd
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from stockpipe.config import Settings
 from stockpipe.kafka import ConfirmedProducer, DeliveryReport
@@ -125,8 +125,6 @@ def ingest(
     if path:
         options["path"] = path
     src = get_source(source, settings, **options)
-    if symbols is None or (isinstance(symbols, str | list) and not symbols):
-        symbols = list(getattr(src, "available_symbols", lambda: [])())
     result = fetch_many(
         src,
         symbols,

@@ -281,8 +281,7 @@ class ConfirmedProducer:
 
     def close(self, *, raise_on_failure: bool = True) -> DeliveryReport:
         report = self.flush()
-        if self.backend == "kafka-python":
-            self._producer.close()
+        self._producer.close()  # both clients: stop background threads and connections
         if raise_on_failure and report.failed:
             raise DeliveryError(report.failed, report.sent + report.failed, dict(report.failures))
         return report

@@ -131,7 +131,7 @@ def test_window_aggregates_equal_pandas(spark, window, slide):
     )
     ticks = TickGenerator(spec).take(3000).to_frame()
     ticks.loc[ticks.index % 7 == 0, "ts"] -= ticks["ts"] % 1000  # ties in event time
-    got = window_aggregates(_tick_frame(spark, ticks), window=window, slide=slide, watermark="5 s")
+    got = window_aggregates(_tick_frame(spark, ticks), window=window, slide=slide, watermark="5 seconds")
     got_pd = got.toPandas()
     expected = reference_windows(ticks, window=window, slide=slide, watermark=0, closed_only=False)
     assert compare_windows(got_pd, expected) == []
@@ -222,10 +222,10 @@ def test_reference_drops_late_pairs_like_a_brute_force_count():
         producer_id="p",
     )
     ticks = TickGenerator(spec).take(600).to_frame()
-    ref = reference_windows(ticks, window="10 s", slide="5 s", watermark="5 s")
+    ref = reference_windows(ticks, window="10 s", slide="5 s", watermark="5 seconds")
     brute = _brute_force(ticks, 10_000, 5_000, 5_000)
     assert compare_windows(ref, brute) == []
-    late = late_pairs(ticks, window="10 s", slide="5 s", watermark="5 s")
+    late = late_pairs(ticks, window="10 s", slide="5 s", watermark="5 seconds")
     assert len(late) > 0
     everything = reference_windows(
         ticks, window="10 s", slide="5 s", watermark="5 s", closed_only=False

@@ -30,6 +30,8 @@ def spark_conf(settings: Settings) -> dict[str, str]:
         "spark.sql.shuffle.partitions": str(settings.spark_shuffle_partitions),
         "spark.sql.adaptive.enabled": "true",
         "spark.sql.parquet.compression.codec": "zstd",
+        # readable as timestamp[us, UTC] by pyarrow/pandas (INT96 would lose the zone)
+        "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
         "spark.sql.sources.partitionOverwriteMode": "dynamic",
         # "1d" would be inferred as a double: partition values stay strings
         "spark.sql.sources.partitionColumnTypeInference.enabled": "false",

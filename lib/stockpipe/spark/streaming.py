@@ -115,6 +115,9 @@ class StreamOptions:
     starting_offsets: str = "earliest"
     #: Cap on Kafka records per micro-batch (None: all available).
     max_offsets_per_trigger: int | None = None
+    #: Partitions of the window state (fixed by the first run of a checkpoint);
+    #: None: the session's ``spark.sql.shuffle.partitions``.
+    state_partitions: int | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in RUN_MODES:
@@ -379,22 +382,43 @@ def start_queries(
         ),
     }
     queries: dict[str, StreamingQuery] = {}
-    for role, (df, zone_name, partition) in outputs.items():
-        writer = (
-            df.writeStream.queryName(names[role])
-            .format("parquet")
-            .outputMode("append")
-            .option("path", zone(settings, zone_name, spark=True))
-            .option("checkpointLocation", f"{ckpt}/{role}")
-            .partitionBy(partition)
-        )
-        writer = (
-            writer.trigger(availableNow=True)
-            if opts.mode == "available-now"
-            else writer.trigger(processingTime=opts.trigger)
-        )
-        queries[role] = writer.start()
+    shuffle = spark.conf.get("spark.sql.shuffle.partitions")
+    if opts.state_partitions:
+        spark.conf.set("spark.sql.shuffle.partitions", str(opts.state_partitions))
+    try:
+        for role, (df, zone_name, partition) in outputs.items():
+            queries[role] = _start(
+                df,
+                names[role],
+                zone(settings, zone_name, spark=True),
+                f"{ckpt}/{role}",
+                partition,
+                opts,
+            )
+    except Exception:
+        for q in queries.values():
+            q.stop()
+        raise
+    finally:
+        spark.conf.set("spark.sql.shuffle.partitions", shuffle)
     return queries
+
+
+def _start(
+    df: DataFrame, name: str, path: str, checkpoint: str, partition: str, opts: StreamOptions
+) -> StreamingQuery:
+    """Write phase: an append-mode Parquet file sink (exactly-once via its commit log)."""
+    writer = (
+        df.writeStream.queryName(name)
+        .format("parquet")
+        .outputMode("append")
+        .option("path", path)
+        .option("checkpointLocation", checkpoint)
+        .partitionBy(partition)
+    )
+    if opts.mode == "available-now":
+        return writer.trigger(availableNow=True).start()
+    return writer.trigger(processingTime=opts.trigger).start()
 
 
 @dataclass
@@ -537,6 +561,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", default=None, help="checkpoint root (default in the lake)")
     p.add_argument("--topic", default=None)
     p.add_argument("--max-offsets-per-trigger", type=int, default=None)
+    p.add_argument("--state-partitions", type=int, default=None)
     return p
 
 
@@ -556,6 +581,7 @@ def main(argv: list[str] | None = None) -> int:
         checkpoint=args.checkpoint,
         topic=args.topic,
         max_offsets_per_trigger=args.max_offsets_per_trigger,
+        state_partitions=args.state_partitions,
     )
 
     def on_sigterm(_signum: int, _frame: Any) -> None:

@@ -304,12 +304,17 @@ def _reason_checks(now: Column) -> dict[str, Column]:
 
 
 def flag_bars(parsed: DataFrame, now: datetime) -> DataFrame:
-    """``parsed`` with ``reasons`` (array of REASONS codes, empty when valid) and ``reason``."""
+    """``parsed`` with ``reasons`` (array of REASONS codes, empty when valid) and ``reason``.
+
+    Fenced, so filtering on ``reasons`` evaluates each rule (and parses each
+    value) once per row.
+    """
     checks = _reason_checks(timestamp_literal(now))
     reasons = F.array_compact(
         F.array(*[F.when(_flag(checks[code]), F.lit(code)) for code in REASONS])
     )
-    return parsed.withColumn("reasons", reasons).withColumn("reason", F.array_join("reasons", "; "))
+    flagged = parsed.withColumn("reasons", reasons)
+    return _fence(flagged.withColumn("reason", F.array_join("reasons", "; ")))
 
 
 def validate_bars(parsed: DataFrame, now: datetime) -> tuple[DataFrame, DataFrame]:
@@ -320,7 +325,7 @@ def validate_bars(parsed: DataFrame, now: datetime) -> tuple[DataFrame, DataFram
     read twice.
     ``now`` is the run time: it decides ``future_ts`` and is ``quarantined_at``.
     """
-    flagged = _fence(flag_bars(parsed, now))
+    flagged = flag_bars(parsed, now)
     valid = flagged.filter(F.size("reasons") == 0).select(*VALID_COLUMNS)
     quarantine = (
         flagged.filter(F.size("reasons") > 0)

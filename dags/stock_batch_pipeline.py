@@ -1,0 +1,61 @@
+"""Daily batch pipeline: bars from a source through Kafka and Spark into the lake, then charts.
+
+check_stack -> batch_producer -> wait_for_new_records -> spark_batch -> charts
+
+Each run fetches its own data interval (``@daily``: the previous day, UTC) unless
+the ``start``/``end``/``full_history`` params say otherwise. Executed notebooks go
+to ``s3://<bucket>/notebooks/stock_batch_pipeline/<run_id>/``. Settings (schedule,
+source, symbols) come from ``STOCKPIPE_BATCH_*``; credentials from the environment.
+"""
+
+from __future__ import annotations
+
+from airflow.sdk import DAG
+
+from stockpipe import orchestration as orch
+from stockpipe.config import get_settings
+
+settings = get_settings()
+PROCESSED_BARS = orch.lake_asset(settings, "processed_bars")
+REPORTS = orch.lake_asset(settings, "reports")
+
+with DAG(
+    dag_id="stock_batch_pipeline",
+    description="bars: source -> Kafka -> Spark -> processed/ -> charts",
+    schedule=orch.schedule(settings.batch_schedule),
+    start_date=orch.START_DATE,
+    catchup=False,
+    max_active_runs=1,
+    default_args=orch.default_args(settings),
+    params=orch.batch_params(settings),
+    user_defined_macros=orch.MACROS,
+    tags=["stockpipe", "batch"],
+    doc_md=__doc__,
+):
+    check = orch.check_stack([settings.topic_bars])
+    produce = orch.NotebookOperator(
+        notebook="batch_producer",
+        parameters={
+            "source": "{{ params.source }}",
+            "symbols": "{{ params.symbols }}",
+            "start": "{{ window_start(params, data_interval_start) }}",
+            "end": "{{ window_end(params, data_interval_end) }}",
+            "interval": "{{ params.interval }}",
+            "path": "{{ params.path }}",
+        },
+    )
+    wait = orch.NewRecordsSensor(task_id="wait_for_new_records", retries=0)
+    process = orch.NotebookOperator(notebook="spark_batch", outlets=[PROCESSED_BARS])
+    charts = orch.NotebookOperator(
+        notebook="charts",
+        inlets=[PROCESSED_BARS],
+        outlets=[REPORTS],
+        parameters={
+            "symbols": "{{ params.symbols }}",
+            "start": "{{ window_start(params, None) }}",
+            "end": "{{ window_end(params, None) }}",
+            "output_dir": "{{ params.report_dir }}",
+        },
+    )
+
+    check >> produce >> wait >> process >> charts

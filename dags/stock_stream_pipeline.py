@@ -1,0 +1,86 @@
+"""Streaming: ticks from Kafka to sliding-window aggregates in the lake.
+
+Two DAGs share the streaming job's checkpoint, so its tasks share the
+``stockpipe_streaming`` pool (one slot): never two runs of the job at once.
+
+* ``stock_stream_pipeline`` (scheduled, ``STOCKPIPE_STREAM_SCHEDULE``):
+  check_stack -> spark_streaming in available-now mode: processes whatever
+  arrived since the last run, then stops.
+* ``stock_stream_live`` (manual): check_stack -> stream_producer and
+  spark_streaming (continuous) side by side for ``duration_s`` seconds.
+"""
+
+from __future__ import annotations
+
+from airflow.sdk import DAG
+
+from stockpipe import orchestration as orch
+from stockpipe.config import get_settings
+
+settings = get_settings()
+TICK_WINDOWS = orch.lake_asset(settings, "tick_windows")
+
+WINDOWING = {
+    "window": "{{ params.window }}",
+    "slide": "{{ params.slide }}",
+    "watermark": "{{ params.watermark }}",
+    "trigger_interval": "{{ params.trigger_interval }}",
+}
+
+with DAG(
+    dag_id="stock_stream_pipeline",
+    description="ticks: Kafka -> Spark (available-now) -> processed/tick_windows",
+    schedule=orch.schedule(settings.stream_schedule),
+    start_date=orch.START_DATE,
+    catchup=False,
+    max_active_runs=1,
+    default_args=orch.default_args(settings),
+    params=orch.stream_params(settings, live=False),
+    render_template_as_native_obj=True,
+    tags=["stockpipe", "streaming"],
+    doc_md=__doc__,
+):
+    check = orch.check_stack([settings.topic_ticks])
+    stream = orch.NotebookOperator(
+        notebook="spark_streaming",
+        pool=orch.STREAMING_POOL,
+        outlets=[TICK_WINDOWS],
+        parameters={**WINDOWING, "run_mode": "available_now"},
+    )
+    check >> stream
+
+with DAG(
+    dag_id="stock_stream_live",
+    description="ticks: producer and continuous streaming job side by side",
+    schedule=None,
+    start_date=orch.START_DATE,
+    catchup=False,
+    max_active_runs=1,
+    default_args={**orch.default_args(settings), "retries": 0},  # a live session is not redone
+    params=orch.stream_params(settings, live=True),
+    render_template_as_native_obj=True,
+    tags=["stockpipe", "streaming"],
+    doc_md=__doc__,
+):
+    check = orch.check_stack([settings.topic_ticks])
+    produce = orch.NotebookOperator(
+        notebook="stream_producer",
+        parameters={
+            "symbols": "{{ params.symbols }}",
+            "rate": "{{ params.rate }}",
+            "duration_s": "{{ params.duration_s }}",
+            "seed": "{{ params.seed }}",
+        },
+    )
+    stream = orch.NotebookOperator(
+        notebook="spark_streaming",
+        pool=orch.STREAMING_POOL,
+        outlets=[TICK_WINDOWS],
+        parameters={
+            **WINDOWING,
+            "run_mode": "continuous",
+            # Spark needs a while to start: the job outlives the producer by a minute
+            "duration_s": "{{ params.duration_s + 60 }}",
+        },
+    )
+    check >> [produce, stream]

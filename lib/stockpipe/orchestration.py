@@ -1,0 +1,395 @@
+"""What the DAGs share: notebook tasks, the new-records sensor, lake assets, params.
+
+The DAG files in ``dags/`` only wire these together. Every notebook task is the
+papermill provider's operator, with three additions that every run needs:
+
+* the executed notebook goes to ``s3://<bucket>/notebooks/<dag_id>/<run_id>/<task_id>.ipynb``,
+  written through s3fs with the lake's endpoint and credentials (papermill's own
+  S3 handler only knows AWS's defaults);
+* parameters are checked for secrets before the kernel starts: credentials and API
+  keys reach notebooks through the environment only, never as parameters, so they
+  never land in an executed notebook;
+* an error that a retry cannot fix (a bad source name, a missing setting) fails the
+  task at once instead of burning its retries.
+
+Heavy imports (papermill, Spark, Kafka clients) happen inside ``execute``/``poke``,
+so the scheduler parses the DAG files quickly.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from airflow.providers.papermill.operators.papermill import PapermillOperator
+from airflow.sdk import Asset, BaseSensorOperator, CronDataIntervalTimetable, Param, task
+from airflow.sdk.exceptions import AirflowFailException, AirflowSensorTimeout
+
+from stockpipe.config import PROJECT_ROOT, Settings, get_settings
+from stockpipe.errors import StackError
+from stockpipe.stack.airflow import STREAMING_POOL
+
+__all__ = [
+    "MACROS",
+    "STREAMING_POOL",
+    "LakeNotebookIO",
+    "NewRecordsSensor",
+    "NotebookOperator",
+    "batch_params",
+    "check_stack",
+    "default_args",
+    "lake_asset",
+    "run_notebook",
+    "schedule",
+    "stack_ready",
+    "stream_params",
+]
+
+log = logging.getLogger(__name__)
+
+NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
+DAGS_DIR = PROJECT_ROOT / "dags"
+#: Local folder for HTML reports and local copies of executed notebooks (git-ignored).
+REPORTS_DIR = PROJECT_ROOT / "reports"
+#: The Jupyter kernel `make setup` installs into the venv.
+KERNEL_NAME = "stockpipe"
+#: A fixed date in the past: with catchup off, only the latest interval is ever scheduled.
+START_DATE = datetime(2025, 1, 1, tzinfo=UTC)
+
+#: Exception names (``ename`` of the failing cell) that no retry can fix.
+PERMANENT_ERRORS = frozenset(
+    {
+        "UnknownNameError",
+        "ConfigError",
+        "SetupError",
+        "MissingToolError",
+        "PapermillMissingParameterException",
+        "NameError",
+        "SyntaxError",
+        "TypeError",
+    }
+)
+
+
+# Where executed notebooks go ---------------------------------------------------------------
+
+
+def notebook_url(settings: Settings, dag_id: str, run_id: str, task_id: str) -> str:
+    """``s3://<bucket>/notebooks/<dag_id>/<run_id>/<task_id>.ipynb``."""
+    return f"s3://{settings.bucket}/notebooks/{dag_id}/{run_id}/{task_id}.ipynb"
+
+
+class LakeNotebookIO:
+    """papermill's ``s3://`` handler, through s3fs with the lake's endpoint and credentials."""
+
+    def __init__(self, settings: Settings) -> None:
+        from stockpipe.lake import filesystem
+
+        self.fs = filesystem(settings)
+
+    def read(self, path: str) -> str:
+        return self.fs.cat(path).decode("utf-8")
+
+    def write(self, buf: str, path: str) -> None:
+        self.fs.pipe(path, buf.encode("utf-8"))
+
+    def listdir(self, path: str) -> list[str]:
+        return [f"s3://{p}" for p in self.fs.ls(path, detail=False)]
+
+    def pretty_path(self, path: str) -> str:
+        return path
+
+
+def register_lake_io(settings: Settings) -> None:
+    """Route papermill's ``s3://`` reads and writes to the lake (this process only)."""
+    from papermill.iorw import papermill_io
+
+    papermill_io.register("s3://", LakeNotebookIO(settings))
+
+
+# No secrets in parameters ------------------------------------------------------------------
+
+
+def secret_values(settings: Settings) -> list[str]:
+    """The secrets a notebook may use but must never receive as a parameter."""
+    values = [settings.s3_secret_key.get_secret_value()]
+    if settings.alphavantage_api_key is not None:
+        values.append(settings.alphavantage_api_key.get_secret_value())
+    return [v for v in values if len(v) >= 8]
+
+
+def check_no_secrets(parameters: Mapping[str, Any] | None, settings: Settings) -> None:
+    """Refuse parameters that carry a secret: they would be stored in the executed notebook."""
+    secrets = secret_values(settings)
+    for name, value in (parameters or {}).items():
+        text = str(value)
+        if any(s in text for s in secrets):
+            raise AirflowFailException(
+                f"notebook parameter {name!r} contains a secret; secrets reach notebooks "
+                "through the environment (.env) only, never as parameters"
+            )
+
+
+# The notebook task -------------------------------------------------------------------------
+
+
+class NotebookOperator(PapermillOperator):
+    """A project notebook run by papermill; the executed copy is stored in the lake.
+
+    Returns (and pushes to XCom) the URL of the executed notebook. A failing cell
+    fails the task; its error and traceback are in the task log.
+    """
+
+    def __init__(self, *, notebook: str, **kwargs: Any) -> None:
+        settings = get_settings()
+        task_id = kwargs.setdefault("task_id", notebook)
+        kwargs.setdefault("input_nb", str(NOTEBOOKS_DIR / f"{notebook}.ipynb"))
+        kwargs.setdefault(
+            "output_nb", notebook_url(settings, "{{ dag.dag_id }}", "{{ run_id }}", task_id)
+        )
+        kwargs.setdefault("kernel_name", KERNEL_NAME)
+        kwargs.setdefault("log_output", True)
+        super().__init__(**kwargs)
+        self.notebook = notebook
+
+    def execute(self, context: Any) -> str:
+        from papermill.exceptions import PapermillExecutionError
+
+        settings = get_settings()
+        check_no_secrets(self.parameters, settings)
+        register_lake_io(settings)
+        self.log.info("executed notebook: %s", self.output_nb)
+        try:
+            super().execute(context)
+        except PapermillExecutionError as exc:
+            if exc.ename in PERMANENT_ERRORS:
+                raise AirflowFailException(
+                    f"{self.notebook} failed with an error a retry cannot fix "
+                    f"(executed notebook: {self.output_nb}):\n{exc}"
+                ) from exc
+            raise
+        return str(self.output_nb.url if hasattr(self.output_nb, "url") else self.output_nb)
+
+
+def run_notebook(
+    settings: Settings,
+    notebook: str,
+    output_url: str,
+    parameters: Mapping[str, Any] | None = None,
+    *,
+    log_output: bool = False,
+) -> str:
+    """Run a project notebook outside Airflow exactly as a notebook task would."""
+    import papermill as pm
+
+    check_no_secrets(parameters, settings)
+    register_lake_io(settings)
+    pm.execute_notebook(
+        str(NOTEBOOKS_DIR / f"{notebook}.ipynb"),
+        output_url,
+        parameters=dict(parameters or {}),
+        kernel_name=KERNEL_NAME,
+        progress_bar=False,
+        report_mode=True,
+        log_output=log_output,
+    )
+    return output_url
+
+
+# Waiting for data --------------------------------------------------------------------------
+
+
+class NewRecordsSensor(BaseSensorOperator):
+    """Waits until the topic holds records the Spark batch job has not processed yet.
+
+    Reschedule mode: the worker slot is free between pokes. Fails with a message
+    that says what is missing once ``timeout`` passes.
+    """
+
+    template_fields = ("topic",)
+
+    def __init__(self, *, topic: str = "", **kwargs: Any) -> None:
+        kwargs.setdefault("mode", "reschedule")
+        kwargs.setdefault("poke_interval", 15)
+        kwargs.setdefault("timeout", 600)
+        super().__init__(**kwargs)
+        self.topic = topic
+
+    def _topic(self) -> str:
+        return self.topic or get_settings().topic_bars
+
+    def poke(self, context: Any) -> bool:
+        from stockpipe.spark.batch import pending_records
+
+        n = pending_records(get_settings(), self._topic())
+        self.log.info("%d record(s) on %s not yet processed by the Spark job", n, self._topic())
+        return n > 0
+
+    def execute(self, context: Any) -> Any:
+        try:
+            return super().execute(context)
+        except AirflowSensorTimeout as exc:
+            raise AirflowSensorTimeout(
+                f"no new records on {self._topic()} beyond what the Spark batch job has "
+                f"processed after waiting {self.timeout:.0f} s: the producer sent nothing "
+                "new (an empty date window, or every symbol failed; see the producer's "
+                "task log and executed notebook)"
+            ) from exc
+
+
+# Checking the stack ------------------------------------------------------------------------
+
+
+def stack_ready(settings: Settings, topics: Iterable[str]) -> dict[str, Any]:
+    """Fail with a fix when the bucket or a topic is missing; else what exists."""
+    from stockpipe.kafka import end_offsets
+    from stockpipe.lake import filesystem
+
+    try:
+        bucket_ok = filesystem(settings).exists(settings.bucket)
+    except Exception as exc:
+        raise StackError(
+            f"MinIO at {settings.s3_url} cannot be reached ({exc}); is the stack up? Run `make up`."
+        ) from exc
+    if not bucket_ok:
+        raise StackError(f"bucket {settings.bucket!r} does not exist; run `make up`")
+    offsets = {}
+    for topic in topics:
+        try:
+            offsets[topic] = sum(end_offsets(settings, topic).values())
+        except StackError:
+            raise
+        except Exception as exc:
+            raise StackError(
+                f"Kafka at {settings.bootstrap_servers} cannot be reached ({exc}); "
+                "is the stack up? Run `make up`."
+            ) from exc
+    return {"bucket": settings.bucket, "records_per_topic": offsets}
+
+
+@task(task_id="check_stack", retry_exponential_backoff=2.0)
+def check_stack(topics: list[str]) -> dict[str, Any]:
+    """The bucket and ``topics`` exist (retried with backoff: the stack may be starting)."""
+    return stack_ready(get_settings(), topics)
+
+
+# Assets, schedules, defaults, params -------------------------------------------------------
+
+
+def lake_asset(settings: Settings, zone_name: str) -> Asset:
+    """A lake zone as an Airflow asset (``s3://<bucket>/<prefix>``)."""
+    from stockpipe.lake import ZONES
+
+    return Asset(name=zone_name, uri=f"s3://{settings.bucket}/{ZONES[zone_name]}")
+
+
+def schedule(expression: str) -> CronDataIntervalTimetable | None:
+    """A cron expression or preset as a data-interval schedule in UTC; "none": manual only.
+
+    A data-interval schedule gives each run a real window (``@daily``: the previous
+    day), which the batch producer fetches.
+    """
+    if expression.strip().lower() in ("", "none", "manual"):
+        return None
+    return CronDataIntervalTimetable(expression, timezone="UTC")
+
+
+def default_args(settings: Settings) -> dict[str, Any]:
+    """Retries with exponential backoff (30 s, 60 s, ... up to 10 min)."""
+    return {
+        "owner": "stockpipe",
+        "retries": settings.task_retries,
+        "retry_delay": timedelta(seconds=30),
+        "retry_exponential_backoff": 2.0,
+        "max_retry_delay": timedelta(minutes=10),
+    }
+
+
+def _day(value: Any) -> str:
+    if value is None or value == "":
+        return ""
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).date().isoformat()
+    if isinstance(value, date):
+        return value.isoformat()
+    return str(value)[:10]
+
+
+def window_start(params: Mapping[str, Any], data_interval_start: Any) -> str:
+    """First day to fetch: the ``start`` param, else the run's data interval start."""
+    if params.get("full_history"):
+        return ""
+    return _day(params.get("start")) or _day(data_interval_start)
+
+
+def window_end(params: Mapping[str, Any], data_interval_end: Any) -> str:
+    """Last day to fetch (inclusive): the ``end`` param, else the day before the interval end."""
+    if params.get("full_history"):
+        return ""
+    if params.get("end"):
+        return _day(params["end"])
+    if data_interval_end is None:
+        return ""
+    end = data_interval_end
+    if isinstance(end, datetime):
+        end = end.astimezone(UTC) - timedelta(microseconds=1)
+    return _day(end)
+
+
+#: Jinja helpers the DAGs register with ``user_defined_macros``.
+MACROS = {"window_start": window_start, "window_end": window_end}
+
+
+def batch_params(settings: Settings) -> dict[str, Param]:
+    """Trigger-form parameters of the batch pipeline, defaults from settings."""
+    return {
+        "source": Param(
+            settings.batch_source,
+            type="string",
+            description="samples | yahoo | alphavantage | csv | synthetic",
+        ),
+        "symbols": Param(
+            settings.batch_symbols,
+            type="string",
+            description='comma separated, e.g. "MSFT,GOOG"; empty: all the source offers',
+        ),
+        "interval": Param(settings.batch_interval, type="string", enum=["1d", "1h", "5m", "1m"]),
+        "start": Param(
+            "", type="string", description="ISO date; empty: the run's data interval start"
+        ),
+        "end": Param(
+            "",
+            type="string",
+            description="ISO date, inclusive; empty: the last day of the run's data interval",
+        ),
+        "full_history": Param(
+            False, type="boolean", description="fetch everything the source has (no window)"
+        ),
+        "path": Param("", type="string", description="CSV file or folder (source=csv)"),
+        "report_dir": Param(
+            str(REPORTS_DIR), type="string", description="local folder for the HTML report"
+        ),
+    }
+
+
+def stream_params(settings: Settings, *, live: bool) -> dict[str, Param]:
+    """Trigger-form parameters of the streaming DAGs, defaults from settings."""
+    params = {
+        "window": Param("1 minute", type="string", description="sliding window length"),
+        "slide": Param("15 seconds", type="string", description="window slide"),
+        "watermark": Param("30 seconds", type="string", description="lateness allowed"),
+        "trigger_interval": Param("5 seconds", type="string", description="micro-batch trigger"),
+    }
+    if live:
+        params = {
+            "symbols": Param(settings.stream_symbols, type="string"),
+            "rate": Param(200, type="number", minimum=1, description="ticks per second"),
+            "duration_s": Param(
+                300, type="integer", minimum=10, description="how long both jobs run"
+            ),
+            "seed": Param(0, type="integer"),
+            **params,
+        }
+    return params

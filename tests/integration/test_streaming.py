@@ -1,0 +1,315 @@
+"""The tick producer and the streaming job on the real stack (Kafka, Spark, MinIO).
+
+Every window the job writes is compared with windows computed by pandas
+(stockpipe.reference) from the ticks read back from Kafka.
+"""
+
+from __future__ import annotations
+
+import _thread
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pandas as pd
+import pyarrow.dataset as ds
+import pytest
+
+from stockpipe.kafka import ConfirmedProducer, end_offsets, ensure_topics, read_all
+from stockpipe.lake import ensure_bucket, filesystem, zone
+from stockpipe.reader import (
+    read_quarantined_ticks,
+    read_raw_ticks,
+    read_stream_metrics,
+    read_tick_windows,
+    sink_files,
+)
+from stockpipe.reference import compare_windows, late_pairs, reference_windows, valid
+from stockpipe.sinklog import committed_files
+from stockpipe.spark.streaming import REASONS, StreamOptions, run_stream
+from stockpipe.ticks import LATE, OUT_OF_ORDER, TickSpec, parse_tick_values, run_producer
+
+pytestmark = pytest.mark.integration
+
+BASE = int(pd.Timestamp("2024-01-02 14:30", tz="UTC").value // 1_000_000)
+SYMBOLS = ("AAPL", "MSFT", "NVDA")
+WINDOW, SLIDE, WATERMARK = "10 seconds", "5 seconds", "5 seconds"
+DELAY_MS = 5_000
+
+
+def _own(settings, name: str):
+    """Settings with a bucket and a topic of the test's own."""
+    s = settings.model_copy(update={"bucket": f"test-{name}", "topic_ticks": f"test.{name}"})
+    ensure_bucket(s)
+    ensure_topics(s, [s.topic_ticks], partitions=3)
+    return s
+
+
+def _spec(producer_id: str, **kw) -> TickSpec:
+    args = dict(
+        symbols=SYMBOLS,
+        seed=1,
+        rate=100,
+        start_ms=BASE,
+        step_ms=20,  # 50 ticks per event-time second
+        out_of_order_fraction=0.15,
+        out_of_order_max_ms=4_000,  # within the 5 s watermark: counted
+        producer_id=producer_id,
+    )
+    args.update(kw)
+    return TickSpec(**args)
+
+
+def _bad_values() -> list[tuple[bytes, bytes, str]]:
+    good = {
+        "schema_version": 1,
+        "symbol": "AAPL",
+        "ts": BASE + 20_000,
+        "price": 190.5,
+        "size": 100,
+        "seq": 0,
+        "producer_id": "bad",
+    }
+    cases = [
+        (b"not json", REASONS["unparsable"]),
+        (json.dumps({**good, "price": 0}).encode(), REASONS["price"]),
+        (json.dumps({**good, "size": -5}).encode(), REASONS["size"]),
+        (
+            json.dumps({k: v for k, v in good.items() if k != "symbol"}).encode(),
+            REASONS["missing"].format("symbol"),
+        ),
+        (json.dumps({**good, "ts": "noon"}).encode(), REASONS["unparsable"]),
+    ]
+    return [(b"AAPL", v, r) for v, r in cases]
+
+
+def _kafka_ticks(s) -> tuple[pd.DataFrame, int]:
+    values = [v for _, _, _, v in read_all(s, s.topic_ticks)]
+    return parse_tick_values(values), len(values)
+
+
+def _expected(ticks: pd.DataFrame, phases: dict[str, int]) -> pd.DataFrame:
+    ticks = ticks.assign(phase=ticks["producer_id"].map(phases).fillna(99))
+    return reference_windows(
+        ticks, window=WINDOW, slide=SLIDE, watermark=WATERMARK, order=["phase", "seq"]
+    )
+
+
+def test_producer_holds_its_rate_and_reports_what_kafka_has(settings):
+    s = _own(settings, "rate")
+    report = run_producer(s, _spec("rate-1", start_ms=None), rate=3000, duration_s=4)
+    assert report.stopped_by == "duration" and report.failed == 0
+    assert report.rate == pytest.approx(3000, rel=0.05)
+    assert report.sent == report.generated == sum(end_offsets(s, s.topic_ticks).values())
+    keys = pd.Series([k.decode() for _, _, k, _ in read_all(s, s.topic_ticks)]).value_counts()
+    assert keys.to_dict() == report.delivery.per_key
+    ticks, _ = _kafka_ticks(s)
+    assert ticks["seq"].sort_values().tolist() == list(range(report.sent))
+    now_ms = time.time() * 1000
+    assert ticks["ts"].between(now_ms - 60_000, now_ms).all()  # live event time
+
+
+def test_producer_stops_on_stop_event_and_on_interrupt_flushing_everything(settings):
+    s = _own(settings, "stop")
+    stop = threading.Event()
+    threading.Timer(1.5, stop.set).start()
+    first = run_producer(s, _spec("stop-1"), rate=2000, stop=stop)
+    assert first.stopped_by == "stop" and first.sent == first.generated > 0
+
+    threading.Timer(1.5, _thread.interrupt_main).start()
+    second = run_producer(s, _spec("stop-2"), rate=2000, duration_s=30)
+    assert second.stopped_by == "interrupt" and second.sent == second.generated > 0
+    assert sum(end_offsets(s, s.topic_ticks).values()) == first.sent + second.sent
+
+
+def test_windows_equal_pandas_with_out_of_order_late_and_bad_ticks(settings, spark):
+    s = _own(settings, "windows")
+    opts = StreamOptions(
+        window=WINDOW,
+        slide=SLIDE,
+        watermark=WATERMARK,
+        mode="available-now",
+        name="t_windows",
+        duration_s=300,
+        state_partitions=2,
+    )
+    # Phase 1: 30 s of event time, in order and out of order (within the watermark).
+    p1 = run_producer(s, _spec("phase-1"), rate=5000, max_ticks=1500)
+    run1 = run_stream(s, opts, spark=spark)
+    assert run1.stopped_by == "backlog done"
+    # Phase 2: the next 30 s, with late ticks far behind the watermark, and bad ticks.
+    spec2 = _spec("phase-2", seed=2, start_ms=BASE + 30_000, late_fraction=0.05, late_by_ms=600_000)
+    p2 = run_producer(s, spec2, rate=5000, max_ticks=1500)
+    bad = _bad_values()
+    with ConfirmedProducer(s, s.topic_ticks) as producer:
+        producer.send_many((k, v) for k, v, _ in bad)
+    run2 = run_stream(s, opts, spark=spark)
+    assert p1.kinds[OUT_OF_ORDER] > 100 and p2.kinds[LATE] > 30
+
+    ticks, n_records = _kafka_ticks(s)
+    expected = _expected(ticks, {"phase-1": 0, "phase-2": 1})
+    assert len(expected) > 30
+
+    # Outside Spark (pyarrow through the library's reader) and through Spark: equal.
+    assert compare_windows(read_tick_windows(s), expected) == []
+    via_spark = spark.read.parquet(zone(s, "tick_windows", spark=True)).toPandas()
+    assert compare_windows(via_spark, expected) == []
+
+    # The final watermark is the newest valid event time minus the delay.
+    metrics = read_stream_metrics(s, "t_windows")
+    assert metrics["watermark"].max() == pd.Timestamp(
+        valid(ticks)["ts"].max() - DELAY_MS, unit="ms", tz="UTC"
+    )
+    # Out-of-order ticks were counted; late ones dropped and counted as dropped.
+    run1_ids = {r["run_id"] for r in run1.metrics}
+    dropped_1 = metrics.loc[metrics["run_id"].isin(run1_ids), "late_rows_dropped"].sum()
+    dropped_2 = metrics.loc[~metrics["run_id"].isin(run1_ids), "late_rows_dropped"].sum()
+    late = late_pairs(
+        ticks.assign(phase=ticks["producer_id"].map({"phase-1": 0, "phase-2": 1})),
+        window=WINDOW,
+        slide=SLIDE,
+        watermark=WATERMARK,
+        order=["phase", "seq"],
+    )
+    assert dropped_1 == 0
+    # Spark counts rows dropped after partial aggregation: one per (symbol, window).
+    assert dropped_2 == len(late.drop_duplicates(["symbol", "window_start_ms"]))
+    assert run2.late_rows_dropped == dropped_2
+
+    # Raw keeps every record once; quarantine holds the bad ones with their reason.
+    raw = read_raw_ticks(s)
+    assert len(raw) == n_records == p1.sent + p2.sent + len(bad)
+    assert not raw.duplicated(["partition", "offset"]).any()
+    quarantined = read_quarantined_ticks(s)
+    assert sorted(zip(quarantined["value"], quarantined["reason"], strict=True)) == sorted(
+        (v.decode(), r) for _, v, r in bad
+    )
+
+
+def _child_env(s) -> dict[str, str]:
+    env = {**os.environ, **s.to_env()}
+    env["STOCKPIPE_ENV_FILE"] = str(s.state_dir / "no.env")
+    return env
+
+
+def _stream_cmd(name: str, mode: str, *extra: str) -> list[str]:
+    return [
+        sys.executable, "-m", "stockpipe.spark.streaming", "--mode", mode, "--name", name,
+        "--window", WINDOW, "--slide", SLIDE, "--watermark", WATERMARK,
+        "--state-partitions", "2", *extra,
+    ]  # fmt: skip
+
+
+def _uncommitted(s, zone_name: str) -> list[str]:
+    fs = filesystem(s)
+    root = zone(s, zone_name)
+    if not fs.exists(root):
+        return []
+    on_storage = {f for f in fs.find(root) if f.endswith(".parquet")}
+    return sorted(on_storage - set(committed_files(fs, root) or []))
+
+
+def test_sigkill_mid_run_then_restart_gives_exactly_the_pandas_windows(settings, spark, tmp_path):
+    s = _own(settings, "crash")
+    name = "t_crash"
+    p1 = run_producer(s, _spec("crash-1"), rate=5000, max_ticks=2500)  # 50 s of event time
+    log = (tmp_path / "stream.log").open("w")
+    child = subprocess.Popen(
+        _stream_cmd(name, "continuous", "--trigger", "1 second", "--max-offsets-per-trigger",
+                    "300", "--duration", "600"),
+        env=_child_env(s), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    try:
+        # Late ticks must not land in the very first batch (no watermark yet).
+        _wait(lambda: len(read_stream_metrics(s, name)) >= 1, 240, child, tmp_path)
+        spec2 = _spec(
+            "crash-2", seed=2, start_ms=BASE + 50_000, late_fraction=0.05, late_by_ms=600_000
+        )
+        p2 = run_producer(s, spec2, rate=5000, max_ticks=1000)
+        bad = _bad_values()
+        with ConfirmedProducer(s, s.topic_ticks) as producer:
+            producer.send_many((k, v) for k, v, _ in bad)
+        _wait(lambda: len(read_stream_metrics(s, name)) >= 4, 240, child, tmp_path)
+        # Kill the whole process tree (Python driver and JVM) while a batch is writing,
+        # if we catch one; otherwise right away.
+        caught = _kill_while_writing(s, child, seconds=30)
+    finally:
+        if child.poll() is None:
+            os.killpg(child.pid, signal.SIGKILL)
+        child.wait(30)
+    assert child.returncode == -signal.SIGKILL
+    batches_before = read_stream_metrics(s, name)["batch_id"].max()
+    assert batches_before >= 3
+    total = p1.sent + p2.sent + len(bad)
+    windows_before = len(read_tick_windows(s))
+
+    orphans = _uncommitted(s, "tick_windows")
+    restart = subprocess.run(
+        _stream_cmd(name, "available-now", "--duration", "300"),
+        env=_child_env(s), capture_output=True, text=True, timeout=360,
+    )  # fmt: skip
+    assert restart.returncode == 0, restart.stdout[-3000:] + restart.stderr[-3000:]
+
+    ticks, n_records = _kafka_ticks(s)
+    expected = _expected(ticks, {"crash-1": 0, "crash-2": 1})
+    assert windows_before < len(expected)  # it was killed mid-run
+    assert compare_windows(read_tick_windows(s), expected) == []
+    via_spark = spark.read.parquet(zone(s, "tick_windows", spark=True)).toPandas()
+    assert compare_windows(via_spark, expected) == []
+    metrics = read_stream_metrics(s, name)
+    assert metrics["watermark"].max() == pd.Timestamp(
+        valid(ticks)["ts"].max() - DELAY_MS, unit="ms", tz="UTC"
+    )
+
+    # Raw and quarantine are exactly-once too.
+    raw = read_raw_ticks(s)
+    assert len(raw) == n_records == total and not raw.duplicated(["partition", "offset"]).any()
+    quarantined = read_quarantined_ticks(s)
+    assert sorted(quarantined["reason"]) == sorted(r for _, _, r in bad)
+
+    # Files of an uncommitted micro-batch never show up as rows. If the kill left
+    # none behind, leave one the way a killed batch does: a data file not in the log.
+    fs = filesystem(s)
+    if not orphans:
+        committed = sink_files(s, "tick_windows")
+        src = committed[0]
+        orphan = src.rsplit("/", 1)[0] + "/part-99999-uncommitted.c000.zstd.parquet"
+        fs.copy(src, orphan)
+        orphans = [orphan]
+    print(f"uncommitted files ({'left by the kill' if caught else 'made'}): {len(orphans)}")
+    assert set(orphans) & set(_uncommitted(s, "tick_windows"))
+    everything = ds.dataset(
+        zone(s, "tick_windows"), filesystem=fs, format="parquet", partitioning="hive"
+    ).to_table()
+    assert everything.num_rows > len(expected)  # a naive reader would double-count
+    assert compare_windows(read_tick_windows(s), expected) == []
+
+
+def _wait(cond, timeout: float, child: subprocess.Popen, tmp_path) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if child.poll() is not None:
+            raise AssertionError(
+                f"streaming job exited early:\n{(tmp_path / 'stream.log').read_text()[-3000:]}"
+            )
+        if cond():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"timed out:\n{(tmp_path / 'stream.log').read_text()[-3000:]}")
+
+
+def _kill_while_writing(s, child: subprocess.Popen, seconds: float) -> bool:
+    """SIGKILL the job's process group, at a moment its sink has uncommitted files if seen."""
+    deadline = time.monotonic() + seconds
+    caught = False
+    while time.monotonic() < deadline and child.poll() is None:
+        if _uncommitted(s, "tick_windows"):
+            caught = True
+            break
+        time.sleep(0.05)
+    os.killpg(child.pid, signal.SIGKILL)
+    return caught

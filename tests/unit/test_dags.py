@@ -1,0 +1,200 @@
+"""The DAG folder parses, and each DAG has the tasks, order and settings issue 6 asks for.
+
+No services: the DAG files are parsed with Airflow's DagBag under a throwaway
+AIRFLOW_HOME, with settings overridden through the environment as a user would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from datetime import UTC, datetime
+
+import pytest
+
+from stockpipe.config import get_settings, load_settings
+from stockpipe.stack.airflow import airflow_env, ensure_password, password_file
+
+SECRET = "unit-secret-key-0123456789abcdef"
+API_KEY = "unit-api-key-ABCDEFGH"
+
+
+@pytest.fixture(scope="module")
+def settings(tmp_path_factory):
+    return load_settings(
+        env_file=tmp_path_factory.mktemp("none") / "no.env",
+        state_dir=tmp_path_factory.mktemp("state"),
+        bucket="unit-lake",
+        s3_access_key="unit-access",
+        s3_secret_key=SECRET,
+        alphavantage_api_key=API_KEY,
+        batch_symbols="AAPL,IBM",
+        batch_schedule="30 6 * * *",
+        stream_schedule="*/20 * * * *",
+    )
+
+
+@pytest.fixture(scope="module")
+def dagbag(settings):
+    """Every DAG of dags/, parsed with the settings above in the environment."""
+    saved = dict(os.environ)
+    os.environ.update(airflow_env(settings))
+    get_settings.cache_clear()
+    try:
+        from airflow.dag_processing.dagbag import DagBag
+
+        from stockpipe.orchestration import DAGS_DIR
+
+        yield DagBag(dag_folder=str(DAGS_DIR))
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+        get_settings.cache_clear()
+
+
+def edges(dag) -> set[tuple[str, str]]:
+    return {(t.task_id, d) for t in dag.tasks for d in t.downstream_task_ids}
+
+
+def test_dag_folder_imports_without_errors(dagbag):
+    assert dagbag.import_errors == {}
+    assert set(dagbag.dag_ids) == {
+        "stock_batch_pipeline",
+        "stock_stream_pipeline",
+        "stock_stream_live",
+        "stock_charts",
+    }
+
+
+def test_batch_dag_tasks_in_order_with_schedule_and_params_from_settings(dagbag):
+    dag = dagbag.dags["stock_batch_pipeline"]
+    assert edges(dag) == {
+        ("check_stack", "batch_producer"),
+        ("batch_producer", "wait_for_new_records"),
+        ("wait_for_new_records", "spark_batch"),
+        ("spark_batch", "charts"),
+    }
+    assert dag.catchup is False
+    assert dag.timetable.summary == "30 6 * * *"  # STOCKPIPE_BATCH_SCHEDULE
+    assert dag.params["symbols"] == "AAPL,IBM"  # STOCKPIPE_BATCH_SYMBOLS
+    assert dag.params["source"] == "samples"
+
+    sensor = dag.get_task("wait_for_new_records")
+    assert sensor.mode == "reschedule"
+    assert 0 < sensor.timeout <= 3600
+    assert sensor.retries == 0  # a timeout means no data: retrying cannot help
+
+    for task_id in ("check_stack", "batch_producer", "spark_batch", "charts"):
+        task = dag.get_task(task_id)
+        assert task.retries == 2 and task.retry_exponential_backoff, task_id
+
+
+def test_every_notebook_task_is_papermill_writing_to_the_lake(dagbag):
+    from airflow.providers.papermill.operators.papermill import PapermillOperator
+
+    notebook_tasks = [
+        (dag.dag_id, t)
+        for dag in dagbag.dags.values()
+        for t in dag.tasks
+        if t.task_id not in ("check_stack", "wait_for_new_records")
+    ]
+    assert len(notebook_tasks) == 7
+    for dag_id, task in notebook_tasks:
+        assert isinstance(task, PapermillOperator), (dag_id, task.task_id)
+        assert task.output_nb == (
+            f"s3://unit-lake/notebooks/{{{{ dag.dag_id }}}}/{{{{ run_id }}}}/{task.task_id}.ipynb"
+        )
+        assert task.kernel_name == "stockpipe"
+
+
+def test_processed_data_are_assets_that_schedule_the_charts(dagbag):
+    batch = dagbag.dags["stock_batch_pipeline"]
+    outlets = [a.uri for a in batch.get_task("spark_batch").outlets]
+    assert outlets == ["s3://unit-lake/processed/bars"]
+    stream = dagbag.dags["stock_stream_pipeline"]
+    assert [a.uri for a in stream.get_task("spark_streaming").outlets] == [
+        "s3://unit-lake/processed/tick_windows"
+    ]
+    charts = dagbag.dags["stock_charts"]
+    assert [a.uri for a in charts.timetable.asset_condition.iter_assets().values()] == [
+        "s3://unit-lake/processed/tick_windows"
+    ]
+    assert [t.task_id for t in charts.tasks] == ["charts"]
+
+
+def test_stream_dags_available_now_scheduled_and_live_side_by_side(dagbag):
+    scheduled = dagbag.dags["stock_stream_pipeline"]
+    assert edges(scheduled) == {("check_stack", "spark_streaming")}
+    assert scheduled.timetable.summary == "*/20 * * * *"
+    assert scheduled.get_task("spark_streaming").parameters["run_mode"] == "available_now"
+
+    live = dagbag.dags["stock_stream_live"]
+    assert live.timetable.summary in ("None", "Never, external triggers only")
+    # both jobs start after the stack check, neither waits for the other
+    assert edges(live) == {
+        ("check_stack", "stream_producer"),
+        ("check_stack", "spark_streaming"),
+    }
+    assert live.get_task("spark_streaming").parameters["run_mode"] == "continuous"
+    for dag in (scheduled, live):
+        assert dag.get_task("spark_streaming").pool == "stockpipe_streaming"
+        assert dag.max_active_runs == 1
+
+
+def test_no_secret_in_any_notebook_parameter(dagbag):
+    for dag in dagbag.dags.values():
+        for task in dag.tasks:
+            text = json.dumps(getattr(task, "parameters", None) or {}) + json.dumps(
+                {k: str(v) for k, v in dag.params.items()}
+            )
+            assert SECRET not in text and API_KEY not in text, (dag.dag_id, task.task_id)
+
+
+def test_a_secret_passed_as_parameter_is_refused(settings):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from stockpipe.orchestration import check_no_secrets
+
+    check_no_secrets({"symbols": "MSFT"}, settings)
+    with pytest.raises(AirflowFailException, match="'token'"):
+        check_no_secrets({"symbols": "MSFT", "token": f"key={API_KEY}"}, settings)
+    with pytest.raises(AirflowFailException, match="environment"):
+        check_no_secrets({"x": SECRET}, settings)
+
+
+def test_run_window_follows_the_data_interval_unless_params_say_otherwise():
+    from stockpipe.orchestration import window_end, window_start
+
+    start = datetime(2024, 3, 4, tzinfo=UTC)
+    end = datetime(2024, 3, 5, tzinfo=UTC)
+    none: dict = {"start": "", "end": "", "full_history": False}
+    assert (window_start(none, start), window_end(none, end)) == ("2024-03-04", "2024-03-04")
+    explicit = {**none, "start": "2017-10-02", "end": "2017-11-10"}
+    assert (window_start(explicit, start), window_end(explicit, end)) == (
+        "2017-10-02",
+        "2017-11-10",
+    )
+    everything = {**explicit, "full_history": True}
+    assert (window_start(everything, start), window_end(everything, end)) == ("", "")
+
+
+def test_airflow_env_binds_localhost_and_uses_the_state_dir(settings):
+    env = airflow_env(settings)
+    assert env["AIRFLOW_HOME"] == str(settings.state_dir / "airflow")
+    assert env["AIRFLOW__API__HOST"] == "127.0.0.1"
+    assert env["AIRFLOW__CORE__LOAD_EXAMPLES"] == "False"
+    assert env["AIRFLOW__CORE__DAGS_FOLDER"].endswith("/dags")
+    assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("sqlite:///")
+    assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"].startswith("http://127.0.0.1:")
+
+
+def test_admin_password_generated_once_private_and_used_by_airflow(settings):
+    first = ensure_password(settings)
+    assert first and len(first) >= 16
+    path = password_file(settings)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert json.loads(path.read_text()) == {"admin": first}
+    assert ensure_password(settings) is None  # printed once: not generated again
+    assert json.loads(path.read_text()) == {"admin": first}
+    assert airflow_env(settings)["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"] == str(path)
