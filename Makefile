@@ -8,7 +8,7 @@ UV_VERSION := 0.13.8
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup up down status smoke demo test test-unit lint format bench lab airflow clean
+.PHONY: help browser setup up down status smoke demo test test-unit lint format bench lab airflow clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -26,6 +26,14 @@ $(STAMP): requirements.txt pyproject.toml
 
 setup: $(STAMP) ## create .venv, fetch Kafka + Spark jars and build MinIO (cached per user)
 	@$(BIN)/stockpipe setup
+	@command -v chromium >/dev/null || $(MAKE) -s browser
+
+browser: ## install Debian's headless Chromium for the report browser test (needs root)
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "setup: installing chromium (Debian package) for the report browser test ..."; \
+	  apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null \
+	  && echo "setup: chromium ready"; \
+	else echo "note: chromium is not installed (sudo apt-get install chromium); the browser test will be skipped"; fi
 
 up: setup ## start Kafka and MinIO on 127.0.0.1 (no-op when up)
 	@$(BIN)/stockpipe up

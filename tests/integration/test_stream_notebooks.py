@@ -1,0 +1,92 @@
+"""Both streaming notebooks run under Papermill, bounded, against the test stack.
+
+Settings reach the kernel only through the environment (the ``stack`` fixture
+exports them; this test points the bucket and topic at its own).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import papermill as pm
+import pytest
+
+from stockpipe.config import PROJECT_ROOT
+from stockpipe.kafka import ensure_topics, read_all
+from stockpipe.lake import ensure_bucket
+from stockpipe.reader import read_stream_metrics, read_tick_windows
+from stockpipe.reference import compare_windows, reference_windows
+from stockpipe.ticks import parse_tick_values
+
+pytestmark = pytest.mark.integration
+
+NOTEBOOKS = PROJECT_ROOT / "notebooks"
+BASE = int(pd.Timestamp("2024-01-02 14:30", tz="UTC").value // 1_000_000)
+
+
+def _outputs(path) -> str:
+    nb = json.loads(path.read_text())
+    text = []
+    for cell in nb["cells"]:
+        for out in cell.get("outputs", []):
+            text.append("".join(out.get("text", "")))
+            text.append("".join(out.get("data", {}).get("text/plain", "")))
+    return "\n".join(text)
+
+
+def test_producer_then_streaming_notebook_bounded(settings, monkeypatch, tmp_path):
+    s = settings.model_copy(update={"bucket": "test-notebooks", "topic_ticks": "test.notebooks"})
+    ensure_bucket(s)
+    ensure_topics(s, [s.topic_ticks], partitions=3)
+    monkeypatch.setenv("STOCKPIPE_BUCKET", s.bucket)
+    monkeypatch.setenv("STOCKPIPE_TOPIC_TICKS", s.topic_ticks)
+
+    produced = tmp_path / "stream_producer.ipynb"
+    pm.execute_notebook(
+        NOTEBOOKS / "stream_producer.ipynb",
+        produced,
+        parameters=dict(
+            symbols="AAPL,MSFT",
+            rate=400,
+            duration_s=4,
+            seed=3,
+            out_of_order_fraction=0.1,
+            out_of_order_max_ms=3000,
+            late_fraction=0.0,
+            start_ms=BASE,  # virtual clock: 50 ticks per event-time second
+            step_ms=20.0,
+        ),
+        kernel_name="stockpipe",
+        cwd=str(tmp_path),
+        progress_bar=False,
+    )
+    ticks = parse_tick_values([v for *_, v in read_all(s, s.topic_ticks)])
+    assert len(ticks) == pytest.approx(1600, rel=0.05)
+    assert "ticks confirmed" in _outputs(produced)
+
+    streamed = tmp_path / "spark_streaming.ipynb"
+    pm.execute_notebook(
+        NOTEBOOKS / "spark_streaming.ipynb",
+        streamed,
+        parameters=dict(
+            window="10 seconds",
+            slide="5 seconds",
+            watermark="5 seconds",
+            run_mode="available-now",
+            duration_s=300,
+            name="nb_windows",
+            state_partitions=2,
+            latest_windows=3,
+        ),
+        kernel_name="stockpipe",
+        cwd=str(tmp_path),
+        progress_bar=False,
+    )
+    shown = _outputs(streamed)
+    assert "nb_windows" in shown and "backlog done" in shown
+    expected = reference_windows(ticks, window="10 s", slide="5 s", watermark="5 s")
+    assert compare_windows(read_tick_windows(s), expected) == []
+    assert len(read_stream_metrics(s, "nb_windows")) >= 2
+    for path in (produced, streamed):
+        assert s.s3_secret_key.get_secret_value() not in path.read_text()
