@@ -190,12 +190,13 @@ class BarsBatchJob:
                 return
             self.report.records_read += n
             self._write_raw(raw, key)
-            parsed = T.parse_bars(raw)
+            parsed = T.parse_bars(raw).persist()  # valid and quarantine share one parse
             valid, quarantine = T.validate_bars(parsed, self.now)
             valid = valid.persist()
             self._write_quarantine(quarantine, key)
             self._merge_processed(valid, base, key)
             valid.unpersist()
+            parsed.unpersist()
             self.report.batches += 1
             log.info("micro-batch %s: %d records in %.1f s", batch_id, n, time.perf_counter() - t0)
         finally:
