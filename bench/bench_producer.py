@@ -22,11 +22,26 @@ from stockpipe.stack import install
 
 def java_ceiling(settings, topic: str, records: int, size: int) -> float:
     cmd = [
-        install.require_tool("java"), "-Xmx512m", "-cp", install.kafka_classpath(settings.cache_dir),
-        "org.apache.kafka.tools.ProducerPerformance", "--topic", topic,
-        "--num-records", str(records), "--record-size", str(size), "--throughput", "-1",
-        "--producer-props", f"bootstrap.servers={settings.bootstrap_servers}", "acks=all",
-        "enable.idempotence=true", "compression.type=lz4", "linger.ms=20", "batch.size=1000000",
+        install.require_tool("java"),
+        "-Xmx512m",
+        "-cp",
+        install.kafka_classpath(settings.cache_dir),
+        "org.apache.kafka.tools.ProducerPerformance",
+        "--topic",
+        topic,
+        "--num-records",
+        str(records),
+        "--record-size",
+        str(size),
+        "--throughput",
+        "-1",
+        "--producer-props",
+        f"bootstrap.servers={settings.bootstrap_servers}",
+        "acks=all",
+        "enable.idempotence=true",
+        "compression.type=lz4",
+        "linger.ms=20",
+        "batch.size=1000000",
     ]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     last = [ln for ln in out.splitlines() if "records sent" in ln][-1]
@@ -40,8 +55,9 @@ def main() -> None:
     results: dict = {"bars": args.bars, "target_bars_per_s": 50_000}
     n_symbols = 400
     years = args.bars / n_symbols / 252
-    bars = synthetic_bars(n_symbols, "2000-01-03", f"{2000 + int(years) + 1}-12-31", "1d",
-                          seed=1, batch_id="bench").head(args.bars)
+    bars = synthetic_bars(
+        n_symbols, "2000-01-03", f"{2000 + int(years) + 1}-12-31", "1d", seed=1, batch_id="bench"
+    ).head(args.bars)
     results["bars"] = len(bars)
     size = int(sum(len(v) for _, v in bar_messages(bars.head(10_000))) / 10_000)
     results["avg_record_bytes"] = size
@@ -62,8 +78,12 @@ def main() -> None:
     results["ratio_confluent_to_ceiling"] = round(
         results["confluent_bars_per_s"] / results["kafka_java_ceiling_records_per_s"], 3
     )
-    for k in ("confluent_bars_per_s", "kafka_python_bars_per_s",
-              "kafka_java_ceiling_records_per_s", "ratio_confluent_to_ceiling"):
+    for k in (
+        "confluent_bars_per_s",
+        "kafka_python_bars_per_s",
+        "kafka_java_ceiling_records_per_s",
+        "ratio_confluent_to_ceiling",
+    ):
         print(f"{k}: {results[k]}")
     save("producer", results)
 

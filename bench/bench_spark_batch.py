@@ -35,7 +35,9 @@ def pandas_processed(values: list[bytes], now: pd.Timestamp) -> pd.DataFrame:
     df["ingested_at"] = pd.to_datetime(df["ingested_at"], utc=True, errors="coerce")
     prices = df[["open", "high", "low", "close"]]
     bad = (
-        df[["symbol", "interval", "ts", "open", "high", "low", "close", "volume"]].isna().any(axis=1)
+        df[["symbol", "interval", "ts", "open", "high", "low", "close", "volume"]]
+        .isna()
+        .any(axis=1)
         | (prices <= 0).any(axis=1)
         | (df["high"] < prices[["open", "close", "low"]].max(axis=1))
         | (df["low"] > prices[["open", "close"]].min(axis=1))
@@ -83,8 +85,9 @@ def main() -> None:
     bars = synthetic_bars(args.symbols, "2024-01-01", end, "1d", seed=3, batch_id="bench")
     results["records"] = len(bars)
     print(f"{len(bars)} bars, {args.symbols} symbols x {args.years} years", flush=True)
-    with isolated_stack(spark_master="local[2]", spark_driver_memory="4g",
-                        spark_shuffle_partitions=4) as (settings, _stack):
+    with isolated_stack(
+        spark_master="local[2]", spark_driver_memory="4g", spark_shuffle_partitions=4
+    ) as (settings, _stack):
         rep = produce_bars(settings, bars, settings.topic_bars, progress=False)
         assert rep.sent == len(bars)
         env = {**os.environ, **settings.to_env()}
@@ -92,7 +95,9 @@ def main() -> None:
 
         results["spark_full_s"], summary = run_job_in_fresh_process(env)
         results["spark_full_summary"] = summary
-        print(f"spark (full, incl. start): {results['spark_full_s']:.1f} s -- {summary}", flush=True)
+        print(
+            f"spark (full, incl. start): {results['spark_full_s']:.1f} s -- {summary}", flush=True
+        )
 
         values = [v for _, _, _, v in read_all(settings, settings.topic_bars)]
         t0 = time.perf_counter()
@@ -102,14 +107,18 @@ def main() -> None:
         print(f"pandas (single process): {results['pandas_s']:.1f} s, {len(ref)} rows", flush=True)
 
         day = end + pd.offsets.BDay(1)
-        new = synthetic_bars(args.symbols, day, day + pd.Timedelta(days=1), "1d", seed=3,
-                             batch_id="bench-incr")
+        new = synthetic_bars(
+            args.symbols, day, day + pd.Timedelta(days=1), "1d", seed=3, batch_id="bench-incr"
+        )
         produce_bars(settings, new, settings.topic_bars, progress=False)
         results["incremental_records"] = len(new)
         results["spark_incremental_s"], summary = run_job_in_fresh_process(env)
         results["spark_incremental_summary"] = summary
-        print(f"spark (incremental +1 day, incl. start): {results['spark_incremental_s']:.1f} s "
-              f"-- {summary}", flush=True)
+        print(
+            f"spark (incremental +1 day, incl. start): {results['spark_incremental_s']:.1f} s "
+            f"-- {summary}",
+            flush=True,
+        )
         results["spark_noop_s"], summary = run_job_in_fresh_process(env)
         print(f"spark (nothing new): {results['spark_noop_s']:.1f} s -- {summary}")
     results["ratio_spark_to_pandas"] = round(results["spark_full_s"] / results["pandas_s"], 2)

@@ -68,9 +68,9 @@ def main() -> None:
         rss = {}
         for svc in stack.services:
             proc = psutil.Process(svc.pid())
-            rss[svc.name] = sum(
-                p.memory_info().rss for p in [proc, *proc.children(recursive=True)]
-            ) / 2**20
+            rss[svc.name] = (
+                sum(p.memory_info().rss for p in [proc, *proc.children(recursive=True)]) / 2**20
+            )
         results["idle_rss_mb"] = {k: round(v) for k, v in rss.items()}
         results["idle_stack_rss_mb"] = round(sum(rss.values()))
         print(f"  idle RSS: {results['idle_rss_mb']} total {results['idle_stack_rss_mb']} MB")

@@ -52,8 +52,12 @@ def machine() -> dict:
 def save(name: str, results: dict) -> Path:
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"{name}.json"
-    payload = {"benchmark": name, "at": datetime.now(UTC).isoformat(), "machine": machine(),
-               **results}
+    payload = {
+        "benchmark": name,
+        "at": datetime.now(UTC).isoformat(),
+        "machine": machine(),
+        **results,
+    }
     path.write_text(json.dumps(payload, indent=2, default=str))
     print(f"results written to {path}")
     return path

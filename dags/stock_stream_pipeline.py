@@ -24,7 +24,7 @@ WINDOWING = {
     "window": "{{ params.window }}",
     "slide": "{{ params.slide }}",
     "watermark": "{{ params.watermark }}",
-    "trigger_interval": "{{ params.trigger_interval }}",
+    "trigger": "{{ params.trigger }}",
 }
 
 with DAG(
@@ -45,7 +45,11 @@ with DAG(
         notebook="spark_streaming",
         pool=orch.STREAMING_POOL,
         outlets=[TICK_WINDOWS],
-        parameters={**WINDOWING, "run_mode": "available_now"},
+        parameters={
+            **WINDOWING,
+            "run_mode": "available-now",
+            "duration_s": "{{ params.duration_s }}",
+        },
     )
     check >> stream
 

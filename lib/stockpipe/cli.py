@@ -7,7 +7,7 @@ import time
 
 import typer
 
-from stockpipe.config import PROJECT_ROOT, load_settings
+from stockpipe.config import load_settings
 from stockpipe.errors import StockpipeError
 
 app = typer.Typer(

@@ -76,7 +76,7 @@ class Settings(BaseSettings):
     batch_symbols: str = "MSFT,GOOG"  # empty: every symbol the source offers
     batch_interval: str = "1d"
     stream_schedule: str = "@hourly"  # the available-now run of the streaming job
-    stream_symbols: str = "AAPL,MSFT,GOOG,AMZN"
+    stream_symbols: str = "AAPL,MSFT,GOOGL,AMZN"
     task_retries: int = 2  # for tasks where a retry can help (network, stack restarts)
 
     # External APIs (never notebook parameters) ------------------------------------------

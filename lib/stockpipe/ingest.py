@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 
@@ -44,13 +45,21 @@ def produce_bars(
     """
     topic = topic or settings.topic_bars
     producer = ConfirmedProducer(settings, topic, backend=backend, client_id="stockpipe-bars")
-    with tqdm(
-        total=len(bars), desc=f"sending to {topic}", unit=" bars", disable=not progress
-    ) as bar:
-        for start in range(0, len(bars), CHUNK):
-            chunk = bars.iloc[start : start + CHUNK]
-            producer.send_many(bar_messages(chunk))
-            bar.update(len(chunk))
+    chunks = [bars.iloc[i : i + CHUNK] for i in range(0, len(bars), CHUNK)]
+    # Encode the next chunk in a thread while this one is sent: polars' JSON
+    # writer releases the GIL, so encoding and sending overlap.
+    with (
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="encode") as pool,
+        tqdm(
+            total=len(bars), desc=f"sending to {topic}", unit=" bars", disable=not progress
+        ) as bar,
+    ):
+        pending = pool.submit(bar_messages, chunks[0]) if chunks else None
+        for i in range(len(chunks)):
+            messages = pending.result()
+            pending = pool.submit(bar_messages, chunks[i + 1]) if i + 1 < len(chunks) else None
+            producer.send_many(messages)
+            bar.update(len(messages))
     return producer.close(raise_on_failure=raise_on_failure)
 
 

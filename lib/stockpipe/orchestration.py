@@ -29,19 +29,25 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSensorTimeout
 
 from stockpipe.config import PROJECT_ROOT, Settings, get_settings
 from stockpipe.errors import StackError
+from stockpipe.notebooks import (
+    KERNEL_NAME,
+    SecretParameterError,
+    check_no_secrets,
+    notebook_path,
+    notebook_url,
+    register_lake_io,
+)
 from stockpipe.stack.airflow import STREAMING_POOL
 
 __all__ = [
     "MACROS",
     "STREAMING_POOL",
-    "LakeNotebookIO",
     "NewRecordsSensor",
     "NotebookOperator",
     "batch_params",
     "check_stack",
     "default_args",
     "lake_asset",
-    "run_notebook",
     "schedule",
     "stack_ready",
     "stream_params",
@@ -49,12 +55,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
 DAGS_DIR = PROJECT_ROOT / "dags"
 #: Local folder for HTML reports and local copies of executed notebooks (git-ignored).
 REPORTS_DIR = PROJECT_ROOT / "reports"
-#: The Jupyter kernel `make setup` installs into the venv.
-KERNEL_NAME = "stockpipe"
 #: A fixed date in the past: with catchup off, only the latest interval is ever scheduled.
 START_DATE = datetime(2025, 1, 1, tzinfo=UTC)
 
@@ -73,65 +76,6 @@ PERMANENT_ERRORS = frozenset(
 )
 
 
-# Where executed notebooks go ---------------------------------------------------------------
-
-
-def notebook_url(settings: Settings, dag_id: str, run_id: str, task_id: str) -> str:
-    """``s3://<bucket>/notebooks/<dag_id>/<run_id>/<task_id>.ipynb``."""
-    return f"s3://{settings.bucket}/notebooks/{dag_id}/{run_id}/{task_id}.ipynb"
-
-
-class LakeNotebookIO:
-    """papermill's ``s3://`` handler, through s3fs with the lake's endpoint and credentials."""
-
-    def __init__(self, settings: Settings) -> None:
-        from stockpipe.lake import filesystem
-
-        self.fs = filesystem(settings)
-
-    def read(self, path: str) -> str:
-        return self.fs.cat(path).decode("utf-8")
-
-    def write(self, buf: str, path: str) -> None:
-        self.fs.pipe(path, buf.encode("utf-8"))
-
-    def listdir(self, path: str) -> list[str]:
-        return [f"s3://{p}" for p in self.fs.ls(path, detail=False)]
-
-    def pretty_path(self, path: str) -> str:
-        return path
-
-
-def register_lake_io(settings: Settings) -> None:
-    """Route papermill's ``s3://`` reads and writes to the lake (this process only)."""
-    from papermill.iorw import papermill_io
-
-    papermill_io.register("s3://", LakeNotebookIO(settings))
-
-
-# No secrets in parameters ------------------------------------------------------------------
-
-
-def secret_values(settings: Settings) -> list[str]:
-    """The secrets a notebook may use but must never receive as a parameter."""
-    values = [settings.s3_secret_key.get_secret_value()]
-    if settings.alphavantage_api_key is not None:
-        values.append(settings.alphavantage_api_key.get_secret_value())
-    return [v for v in values if len(v) >= 8]
-
-
-def check_no_secrets(parameters: Mapping[str, Any] | None, settings: Settings) -> None:
-    """Refuse parameters that carry a secret: they would be stored in the executed notebook."""
-    secrets = secret_values(settings)
-    for name, value in (parameters or {}).items():
-        text = str(value)
-        if any(s in text for s in secrets):
-            raise AirflowFailException(
-                f"notebook parameter {name!r} contains a secret; secrets reach notebooks "
-                "through the environment (.env) only, never as parameters"
-            )
-
-
 # The notebook task -------------------------------------------------------------------------
 
 
@@ -145,7 +89,7 @@ class NotebookOperator(PapermillOperator):
     def __init__(self, *, notebook: str, **kwargs: Any) -> None:
         settings = get_settings()
         task_id = kwargs.setdefault("task_id", notebook)
-        kwargs.setdefault("input_nb", str(NOTEBOOKS_DIR / f"{notebook}.ipynb"))
+        kwargs.setdefault("input_nb", notebook_path(notebook))
         kwargs.setdefault(
             "output_nb", notebook_url(settings, "{{ dag.dag_id }}", "{{ run_id }}", task_id)
         )
@@ -158,44 +102,23 @@ class NotebookOperator(PapermillOperator):
         from papermill.exceptions import PapermillExecutionError
 
         settings = get_settings()
-        check_no_secrets(self.parameters, settings)
+        try:
+            check_no_secrets(self.parameters, settings)
+        except SecretParameterError as exc:
+            raise AirflowFailException(str(exc)) from exc
         register_lake_io(settings)
-        self.log.info("executed notebook: %s", self.output_nb)
+        url = str(self.output_nb)  # rendered; papermill's operator wraps it in a NoteBook
+        self.log.info("executed notebook: %s", url)
         try:
             super().execute(context)
         except PapermillExecutionError as exc:
             if exc.ename in PERMANENT_ERRORS:
                 raise AirflowFailException(
                     f"{self.notebook} failed with an error a retry cannot fix "
-                    f"(executed notebook: {self.output_nb}):\n{exc}"
-                ) from exc
+                    f"(executed notebook: {url}):\n{exc}"
+                ) from None  # the message holds the cell's traceback already
             raise
-        return str(self.output_nb.url if hasattr(self.output_nb, "url") else self.output_nb)
-
-
-def run_notebook(
-    settings: Settings,
-    notebook: str,
-    output_url: str,
-    parameters: Mapping[str, Any] | None = None,
-    *,
-    log_output: bool = False,
-) -> str:
-    """Run a project notebook outside Airflow exactly as a notebook task would."""
-    import papermill as pm
-
-    check_no_secrets(parameters, settings)
-    register_lake_io(settings)
-    pm.execute_notebook(
-        str(NOTEBOOKS_DIR / f"{notebook}.ipynb"),
-        output_url,
-        parameters=dict(parameters or {}),
-        kernel_name=KERNEL_NAME,
-        progress_bar=False,
-        report_mode=True,
-        log_output=log_output,
-    )
-    return output_url
+        return url
 
 
 # Waiting for data --------------------------------------------------------------------------
@@ -380,16 +303,17 @@ def stream_params(settings: Settings, *, live: bool) -> dict[str, Param]:
         "window": Param("1 minute", type="string", description="sliding window length"),
         "slide": Param("15 seconds", type="string", description="window slide"),
         "watermark": Param("30 seconds", type="string", description="lateness allowed"),
-        "trigger_interval": Param("5 seconds", type="string", description="micro-batch trigger"),
+        "trigger": Param("5 seconds", type="string", description="micro-batch interval"),
     }
-    if live:
-        params = {
-            "symbols": Param(settings.stream_symbols, type="string"),
-            "rate": Param(200, type="number", minimum=1, description="ticks per second"),
-            "duration_s": Param(
-                300, type="integer", minimum=10, description="how long both jobs run"
-            ),
-            "seed": Param(0, type="integer"),
-            **params,
-        }
-    return params
+    if not live:
+        params["duration_s"] = Param(
+            1800, type="integer", minimum=10, description="give up on the backlog after this long"
+        )
+        return params
+    return {
+        "symbols": Param(settings.stream_symbols, type="string"),
+        "rate": Param(1000, type="number", minimum=1, description="ticks per second"),
+        "duration_s": Param(300, type="integer", minimum=10, description="how long ticks flow"),
+        "seed": Param(42, type="integer"),
+        **params,
+    }

@@ -39,8 +39,23 @@ def expected_processed(bars: pd.DataFrame) -> pd.DataFrame:
 
 
 def assert_same_bars(actual: pd.DataFrame, expected: pd.DataFrame) -> None:
-    cols = ["symbol", "interval", "ts", "open", "high", "low", "close", "adj_close", "volume",
-            "return", "log_return", "sma_20", "sma_50", "volatility_20", "range_pct"]
+    cols = [
+        "symbol",
+        "interval",
+        "ts",
+        "open",
+        "high",
+        "low",
+        "close",
+        "adj_close",
+        "volume",
+        "return",
+        "log_return",
+        "sma_20",
+        "sma_50",
+        "volatility_20",
+        "range_pct",
+    ]
     a = actual.loc[:, cols].sort_values(["symbol", "ts"]).reset_index(drop=True)
     e = expected.loc[:, cols].sort_values(["symbol", "ts"]).reset_index(drop=True)
     a["volume"] = a["volume"].astype("int64")
@@ -62,8 +77,9 @@ def lake(settings):
 
 def test_producer_delivers_every_bar_keyed_and_ordered_per_symbol(lake):
     src = get_source("synthetic", lake, n_symbols=5, seed=7)
-    bars = fetch_many(src, None, start="2020-01-01", end="2020-12-31", batch_id="b1",
-                      progress=False).bars
+    bars = fetch_many(
+        src, None, start="2020-01-01", end="2020-12-31", batch_id="b1", progress=False
+    ).bars
     for backend in ("confluent", "kafka-python"):
         topic = f"{lake.topic_bars}.{backend}"
         ensure_topics(lake, [topic], partitions=3)
@@ -85,8 +101,9 @@ def test_samples_through_the_job_incremental_idempotent_and_quarantined(lake, sp
     window1 = dict(start="2012-01-01", end="2012-12-31")
     r1 = ingest(lake, "samples", "MSFT,GOOG", progress=False, **window1)
     assert r1.ok and r1.sent == r1.fetched > 400
-    sent1 = fetch_many(get_source("samples"), "MSFT,GOOG", batch_id="x", progress=False,
-                       **window1).bars
+    sent1 = fetch_many(
+        get_source("samples"), "MSFT,GOOG", batch_id="x", progress=False, **window1
+    ).bars
 
     job1 = run_batch_job(lake, spark=spark)
     assert job1.records_read == r1.sent and job1.raw_rows == r1.sent
@@ -110,8 +127,9 @@ def test_samples_through_the_job_incremental_idempotent_and_quarantined(lake, sp
     # New days, a corrected bar, and bad records written straight to Kafka.
     window2 = dict(start="2013-01-01", end="2013-03-31")
     r3 = ingest(lake, "samples", "MSFT,GOOG", progress=False, **window2)
-    sent3 = fetch_many(get_source("samples"), "MSFT,GOOG", batch_id="y", progress=False,
-                       **window2).bars
+    sent3 = fetch_many(
+        get_source("samples"), "MSFT,GOOG", batch_id="y", progress=False, **window2
+    ).bars
     fix = sent1[sent1.symbol == "MSFT"].iloc[[100]].copy()
     fix["close"] = fix["close"] + 0.5
     fix["high"] = np.maximum(fix["high"], fix["close"])
@@ -146,8 +164,10 @@ def test_samples_through_the_job_incremental_idempotent_and_quarantined(lake, sp
 
     q = read_quarantine(lake)
     assert len(q) == len(bad)
-    got = {bytes(row.value.encode()) if row.value_b64 is None else None: row.reason
-           for row in q.itertuples()}
+    got = {
+        bytes(row.value.encode()) if row.value_b64 is None else None: row.reason
+        for row in q.itertuples()
+    }
     for value, reasons in bad.items():
         if value.startswith(b"\xff"):
             assert any(r == "invalid_utf8" or "invalid_utf8" in r for r in q["reason"])

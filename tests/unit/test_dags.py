@@ -127,7 +127,7 @@ def test_stream_dags_available_now_scheduled_and_live_side_by_side(dagbag):
     scheduled = dagbag.dags["stock_stream_pipeline"]
     assert edges(scheduled) == {("check_stack", "spark_streaming")}
     assert scheduled.timetable.expression == "*/20 * * * *"
-    assert scheduled.get_task("spark_streaming").parameters["run_mode"] == "available_now"
+    assert scheduled.get_task("spark_streaming").parameters["run_mode"] == "available-now"
 
     live = dagbag.dags["stock_stream_live"]
     assert live.schedule is None  # manual only
@@ -152,14 +152,12 @@ def test_no_secret_in_any_notebook_parameter(dagbag):
 
 
 def test_a_secret_passed_as_parameter_is_refused(settings):
-    from airflow.sdk.exceptions import AirflowFailException
-
-    from stockpipe.orchestration import check_no_secrets
+    from stockpipe.notebooks import SecretParameterError, check_no_secrets
 
     check_no_secrets({"symbols": "MSFT"}, settings)
-    with pytest.raises(AirflowFailException, match="'token'"):
+    with pytest.raises(SecretParameterError, match="'token'"):
         check_no_secrets({"symbols": "MSFT", "token": f"key={API_KEY}"}, settings)
-    with pytest.raises(AirflowFailException, match="environment"):
+    with pytest.raises(SecretParameterError, match="environment"):
         check_no_secrets({"x": SECRET}, settings)
 
 
