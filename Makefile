@@ -66,7 +66,10 @@ bench: up ## run the benchmarks (figures printed and written to bench/results/)
 	@for b in bench/bench_*.py; do $(BIN)/python $$b || exit 1; done
 
 lab: up ## JupyterLab on the notebooks with the project kernel (127.0.0.1)
-	@$(BIN)/jupyter lab --ip=127.0.0.1 --no-browser --notebook-dir=notebooks
+	@$(BIN)/stockpipe lab
+
+airflow: up ## Airflow 3 on 127.0.0.1 with the project's DAGs (admin password printed once)
+	@$(BIN)/stockpipe airflow
 
 clean: down ## remove the local stack's state (data!) and the venv; the download cache stays
 	rm -rf .state $(VENV)

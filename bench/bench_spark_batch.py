@@ -70,6 +70,10 @@ def run_job_in_fresh_process(env: dict[str, str]) -> tuple[float, str]:
     out = subprocess.run(
         [sys.executable, "-m", "stockpipe.spark.batch"], env=env, capture_output=True, text=True
     )
+    steps = [
+        ln for ln in out.stderr.splitlines() if "stockpipe.spark.batch" in ln or "  " in ln[:40]
+    ]
+    print("\n".join(s for s in steps if "INFO" in s), flush=True)
     if out.returncode != 0:
         raise RuntimeError(out.stderr[-3000:])
     return time.perf_counter() - t0, out.stdout.strip().splitlines()[-1]
@@ -81,8 +85,9 @@ def main() -> None:
     parser.add_argument("--years", type=int, default=10)
     args = parser.parse_args()
     results: dict = {"target_s": 60}
-    end = pd.Timestamp("2024-01-01") + pd.DateOffset(years=args.years)
-    bars = synthetic_bars(args.symbols, "2024-01-01", end, "1d", seed=3, batch_id="bench")
+    end = pd.Timestamp("2025-11-03")  # history in the past: future bars would be quarantined
+    start = end - pd.DateOffset(years=args.years)
+    bars = synthetic_bars(args.symbols, start, end, "1d", seed=3, batch_id="bench")
     results["records"] = len(bars)
     print(f"{len(bars)} bars, {args.symbols} symbols x {args.years} years", flush=True)
     with isolated_stack(

@@ -105,6 +105,42 @@ def env() -> None:
         typer.echo(f"{key}={value}")
 
 
+@app.command()
+def demo(
+    stream_seconds: float = typer.Option(150, help="how long ticks flow in the live session"),
+    symbols: str = typer.Option("MSFT,GOOG", help="sample symbols for the batch pipeline"),
+) -> None:
+    """The batch DAG on the sample data, a live streaming session, the charts, a summary."""
+    from stockpipe.demo import run_demo
+
+    try:
+        run_demo(_settings(), stream_seconds=stream_seconds, symbols=symbols, log=typer.echo)
+    except StockpipeError as exc:
+        _fail(exc)
+
+
+@app.command()
+def airflow() -> None:
+    """Airflow (API server + UI, scheduler, DAG processor, triggerer) on 127.0.0.1."""
+    from stockpipe.stack.airflow import run_airflow
+
+    try:
+        raise typer.Exit(run_airflow(_settings(), log=typer.echo))
+    except StockpipeError as exc:
+        _fail(exc)
+
+
+@app.command()
+def lab() -> None:
+    """JupyterLab on the notebooks with the project kernel, reaching the same stack."""
+    from stockpipe.stack.lab import run_lab
+
+    try:
+        run_lab(_settings())
+    except StockpipeError as exc:
+        _fail(exc)
+
+
 def main() -> None:  # pragma: no cover
     sys.exit(app())
 

@@ -21,6 +21,8 @@ from stockpipe.config import PROJECT_ROOT, Settings, get_settings
 from stockpipe.errors import StockpipeError
 
 NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
+#: Local folder for HTML reports and local copies of executed notebooks (git-ignored).
+REPORTS_DIR = PROJECT_ROOT / "reports"
 #: The Jupyter kernel `make setup` installs into the venv.
 KERNEL_NAME = "stockpipe"
 

@@ -31,6 +31,7 @@ from stockpipe.config import PROJECT_ROOT, Settings, get_settings
 from stockpipe.errors import StackError
 from stockpipe.notebooks import (
     KERNEL_NAME,
+    REPORTS_DIR,
     SecretParameterError,
     check_no_secrets,
     notebook_path,
@@ -41,6 +42,7 @@ from stockpipe.stack.airflow import STREAMING_POOL
 
 __all__ = [
     "MACROS",
+    "REPORTS_DIR",
     "STREAMING_POOL",
     "NewRecordsSensor",
     "NotebookOperator",
@@ -56,8 +58,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 DAGS_DIR = PROJECT_ROOT / "dags"
-#: Local folder for HTML reports and local copies of executed notebooks (git-ignored).
-REPORTS_DIR = PROJECT_ROOT / "reports"
 #: A fixed date in the past: with catchup off, only the latest interval is ever scheduled.
 START_DATE = datetime(2025, 1, 1, tzinfo=UTC)
 

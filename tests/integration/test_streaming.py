@@ -158,6 +158,10 @@ def test_windows_equal_pandas_with_out_of_order_late_and_bad_ticks(settings, spa
     assert compare_windows(read_tick_windows(s), expected) == []
     via_spark = spark.read.parquet(zone(s, "tick_windows", spark=True)).toPandas()
     assert compare_windows(via_spark, expected) == []
+    lo, hi = expected["window_start"].iloc[[3, -3]]
+    some = expected[(expected["window_start"] >= lo) & (expected["window_start"] < hi)]
+    some = some[some["symbol"] == "MSFT"]
+    assert compare_windows(read_tick_windows(s, lo, hi, symbols=["msft"]), some) == []
 
     # The final watermark is the newest valid event time minus the delay.
     metrics = read_stream_metrics(s, "t_windows")
@@ -216,11 +220,11 @@ def _uncommitted(s, zone_name: str) -> list[str]:
 def test_sigkill_mid_run_then_restart_gives_exactly_the_pandas_windows(settings, spark, tmp_path):
     s = _own(settings, "crash")
     name = "t_crash"
-    p1 = run_producer(s, _spec("crash-1"), rate=5000, max_ticks=2500)  # 50 s of event time
+    p1 = run_producer(s, _spec("crash-1"), rate=5000, max_ticks=1500)  # 30 s of event time
     log = (tmp_path / "stream.log").open("w")
     child = subprocess.Popen(
         _stream_cmd(name, "continuous", "--trigger", "1 second", "--max-offsets-per-trigger",
-                    "300", "--duration", "600"),
+                    "250", "--duration", "600"),
         env=_child_env(s), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
     try:

@@ -24,6 +24,8 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -146,6 +148,14 @@ def _batch_key(raw: DataFrame) -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
+@contextmanager
+def _step(what: str) -> Iterator[None]:
+    """Log how long one step of a micro-batch took (long work shows progress)."""
+    t0 = time.perf_counter()
+    yield
+    log.info("  %s (%.1f s)", what, time.perf_counter() - t0)
+
+
 class BarsBatchJob:
     """Kafka -> raw -> processed for one topic; ``run()`` processes what is new."""
 
@@ -189,12 +199,18 @@ class BarsBatchJob:
                 self.report.batches_skipped += 1
                 return
             self.report.records_read += n
-            self._write_raw(raw, key)
+            log.info(
+                "micro-batch %s: %d new records (%.1f s)", batch_id, n, time.perf_counter() - t0
+            )
+            with _step("raw zone written"):
+                self._write_raw(raw, key)
             parsed = T.parse_bars(raw).persist()  # valid and quarantine share one parse
             valid, quarantine = T.validate_bars(parsed, self.now)
             valid = valid.persist()
-            self._write_quarantine(quarantine, key)
-            self._merge_processed(valid, base, key)
+            with _step("quarantine written"):
+                self._write_quarantine(quarantine, key)
+            with _step("processed zone merged and published"):
+                self._merge_processed(valid, base, key)
             valid.unpersist()
             parsed.unpersist()
             self.report.batches += 1
@@ -208,8 +224,7 @@ class BarsBatchJob:
         """Write one batch's rows under ``date_col=…/batch=key`` and commit them."""
         df = df.withColumn("batch", F.lit(key))
         (
-            df.repartition(date_col)
-            .write.mode("overwrite")  # dynamic: replaces only this batch's directories
+            df.write.mode("overwrite")  # dynamic: replaces only this batch's directories
             .partitionBy(date_col, "batch")
             .parquet(table.spark_root)
         )
@@ -361,7 +376,9 @@ if __name__ == "__main__":  # pragma: no cover
     parser.add_argument("--topic", default=None)
     parser.add_argument("--max-offsets-per-trigger", type=int, default=None)
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    for noisy in ("kafka", "py4j"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     print(
         run_batch_job(
             get_settings(), args.topic, max_offsets_per_trigger=args.max_offsets_per_trigger

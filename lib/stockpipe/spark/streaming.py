@@ -81,21 +81,6 @@ FUTURE_TOLERANCE_MS = 5 * 60 * 1000
 _CORRUPT = "_corrupt_record"
 _PARSE_DDL = f"{TICK_MESSAGE_DDL}, {_CORRUPT} STRING"
 
-WINDOW_COLUMNS = (
-    "symbol",
-    "window_start",
-    "window_end",
-    "open",
-    "high",
-    "low",
-    "close",
-    "vwap",
-    "volume",
-    "trade_count",
-    "price_std",
-    "date",
-)
-
 
 @dataclass(frozen=True)
 class StreamOptions:
@@ -337,9 +322,9 @@ def query_names(opts: StreamOptions) -> dict[str, str]:
 
 
 def checkpoint_root(settings: Settings, opts: StreamOptions) -> str:
-    return (opts.checkpoint or f"{zone(settings, 'checkpoints', spark=True)}/{opts.name}").rstrip(
-        "/"
-    )
+    """Where the three checkpoints live: the option, or ``checkpoints/<name>`` in the lake."""
+    root = opts.checkpoint or f"{zone(settings, 'checkpoints', spark=True)}/{opts.name}"
+    return root.rstrip("/")
 
 
 def read_ticks(spark: SparkSession, settings: Settings, opts: StreamOptions) -> DataFrame:

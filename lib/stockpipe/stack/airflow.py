@@ -291,6 +291,11 @@ def run_airflow(settings: Settings, log: Callable[[str], None] = print) -> int:
     for line in banner:
         log(f"{'stockpipe':<13} | {line}")
     code = 0
+
+    def on_sigterm(_signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt  # stop the components as Ctrl-C does
+
+    signal.signal(signal.SIGTERM, on_sigterm)
     try:
         while all(p.poll() is None for p in procs.values()):
             time.sleep(0.5)

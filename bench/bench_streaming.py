@@ -1,0 +1,304 @@
+"""Streaming benchmark: sustained tick rate and freshness of window results.
+
+Producer, Kafka, Spark and MinIO all run on this machine. For each input rate
+(ascending) a fresh topic and lake get a live producer (event time = wall clock)
+and the streaming job in continuous mode, each in its own process, for
+``--duration`` seconds (3 minutes by default). Every second the benchmark
+samples:
+
+* the backlog: records in Kafka minus the offsets the windows query committed
+  (read from its checkpoint's offset and commit logs);
+* new micro-batches in the sink's commit log: each window row in them is
+  *fresh* by ``seen - (window_end + watermark)``: the wall time from the moment
+  the watermark (event time = wall time here) passes the window's end to the
+  moment the row is readable from MinIO through the commit log;
+* CPU and memory of each process (producer, Spark driver + JVM, Kafka, MinIO).
+
+A rate is sustained when the producer holds it (within 5 %) and the backlog
+does not grow over the second half of the run (least-squares slope below 2 %
+of the rate) and ends below one trigger interval plus 10 s of input.
+Targets: >= 20,000 ticks/s sustained; freshness p95 <= trigger + 10 s.
+
+    python bench/bench_streaming.py                         # 5k, 10k, 20k, 30k ticks/s, 3 min each
+    python bench/bench_streaming.py --rates 2000,5000 --duration 45   # a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pyarrow.parquet as pq
+from common import isolated_stack, save
+
+from stockpipe.kafka import end_offsets, ensure_topics
+from stockpipe.lake import ensure_bucket, filesystem, zone
+from stockpipe.reference import to_ms
+from stockpipe.sinklog import parse_log_file
+
+SYMBOLS = "AAPL,MSFT,GOOGL,AMZN,NVDA,TSLA,META,SPY"
+
+
+def _env(settings) -> dict[str, str]:
+    env = {**os.environ, **settings.to_env()}
+    env["STOCKPIPE_ENV_FILE"] = str(Path(settings.state_dir) / "no.env")
+    return env
+
+
+def committed_offsets(fs, ckpt: str) -> int:
+    """Kafka records the query has committed: its newest committed batch's end offsets."""
+    try:
+        commits = [
+            int(p.rsplit("/", 1)[-1])
+            for p in fs.ls(f"{ckpt}/commits", detail=False)
+            if p.rsplit("/", 1)[-1].isdigit()
+        ]
+    except FileNotFoundError:
+        return 0
+    if not commits:
+        return 0
+    text = fs.cat(f"{ckpt}/offsets/{max(commits)}").decode().splitlines()
+    offsets = json.loads(text[-1])
+    return sum(int(v) for parts in offsets.values() for v in parts.values())
+
+
+class Freshness:
+    """Watches the sink's commit log; times each window row as it becomes readable."""
+
+    def __init__(self, fs, sink: str, delay_ms: int) -> None:
+        self.fs, self.log_dir, self.delay_ms = fs, f"{sink}/_spark_metadata", delay_ms
+        self.seen: set[str] = set()
+        self.samples: list[float] = []
+
+    def poll(self) -> None:
+        try:
+            names = self.fs.ls(self.log_dir, detail=False)
+        except FileNotFoundError:
+            return
+        now = time.time()
+        for name in sorted(set(names) - self.seen):
+            self.seen.add(name)
+            base = name.rsplit("/", 1)[-1]
+            if not base.split(".")[0].isdigit() or base.endswith(".compact"):
+                continue  # a compact file re-lists older batches
+            for entry in parse_log_file(self.fs.cat(name).decode()):
+                path = entry["path"].split("://", 1)[-1]
+                ends = pq.read_table(path, columns=["window_end"], filesystem=self.fs)
+                for end in ends.column(0).to_pylist():
+                    closed_at = end.timestamp() + self.delay_ms / 1000
+                    self.samples.append(now - closed_at)
+
+
+class Usage:
+    """CPU seconds and peak memory of named process trees."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.procs = {n: psutil.Process(p) for n, p in pids.items()}
+        self.start = {n: self._cpu(p) for n, p in self.procs.items()}
+        self.last = dict(self.start)  # a process that exits keeps its last reading
+        self.peak_rss = dict.fromkeys(self.procs, 0)
+        self.t0 = time.monotonic()
+
+    @staticmethod
+    def _tree(p: psutil.Process) -> list[psutil.Process]:
+        try:
+            return [p, *p.children(recursive=True)]
+        except psutil.Error:
+            return []
+
+    def _cpu(self, p: psutil.Process) -> float:
+        total = 0.0
+        for q in self._tree(p):
+            try:
+                t = q.cpu_times()
+                total += t.user + t.system + t.children_user + t.children_system
+            except psutil.Error:
+                pass
+        return total
+
+    def sample(self) -> None:
+        for n, p in self.procs.items():
+            rss = 0
+            for q in self._tree(p):
+                with contextlib.suppress(psutil.Error):
+                    rss += q.memory_info().rss
+            self.peak_rss[n] = max(self.peak_rss[n], rss)
+            self.last[n] = max(self.last[n], self._cpu(p))
+
+    def summary(self) -> dict[str, dict[str, float]]:
+        wall = time.monotonic() - self.t0
+        return {
+            n: {
+                "cpu_percent": round(100 * (self.last[n] - self.start[n]) / wall, 1),
+                "peak_rss_mb": round(self.peak_rss[n] / 2**20, 1),
+            }
+            for n in self.procs
+        }
+
+
+def run_rate(base_settings, stack, rate: int, args) -> dict:
+    tag = f"r{rate}"
+    s = base_settings.model_copy(
+        update={"bucket": f"bench-{tag}", "topic_ticks": f"bench.ticks.{tag}"}
+    )
+    ensure_bucket(s)
+    ensure_topics(s, [s.topic_ticks], partitions=3)
+    fs = filesystem(s)
+    delay_ms = to_ms(args.watermark)
+    trigger_s = to_ms(args.trigger) / 1000
+    job = subprocess.Popen(
+        [sys.executable, "-m", "stockpipe.spark.streaming", "--mode", "continuous",
+         "--name", "bench", "--window", args.window, "--slide", args.slide,
+         "--watermark", args.watermark, "--trigger", args.trigger,
+         "--duration", str(args.duration + 120), "--state-partitions", "2"],
+        env=_env(s), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )  # fmt: skip
+    ckpt = f"{zone(s, 'checkpoints')}/bench/windows"
+    # Warm up: a few ticks, and wait until the job has committed its first batch.
+    subprocess.run(
+        [sys.executable, "-m", "stockpipe.ticks", "--symbols", SYMBOLS, "--rate", "100",
+         "--max-ticks", "200", "--json"],
+        env=_env(s), check=True, stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + args.warmup
+    while not fs.exists(f"{ckpt}/commits/0"):
+        if time.monotonic() > deadline or job.poll() is not None:
+            os.killpg(job.pid, signal.SIGKILL)
+            raise RuntimeError("the streaming job did not commit a first batch in time")
+        time.sleep(1.0)
+    producer = subprocess.Popen(
+        [sys.executable, "-m", "stockpipe.ticks", "--symbols", SYMBOLS, "--rate", str(rate),
+         "--duration", str(args.duration), "--seed", "1", "--out-of-order", "0.02",
+         "--out-of-order-max-ms", "5000", "--json"],
+        env=_env(s), stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    pids = {
+        "producer": producer.pid,
+        "spark (driver + JVM)": job.pid,
+        **{f"{st.name}": st.pid for st in stack.status() if st.pid},
+    }
+    usage = Usage(pids)
+    fresh = Freshness(fs, zone(s, "tick_windows"), delay_ms)
+    fresh.poll()  # windows of the warm-up ticks are not timed
+    fresh.samples.clear()
+    backlog: list[tuple[float, int]] = []
+    t0 = time.monotonic()
+    try:
+        while producer.poll() is None:
+            time.sleep(1.0)
+            usage.sample()
+            fresh.poll()
+            produced = sum(end_offsets(s, s.topic_ticks).values())
+            backlog.append((time.monotonic() - t0, produced - committed_offsets(fs, ckpt)))
+            if job.poll() is not None:
+                raise RuntimeError(f"streaming job exited with {job.returncode}")
+        report = json.loads(producer.stdout.read().strip().splitlines()[-1])
+        # Drain: give the job two triggers plus the watermark to close what it can.
+        end = time.monotonic() + 2 * trigger_s + delay_ms / 1000 + 10
+        while time.monotonic() < end:
+            time.sleep(1.0)
+            fresh.poll()
+        resources = usage.summary()
+    finally:
+        if producer.poll() is None:
+            producer.send_signal(signal.SIGTERM)
+            producer.wait(60)
+        os.killpg(job.pid, signal.SIGTERM)
+        try:
+            job.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(job.pid, signal.SIGKILL)
+    b = np.array(backlog, dtype=float)
+    half = b[b[:, 0] >= b[-1, 0] / 2]
+    slope = float(np.polyfit(half[:, 0], half[:, 1], 1)[0]) if len(half) > 2 else float("nan")
+    final_backlog = float(np.mean(b[-5:, 1]))
+    f = np.array(fresh.samples)
+    result = {
+        "target_rate": rate,
+        "producer_rate": report["rate"],
+        "sent": report["sent"],
+        "backlog_slope_per_s": round(slope, 1),
+        "backlog_final": round(final_backlog),
+        "backlog_max": int(b[:, 1].max()),
+        "windows_timed": len(f),
+        "freshness_p50_s": round(float(np.percentile(f, 50)), 2) if len(f) else None,
+        "freshness_p95_s": round(float(np.percentile(f, 95)), 2) if len(f) else None,
+        "processes": resources,
+    }
+    result["producer_held_rate"] = report["rate"] >= 0.95 * rate
+    result["sustained"] = bool(
+        result["producer_held_rate"]
+        and slope < 0.02 * rate
+        and final_backlog < rate * (trigger_s + 10)
+    )
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rates", default="5000,10000,20000,30000")
+    parser.add_argument("--duration", type=float, default=180.0, help="seconds per rate")
+    parser.add_argument(
+        "--warmup", type=float, default=600.0, help="at most this long for the first batch"
+    )
+    parser.add_argument("--window", default="1 minute")
+    parser.add_argument("--slide", default="15 seconds")
+    parser.add_argument("--watermark", default="30 seconds")
+    parser.add_argument("--trigger", default="5 seconds")
+    parser.add_argument("--keep-going", action="store_true", help="try higher rates after a miss")
+    args = parser.parse_args()
+    rates = [int(r) for r in args.rates.split(",")]
+    results: dict = {
+        "duration_s": args.duration,
+        "window": args.window,
+        "slide": args.slide,
+        "watermark": args.watermark,
+        "trigger": args.trigger,
+        "target_ticks_per_s": 20_000,
+        "target_freshness_p95_s": to_ms(args.trigger) / 1000 + 10,
+        "runs": [],
+    }
+    with isolated_stack(spark_master="local[2]") as (settings, stack):
+        for rate in rates:
+            print(f"rate {rate} ticks/s for {args.duration:.0f} s ...", flush=True)
+            r = run_rate(settings, stack, rate, args)
+            results["runs"].append(r)
+            print(
+                f"  producer {r['producer_rate']:.0f}/s, backlog slope {r['backlog_slope_per_s']}"
+                f"/s, final {r['backlog_final']}, freshness p50 {r['freshness_p50_s']} s "
+                f"p95 {r['freshness_p95_s']} s over {r['windows_timed']} windows: "
+                f"{'sustained' if r['sustained'] else 'NOT sustained'}",
+                flush=True,
+            )
+            for name, u in r["processes"].items():
+                print(
+                    f"    {name:<22} cpu {u['cpu_percent']:>6.1f} %  "
+                    f"peak rss {u['peak_rss_mb']:>8.1f} MB"
+                )
+            if not r["sustained"] and not args.keep_going:
+                break
+    ok = [r for r in results["runs"] if r["sustained"]]
+    best = max(ok, key=lambda r: r["target_rate"]) if ok else None
+    results["highest_sustained_ticks_per_s"] = best["target_rate"] if best else 0
+    results["freshness_p50_s"] = best["freshness_p50_s"] if best else None
+    results["freshness_p95_s"] = best["freshness_p95_s"] if best else None
+    print(
+        f"highest sustained rate: {results['highest_sustained_ticks_per_s']} ticks/s "
+        f"(target 20,000); freshness p50 {results['freshness_p50_s']} s, "
+        f"p95 {results['freshness_p95_s']} s (target <= {results['target_freshness_p95_s']} s)"
+    )
+    save("streaming", results)
+
+
+if __name__ == "__main__":
+    main()
