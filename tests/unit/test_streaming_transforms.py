@@ -131,7 +131,9 @@ def test_window_aggregates_equal_pandas(spark, window, slide):
     )
     ticks = TickGenerator(spec).take(3000).to_frame()
     ticks.loc[ticks.index % 7 == 0, "ts"] -= ticks["ts"] % 1000  # ties in event time
-    got = window_aggregates(_tick_frame(spark, ticks), window=window, slide=slide, watermark="5 seconds")
+    got = window_aggregates(
+        _tick_frame(spark, ticks), window=window, slide=slide, watermark="5 seconds"
+    )
     got_pd = got.toPandas()
     expected = reference_windows(ticks, window=window, slide=slide, watermark=0, closed_only=False)
     assert compare_windows(got_pd, expected) == []

@@ -379,27 +379,50 @@ def add_derived(df: DataFrame) -> DataFrame:
     last 20 log returns (not annualized; null until 20 exist), and range_pct =
     (high - low) / close * 100. Windows see the whole history given, so the job
     must pass every bar of an affected symbol and interval, not only new ones.
+
+    Speed: a sliding frame re-aggregates every row's whole frame (O(rows x 50)),
+    which took minutes on 1.26 M bars. Window sums are taken instead as
+    differences of running sums (O(rows)); the standard deviation from the sums
+    of x and x^2 of the window. Valid bars have positive, finite prices, so the
+    only null log return is a series' first one: "n values in the window" is
+    then a row-number test.
     """
     order = Window.partitionBy("symbol", "interval").orderBy("ts")
+    running = order.rowsBetween(Window.unboundedPreceding, Window.currentRow)
 
-    def last(n: int) -> Window:
-        return order.rowsBetween(-(n - 1), Window.currentRow)
-
-    def when_full(values: Column, n: int, agg: Column) -> Column:
-        return F.when(F.count(values).over(last(n)) == n, agg.over(last(n)))
+    def window_sum(running_col: str, n: int) -> Column:
+        return F.col(running_col) - F.coalesce(F.lag(running_col, n).over(order), F.lit(0.0))
 
     price = F.coalesce(F.col("adj_close"), F.col("close"))
     ratio = F.try_divide(price, F.lag(price, 1).over(order))
-    log_return = F.col("log_return")
-    with_returns = df.withColumns({"return": ratio - 1, "log_return": F.ln(ratio)})
-    return with_returns.withColumns(
+    lr = F.coalesce(F.col("log_return"), F.lit(0.0))
+    staged = df.withColumns(
         {
-            "sma_20": when_full(price, 20, F.avg(price)),
-            "sma_50": when_full(price, 50, F.avg(price)),
-            "volatility_20": when_full(log_return, 20, F.stddev_samp(log_return)),
-            "range_pct": F.try_divide(F.col("high") - F.col("low"), F.col("close")) * 100,
+            "return": ratio - 1,
+            "log_return": F.ln(ratio),
+            "_price": price,
+            "_rn": F.row_number().over(order),
+        }
+    ).withColumns(
+        {
+            "_p1": F.sum("_price").over(running),
+            "_l1": F.sum(lr).over(running),
+            "_l2": F.sum(lr * lr).over(running),
         }
     )
+    n = 20
+    l1, l2 = window_sum("_l1", n), window_sum("_l2", n)
+    variance = (l2 - l1 * l1 / n) / (n - 1)
+    rn = F.col("_rn")
+    return staged.withColumns(
+        {
+            "sma_20": F.when(rn >= 20, window_sum("_p1", 20) / 20),
+            "sma_50": F.when(rn >= 50, window_sum("_p1", 50) / 50),
+            # 20 log returns exist from the 21st bar on
+            "volatility_20": F.when(rn > n, F.sqrt(F.greatest(variance, F.lit(0.0)))),
+            "range_pct": F.try_divide(F.col("high") - F.col("low"), F.col("close")) * 100,
+        }
+    ).drop("_price", "_rn", "_p1", "_l1", "_l2")
 
 
 # 6. processed layout -------------------------------------------------------------------

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -104,23 +105,53 @@ def _run(settings: Settings, args: list[str], **kwargs: Any) -> subprocess.Compl
     return subprocess.run([airflow_bin(), *args], env=env, cwd=PROJECT_ROOT, **kwargs)
 
 
+def _has_pool(settings: Settings, name: str) -> bool:
+    db = airflow_home(settings) / "airflow.db"
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
+    try:
+        return con.execute("SELECT 1 FROM slot_pool WHERE pool = ?", (name,)).fetchone() is not None
+    finally:
+        con.close()
+
+
 def ensure_db(settings: Settings, log: Callable[[str], None] = print) -> bool:
-    """Create or upgrade Airflow's SQLite database (once per Airflow version). True if run."""
+    """Create or upgrade Airflow's SQLite database (once per Airflow version) and its pool.
+
+    True if anything was done. A fresh state directory starts from a copy of a
+    pristine database kept in the download cache (migrating takes a minute);
+    without the streaming pool, streaming tasks would wait forever in a scheduler.
+    """
     from importlib.metadata import version
 
     home = airflow_home(settings)
-    stamp = home / f".db-migrated-{version('apache-airflow-core')}"
-    if stamp.exists() and (home / "airflow.db").exists():
-        return False
+    db = home / "airflow.db"
+    airflow_version = version("apache-airflow-core")
+    stamp = home / f".db-migrated-{airflow_version}"
+    template = settings.cache_dir / f"airflow-{airflow_version}-pristine.db"
     home.mkdir(parents=True, exist_ok=True)
+    if not db.exists() and template.exists():
+        shutil.copyfile(template, db)
+        stamp.touch()
+    todo: list[list[str]] = []
+    if not (stamp.exists() and db.exists()):
+        todo.append(["db", "migrate"])
+    if todo or not _has_pool(settings, STREAMING_POOL):
+        todo.append(["pools", "set", STREAMING_POOL, "1", "one streaming job at a time"])
+    if not todo:
+        return False
     log(f"airflow: preparing its database in {home} (first run only, ~1 min) ...")
-    pool = [STREAMING_POOL, "1", "one streaming job at a time (shared checkpoint)"]
-    for args in (["db", "migrate"], ["pools", "set", *pool]):
+    fresh = not db.exists()
+    for args in todo:
         proc = _run(settings, args, capture_output=True, text=True)
         if proc.returncode != 0:
             output = proc.stdout[-2000:] + proc.stderr[-2000:]
             raise StackError(f"`airflow {' '.join(args[:2])}` failed:\n{output}")
     stamp.touch()
+    if fresh and not template.exists():
+        template.parent.mkdir(parents=True, exist_ok=True)
+        tmp = template.with_suffix(".tmp")
+        shutil.copyfile(db, tmp)
+        tmp.replace(template)
     return True
 
 

@@ -1,0 +1,199 @@
+"""The DAGs for real: `airflow dags test` against the test stack, notebooks through papermill.
+
+Three DAG runs, each made once per module (they cost minutes): the batch
+pipeline on one sample symbol and a short window, the stream DAG's available-now
+run over ticks produced here, and the batch pipeline with a source that does not
+exist. Every test asserts on what those runs left in MinIO, the lake and the logs.
+
+The runs use their own bucket and topics (handed to Airflow and the notebooks
+through the environment, as any setting is), so the streaming job's watermark
+and the lake's tables hold only what this module produced.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from stockpipe.config import PROJECT_ROOT, Settings
+from stockpipe.lake import filesystem
+from stockpipe.stack.airflow import DagTestResult, dags_test, ensure_db
+
+pytestmark = pytest.mark.integration
+
+#: Given to the notebooks through the environment, as a real key would be.
+FAKE_API_KEY = "itest-alphavantage-key-7Qx2Lm9Z"
+SYMBOL, START, END = "MSFT", "2017-10-02", "2017-11-10"
+TICK_SYMBOLS = ("ZQA", "ZQB")
+
+
+def run_dag(settings: Settings, dag_id: str, conf: dict, log_dir: Path) -> DagTestResult:
+    ensure_db(settings, log=lambda _m: None)
+    return dags_test(
+        settings,
+        dag_id,
+        conf,
+        log_file=log_dir / f"{dag_id}-{time.time_ns()}.log",
+        extra_env={"ALPHAVANTAGE_API_KEY": FAKE_API_KEY},
+        timeout_s=1200,
+    )
+
+
+def executed_notebooks(settings: Settings, result: DagTestResult) -> dict[str, dict]:
+    """task_id -> executed notebook (JSON) of one run, read back from MinIO."""
+    fs = filesystem(settings)
+    prefix = f"{settings.bucket}/notebooks/{result.dag_id}/{result.run_id}"
+    return {
+        Path(key).stem: json.loads(fs.cat(key)) for key in fs.find(prefix) if key.endswith(".ipynb")
+    }
+
+
+@pytest.fixture(scope="module")
+def af_settings(settings) -> Settings:
+    """The test stack with a bucket and topics of this module's own."""
+    from stockpipe.kafka import ensure_topics
+    from stockpipe.lake import ensure_bucket
+
+    own = settings.model_copy(
+        update={
+            "bucket": "itest-airflow",
+            "topic_bars": "itest.airflow.bars",
+            "topic_ticks": "itest.airflow.ticks",
+        }
+    )
+    ensure_bucket(own)
+    ensure_topics(own)
+    return own
+
+
+@pytest.fixture(scope="module")
+def log_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("airflow-logs")
+
+
+@pytest.fixture(scope="module")
+def report_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("reports")
+
+
+@pytest.fixture(scope="module")
+def batch_run(af_settings, log_dir, report_dir) -> DagTestResult:
+    conf = {"symbols": SYMBOL, "start": START, "end": END, "report_dir": str(report_dir)}
+    return run_dag(af_settings, "stock_batch_pipeline", conf, log_dir)
+
+
+@pytest.fixture(scope="module")
+def produced_ticks(af_settings) -> pd.DataFrame:
+    """2,000 ticks of two symbols over 200 s of event time, ten minutes ago."""
+    from stockpipe.ticks import TickSpec, run_producer
+
+    kept: list[pd.DataFrame] = []
+    spec = TickSpec(
+        symbols=TICK_SYMBOLS,
+        seed=11,
+        rate=10,
+        start_ms=int(time.time() * 1000) - 600_000,
+        step_ms=100,
+        out_of_order_fraction=0.0,
+        late_fraction=0.0,
+    )
+    report = run_producer(af_settings, spec, max_ticks=2000, keep=kept)
+    assert report.sent == 2000
+    return pd.concat(kept, ignore_index=True)
+
+
+@pytest.fixture(scope="module")
+def stream_run(af_settings, log_dir, produced_ticks) -> DagTestResult:
+    conf = {"window": "20 seconds", "slide": "10 seconds", "watermark": "5 seconds"}
+    return run_dag(af_settings, "stock_stream_pipeline", conf, log_dir)
+
+
+@pytest.fixture(scope="module")
+def failed_run(af_settings, log_dir, report_dir) -> DagTestResult:
+    conf = {"source": "nosuch", "symbols": SYMBOL, "start": START, "end": END}
+    conf["report_dir"] = str(report_dir)
+    return run_dag(af_settings, "stock_batch_pipeline", conf, log_dir)
+
+
+def test_batch_dag_run_succeeds_and_leaves_processed_bars_and_notebooks(
+    af_settings, batch_run, report_dir
+):
+    from stockpipe.reader import read_bars
+
+    assert batch_run.ok, batch_run.log_file.read_text()[-5000:]
+    assert {t.task_id: t.state for t in batch_run.tasks} == {
+        "check_stack": "success",
+        "batch_producer": "success",
+        "wait_for_new_records": "success",
+        "spark_batch": "success",
+        "charts": "success",
+    }
+
+    sample = pd.read_csv(PROJECT_ROOT / "data_samples" / f"{SYMBOL}.csv", parse_dates=["Date"])
+    expected = sample[(sample.Date >= START) & (sample.Date <= END)]
+    bars = read_bars(af_settings, SYMBOL, START, END)
+    assert len(bars) == len(expected) > 20
+    assert list(bars.close.round(6)) == list(expected.Close.round(6))
+
+    notebooks = executed_notebooks(af_settings, batch_run)
+    assert set(notebooks) == {"batch_producer", "spark_batch", "charts"}
+    producer = notebooks["batch_producer"]["metadata"]["papermill"]
+    assert producer["parameters"]["start"] == START and producer["parameters"]["symbols"] == SYMBOL
+    assert all(nb["metadata"]["papermill"]["exception"] is None for nb in notebooks.values())
+    assert list(report_dir.glob("*/market-report-*.html"))
+
+
+def test_stream_dag_available_now_processes_the_produced_ticks(
+    af_settings, stream_run, produced_ticks
+):
+    from stockpipe.reader import read_raw_ticks, read_tick_windows
+
+    assert stream_run.ok, stream_run.log_file.read_text()[-5000:]
+    raw = read_raw_ticks(af_settings)
+    ours = raw[raw["key"].isin(TICK_SYMBOLS)]
+    assert len(ours) == len(produced_ticks)  # every tick once: none lost, none doubled
+
+    windows = read_tick_windows(af_settings, symbols=TICK_SYMBOLS)
+    assert set(windows.symbol) == set(TICK_SYMBOLS)
+    ours_windows = windows[windows.symbol == TICK_SYMBOLS[0]]
+    first = ours_windows.iloc[len(ours_windows) // 2]  # a full window, not an edge
+    ticks = produced_ticks[produced_ticks.symbol == TICK_SYMBOLS[0]]
+    ts = pd.to_datetime(ticks.ts, unit="ms", utc=True)  # event time, epoch ms
+    inside = ticks[(ts >= first.window_start) & (ts < first.window_end)]
+    assert first.trade_count == len(inside)
+    assert set(executed_notebooks(af_settings, stream_run)) == {"spark_streaming"}
+
+
+def test_failing_notebook_fails_its_task_with_the_cells_error_in_the_log(af_settings, failed_run):
+    states = {t.task_id: t.state for t in failed_run.tasks}
+    assert failed_run.state == "failed"
+    assert states["batch_producer"] == "failed"
+    assert states["spark_batch"] == states["charts"] == "upstream_failed"
+    producer = next(t for t in failed_run.tasks if t.task_id == "batch_producer")
+    assert producer.tries == 1  # an unknown source cannot be fixed by retrying
+
+    log = failed_run.log_file.read_text()
+    assert "UnknownNameError: unknown source 'nosuch'" in log
+    assert "choose one of: alphavantage, csv, samples, synthetic, yahoo" in log
+
+    nb = executed_notebooks(af_settings, failed_run)["batch_producer"]
+    assert nb["metadata"]["papermill"]["exception"] is True
+    errors = [o for c in nb["cells"] for o in c.get("outputs", []) if o["output_type"] == "error"]
+    assert errors and errors[0]["ename"] == "UnknownNameError"
+
+
+def test_no_executed_notebook_in_minio_contains_a_secret(
+    af_settings, batch_run, stream_run, failed_run
+):
+    fs = filesystem(af_settings)
+    keys = [k for k in fs.find(f"{af_settings.bucket}/notebooks") if k.endswith(".ipynb")]
+    assert len(keys) >= 5  # 3 batch + 1 stream + the failed producer
+    secret = af_settings.s3_secret_key.get_secret_value()
+    for key in keys:
+        text = fs.cat(key).decode()
+        assert secret not in text, key
+        assert FAKE_API_KEY not in text, key
