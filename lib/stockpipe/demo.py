@@ -205,6 +205,14 @@ def quarantine_reasons(settings: Settings) -> list[tuple[str, str, int]]:
     return out
 
 
+def late_ticks_dropped(settings: Settings) -> int:
+    """Ticks the streaming job dropped as too late (its metrics table)."""
+    from stockpipe.reader import read_stream_metrics
+
+    metrics = read_stream_metrics(settings)
+    return int(metrics["late_rows_dropped"].sum()) if len(metrics) else 0
+
+
 def summary(settings: Settings, result: DemoResult) -> list[str]:
     """The closing text of the demo."""
     from stockpipe.reader import zone_counts
@@ -220,6 +228,9 @@ def summary(settings: Settings, result: DemoResult) -> list[str]:
         lines += [f"  {kind:<6} {reason:<50} {n:>7,}" for kind, reason, n in reasons]
     else:
         lines.append("Rows quarantined: none (every record passed validation)")
+    late = late_ticks_dropped(settings)
+    if late:
+        lines.append(f"  ticks dropped as late (behind the watermark, counted): {late:,}")
     lines.append("")
     lines.append("Executed notebooks (MinIO -> local copy):")
     for s3, local in result.notebooks.items():

@@ -18,7 +18,6 @@ so the scheduler parses the DAG files quickly.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable, Mapping
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -54,8 +53,6 @@ __all__ = [
     "stack_ready",
     "stream_params",
 ]
-
-log = logging.getLogger(__name__)
 
 DAGS_DIR = PROJECT_ROOT / "dags"
 #: A fixed date in the past: with catchup off, only the latest interval is ever scheduled.
@@ -248,17 +245,17 @@ def window_start(params: Mapping[str, Any], data_interval_start: Any) -> str:
 
 
 def window_end(params: Mapping[str, Any], data_interval_end: Any) -> str:
-    """Last day to fetch (inclusive): the ``end`` param, else the day before the interval end."""
+    """End of the window: the ``end`` param, else the day the run's data interval ends.
+
+    The sources read ``end`` as exclusive (as yfinance does), so ``@daily``'s
+    interval [D, D+1) fetches day D. Were ``end`` read as inclusive, the run would
+    also ask for D+1, which has no bars yet when the run starts: same result.
+    """
     if params.get("full_history"):
         return ""
     if params.get("end"):
         return _day(params["end"])
-    if data_interval_end is None:
-        return ""
-    end = data_interval_end
-    if isinstance(end, datetime):
-        end = end.astimezone(UTC) - timedelta(microseconds=1)
-    return _day(end)
+    return _day(data_interval_end)
 
 
 #: Jinja helpers the DAGs register with ``user_defined_macros``.
@@ -285,7 +282,8 @@ def batch_params(settings: Settings) -> dict[str, Param]:
         "end": Param(
             "",
             type="string",
-            description="ISO date, inclusive; empty: the last day of the run's data interval",
+            description="ISO date, passed to the producer as is; empty: the run's data "
+            "interval end",
         ),
         "full_history": Param(
             False, type="boolean", description="fetch everything the source has (no window)"

@@ -1,9 +1,11 @@
-"""Read the lake's streaming tables with pyarrow/pandas, outside Spark.
+"""Read the lake with pyarrow/pandas, outside Spark: committed rows only.
 
-A streaming file sink leaves the files of a micro-batch that never committed (a
-killed query) on storage; only the sink's commit log (``_spark_metadata``) says
-which files are real. These readers open exactly the committed files, so a
-pandas user sees the same rows as Spark: none doubled, none half-written.
+Streaming zones (ticks): a file sink leaves the files of a micro-batch that never
+committed (a killed query) on storage; only the sink's commit log
+(``_spark_metadata``) says which files are real. Bar zones: managed tables whose
+manifest names the committed files (``stockpipe.table``). Either way these
+readers open exactly the committed files, so a pandas user sees the same rows as
+Spark: none doubled, none half-written.
 """
 
 from __future__ import annotations

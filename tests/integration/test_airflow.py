@@ -27,7 +27,8 @@ pytestmark = pytest.mark.integration
 
 #: Given to the notebooks through the environment, as a real key would be.
 FAKE_API_KEY = "itest-alphavantage-key-7Qx2Lm9Z"
-SYMBOL, START, END = "MSFT", "2017-10-02", "2017-11-10"
+#: END is a Saturday: the same bars whether a source reads it as inclusive or exclusive.
+SYMBOL, START, END = "MSFT", "2017-10-02", "2017-11-11"
 TICK_SYMBOLS = ("ZQA", "ZQB")
 
 

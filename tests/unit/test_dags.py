@@ -167,7 +167,8 @@ def test_run_window_follows_the_data_interval_unless_params_say_otherwise():
     start = datetime(2024, 3, 4, tzinfo=UTC)
     end = datetime(2024, 3, 5, tzinfo=UTC)
     none: dict = {"start": "", "end": "", "full_history": False}
-    assert (window_start(none, start), window_end(none, end)) == ("2024-03-04", "2024-03-04")
+    # the interval [2024-03-04, 2024-03-05): the sources read end as exclusive
+    assert (window_start(none, start), window_end(none, end)) == ("2024-03-04", "2024-03-05")
     explicit = {**none, "start": "2017-10-02", "end": "2017-11-10"}
     assert (window_start(explicit, start), window_end(explicit, end)) == (
         "2017-10-02",
@@ -196,3 +197,21 @@ def test_admin_password_generated_once_private_and_used_by_airflow(settings):
     assert ensure_password(settings) is None  # printed once: not generated again
     assert json.loads(path.read_text()) == {"admin": first}
     assert airflow_env(settings)["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"] == str(path)
+
+
+def test_sensor_passes_on_new_records_and_times_out_saying_what_is_missing(monkeypatch, dagbag):
+    from airflow.sdk.exceptions import AirflowSensorTimeout
+
+    import stockpipe.spark.batch as batch
+    from stockpipe.orchestration import NewRecordsSensor
+
+    pending = {"n": 3}
+    monkeypatch.setattr(batch, "pending_records", lambda _s, _t: pending["n"])
+    sensor = NewRecordsSensor(
+        task_id="wait", topic="stock.bars", mode="poke", timeout=0, poke_interval=0
+    )
+    sensor.execute({})  # 3 records waiting: done at the first poke
+
+    pending["n"] = 0
+    with pytest.raises(AirflowSensorTimeout, match=r"no new records on stock\.bars beyond what"):
+        sensor.execute({})

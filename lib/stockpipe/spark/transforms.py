@@ -287,13 +287,14 @@ def _reason_checks(now: Column) -> dict[str, Column]:
             & (F.trim(F.col("interval")) != "")
             & ~F.col("interval").isin(*INTERVALS)
         ),
-        "non_finite_price": F.exists(
-            F.array(*[F.col(c) for c in ALL_PRICES]),
-            lambda p: F.isnan(p) | (F.abs(p) == F.lit(float("inf"))),
+        # plain column logic, no lambdas: higher-order functions are not compiled
+        # and made the whole validation run interpreted (minutes on 1.26 M bars)
+        "non_finite_price": _any(
+            _flag(F.isnan(F.col(c)) | (F.abs(F.col(c)) == F.lit(float("inf")))) for c in ALL_PRICES
         ),
-        "non_positive_price": F.exists(
-            F.array(*[F.col(c) for c in ALL_PRICES]),
-            lambda p: ~F.isnan(p) & (p > F.lit(float("-inf"))) & (p <= 0),
+        "non_positive_price": _any(
+            _flag(~F.isnan(F.col(c)) & (F.col(c) > F.lit(float("-inf"))) & (F.col(c) <= 0))
+            for c in ALL_PRICES
         ),
         "high_below_range": ohlc_finite & (high < F.greatest(open_, close, low)),
         "low_above_range": ohlc_finite & (low > F.least(open_, close)),
@@ -303,6 +304,13 @@ def _reason_checks(now: Column) -> dict[str, Column]:
     return checks
 
 
+def _any(conditions) -> Column:
+    out = F.lit(False)
+    for c in conditions:
+        out = out | c
+    return out
+
+
 def flag_bars(parsed: DataFrame, now: datetime) -> DataFrame:
     """``parsed`` with ``reasons`` (array of REASONS codes, empty when valid) and ``reason``.
 
@@ -310,10 +318,13 @@ def flag_bars(parsed: DataFrame, now: datetime) -> DataFrame:
     value) once per row.
     """
     checks = _reason_checks(timestamp_literal(now))
+    # one small boolean column per rule first: keeps each generated method small
+    # enough to be compiled (one giant expression falls back to interpretation)
+    staged = parsed.withColumns({f"_chk_{code}": _flag(checks[code]) for code in REASONS})
     reasons = F.array_compact(
-        F.array(*[F.when(_flag(checks[code]), F.lit(code)) for code in REASONS])
+        F.array(*[F.when(F.col(f"_chk_{code}"), F.lit(code)) for code in REASONS])
     )
-    flagged = parsed.withColumn("reasons", reasons)
+    flagged = staged.withColumn("reasons", reasons).drop(*[f"_chk_{code}" for code in REASONS])
     return _fence(flagged.withColumn("reason", F.array_join("reasons", "; ")))
 
 
