@@ -21,6 +21,7 @@ import pyarrow.dataset as ds
 
 from stockpipe.config import Settings
 from stockpipe.lake import filesystem, zone
+from stockpipe.schemas import BAR_ARROW_SCHEMA, DERIVED_COLUMNS
 from stockpipe.sinklog import committed_files
 from stockpipe.table import Table
 
@@ -168,29 +169,10 @@ def read_stream_metrics(settings: Settings, query_name: str | None = None) -> pd
 DateLike = str | date | datetime | pd.Timestamp | None
 
 #: Columns of processed bars, for empty results.
-PROCESSED_SCHEMA = pa.schema(
-    [
-        ("symbol", pa.string()),
-        ("interval", pa.string()),
-        ("ts", pa.timestamp("us", tz="UTC")),
-        ("open", pa.float64()),
-        ("high", pa.float64()),
-        ("low", pa.float64()),
-        ("close", pa.float64()),
-        ("adj_close", pa.float64()),
-        ("volume", pa.int64()),
-        ("source", pa.string()),
-        ("ingested_at", pa.timestamp("us", tz="UTC")),
-        ("batch_id", pa.string()),
-        ("return", pa.float64()),
-        ("log_return", pa.float64()),
-        ("sma_20", pa.float64()),
-        ("sma_50", pa.float64()),
-        ("volatility_20", pa.float64()),
-        ("range_pct", pa.float64()),
-        ("year", pa.int32()),
-    ]
-)
+PROCESSED_SCHEMA = BAR_ARROW_SCHEMA.append(pa.field("return", pa.float64()))
+for _name in DERIVED_COLUMNS[1:]:
+    PROCESSED_SCHEMA = PROCESSED_SCHEMA.append(pa.field(_name, pa.float64()))
+PROCESSED_SCHEMA = PROCESSED_SCHEMA.append(pa.field("year", pa.int32()))
 
 
 class LastRead:

@@ -45,8 +45,14 @@ def test_batch_notebooks_produce_process_and_chart(settings, tmp_path, monkeypat
     monkeypatch.setenv("STOCKPIPE_BUCKET", s.bucket)  # the kernels read settings from the env
     monkeypatch.setenv("STOCKPIPE_TOPIC_BARS", s.topic_bars)
 
-    nb = run("batch_producer.ipynb", tmp_path, source="samples", symbols="MSFT,GOOG",
-             start="2013-01-01", end="2013-06-30")
+    nb = run(
+        "batch_producer.ipynb",
+        tmp_path,
+        source="samples",
+        symbols="MSFT,GOOG",
+        start="2013-01-01",
+        end="2013-06-30",
+    )
     consumed = list(read_all(s, s.topic_bars))
     assert len(consumed) > 200
     assert f"{len(consumed)} confirmed on {s.topic_bars}" in outputs_text(nb)
