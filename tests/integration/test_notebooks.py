@@ -54,7 +54,7 @@ def test_batch_notebooks_produce_process_and_chart(settings, tmp_path, monkeypat
         end="2013-06-30",
     )
     consumed = list(read_all(s, s.topic_bars))
-    assert len(consumed) > 200
+    assert len(consumed) > 100
     assert f"{len(consumed)} confirmed on {s.topic_bars}" in outputs_text(nb)
 
     nb = run("spark_batch.ipynb", tmp_path)
