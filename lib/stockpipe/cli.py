@@ -131,6 +131,31 @@ def airflow() -> None:
 
 
 @app.command()
+def dag(
+    dag_id: str = typer.Argument(..., help="e.g. stock_batch_pipeline"),
+    conf: str = typer.Option("{}", help='params as JSON, e.g. \'{"symbols": "MSFT"}\''),
+) -> None:
+    """Run one DAG run now, in-process (`airflow dags test`), with this checkout's Airflow."""
+    import json
+
+    from stockpipe.stack.airflow import dags_test
+
+    settings = _settings()
+    log_file = settings.state_dir / "airflow" / "dags-test" / f"{dag_id}.log"
+    try:
+        result = dags_test(
+            settings, dag_id, json.loads(conf), log_file=log_file, on_line=typer.echo
+        )
+    except StockpipeError as exc:
+        _fail(exc)
+    for t in result.tasks:
+        typer.echo(f"{t.task_id:<24} {t.state or '-':<16} {t.seconds or 0:7.1f} s")
+    typer.echo(f"{dag_id} {result.run_id}: {result.state} (output also in {log_file})")
+    if not result.ok:
+        raise typer.Exit(1)
+
+
+@app.command()
 def lab() -> None:
     """JupyterLab on the notebooks with the project kernel, reaching the same stack."""
     from stockpipe.stack.lab import run_lab

@@ -1,12 +1,13 @@
 """`make demo`: the whole platform on the shipped sample data, then a summary.
 
 1. the local stack (Kafka, MinIO) is up, Airflow's database is ready;
-2. the batch pipeline DAG runs end to end (``airflow dags test``: in-process, no
-   scheduler) on the sample bars: producer, sensor, Spark batch job, charts;
-3. a live streaming session: the tick producer and the streaming job run side
-   by side for a few minutes, as the ``stock_stream_live`` DAG runs them
-   (``dags test`` runs tasks one after the other, so the demo starts the two
-   notebooks itself, the same way the notebook tasks do);
+2. a live streaming session starts in the background: the tick producer and the
+   streaming job side by side for a few minutes, as the ``stock_stream_live`` DAG
+   runs them (``dags test`` runs tasks one after the other, so the demo starts
+   the two notebooks itself, the same way the notebook tasks do);
+3. meanwhile the batch pipeline DAG runs end to end (``airflow dags test``:
+   in-process, no scheduler) on the sample bars: producer, sensor, Spark batch
+   job, charts; then the demo waits for the streaming session to end;
 4. the charts DAG turns bars and tick windows into the HTML report;
 5. the summary: rows per zone, quarantine reasons, executed notebooks and the
    report (in MinIO and local copies), and how to open the UIs.
@@ -19,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -107,57 +109,79 @@ def _dag_run(
 # The live streaming session ----------------------------------------------------------------
 
 
-def live_session(
-    settings: Settings,
-    *,
-    duration_s: float,
-    symbols: str = STREAM_SYMBOLS,
-    rate: int = 500,
-    logs_dir: Path,
-    log: Log = print,
-) -> str:
-    """Producer and streaming job side by side, each a papermill run; returns the run id."""
-    run_id = "demo__" + datetime.now(UTC).strftime("%Y-%m-%dT%H-%M-%SZ")
+class LiveSession:
+    """Producer and streaming job side by side, each a papermill run in its own process.
+
+    Runs in the background while the batch pipeline works (they share nothing
+    but the stack), so the demo pays for the slower of the two, not both.
+    """
+
     dag_id = "stock_stream_live"
-    jobs = {
-        "spark_streaming": {
-            "run_mode": "continuous",
-            # the job starts slower than the producer and catches up from its checkpoint
-            "duration_s": int(duration_s + 45),
-        },
-        "stream_producer": {
-            "symbols": symbols,
-            "rate": rate,
-            "duration_s": int(duration_s),
-            "seed": 42,
-        },
-    }
-    env = {**os.environ, **airflow_env(settings)}
-    procs: dict[str, tuple[subprocess.Popen, Path]] = {}
-    for task_id, params in jobs.items():
-        url = notebook_url(settings, dag_id, run_id, task_id)
-        out = logs_dir / f"{dag_id}.{task_id}.log"
-        with open(out, "w") as fh:
-            procs[task_id] = (
-                subprocess.Popen(
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        duration_s: float,
+        logs_dir: Path,
+        symbols: str = STREAM_SYMBOLS,
+        rate: int = 500,
+    ) -> None:
+        self.settings = settings
+        self.run_id = "demo__" + datetime.now(UTC).strftime("%Y-%m-%dT%H-%M-%SZ")
+        self.jobs = {
+            "spark_streaming": {
+                "run_mode": "continuous",
+                # counted from the job's own start (after Spark's), which comes after
+                # the producer's: a few micro-batches more take in the last ticks
+                "duration_s": int(duration_s + 20),
+            },
+            "stream_producer": {
+                "symbols": symbols,
+                "rate": rate,
+                "duration_s": int(duration_s),
+                "seed": 42,
+            },
+        }
+        self.logs_dir = logs_dir
+        self.procs: dict[str, tuple[subprocess.Popen, Path]] = {}
+
+    def start(self, log: Log) -> None:
+        env = {**os.environ, **airflow_env(self.settings)}
+        for task_id, params in self.jobs.items():
+            url = notebook_url(self.settings, self.dag_id, self.run_id, task_id)
+            out = self.logs_dir / f"{self.dag_id}.{task_id}.log"
+            with open(out, "w") as fh:
+                proc = subprocess.Popen(
                     [sys.executable, "-m", "stockpipe.notebooks", task_id, url, json.dumps(params)],
                     env=env,
                     cwd=PROJECT_ROOT,
                     stdout=fh,
                     stderr=subprocess.STDOUT,
-                ),
-                out,
-            )
-        log(f"    {task_id}: started ({url})")
-    failed = []
-    for task_id, (proc, out) in procs.items():
-        proc.wait()
-        log(f"    {task_id}: {'finished' if proc.returncode == 0 else 'FAILED'}")
-        if proc.returncode != 0:
-            failed.append(f"{task_id} (log: {out})")
-    if failed:
-        raise DemoError(f"the live streaming session failed: {', '.join(failed)}")
-    return run_id
+                )
+            self.procs[task_id] = (proc, out)
+            log(f"    {task_id}: started ({url})")
+
+    def wait(self, log: Log) -> None:
+        failed = []
+        for task_id, (proc, out) in self.procs.items():
+            proc.wait()
+            log(f"    {task_id}: {'finished' if proc.returncode == 0 else 'FAILED'}")
+            if proc.returncode != 0:
+                failed.append(f"{task_id} (log: {out})")
+        if failed:
+            raise DemoError(f"the live streaming session failed: {', '.join(failed)}")
+
+    def stop(self) -> None:
+        """On an error elsewhere: end both runs (the producer flushes, the job stops cleanly)."""
+        for proc, _ in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+        for proc, _ in self.procs.values():
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
 
 
 # Summary -----------------------------------------------------------------------------------
@@ -287,33 +311,46 @@ def run_demo(
     log(f"    Kafka {settings.bootstrap_servers}, MinIO {settings.s3_url}")
     step("stack", t)
 
-    t = time.perf_counter()
-    log(f"2/5 batch pipeline DAG on the sample bars ({symbols}), every date they hold")
-    batch = _dag_run(
-        settings,
-        "stock_batch_pipeline",
-        {
-            "source": "samples",
-            "symbols": symbols,
-            "full_history": True,
-            "report_dir": str(REPORTS_DIR),
-        },
-        log,
-        logs_dir,
-    )
-    result.runs.append(batch)
-    step("batch", t)
-
-    t = time.perf_counter()
+    live = None
     streaming = [notebook_path(n) for n in ("stream_producer", "spark_streaming")]
     if all(Path(p).exists() for p in streaming):
-        log(f"3/5 live streaming session: ticks for {stream_seconds:.0f} s, job alongside")
-        result.live_run_id = live_session(
-            settings, duration_s=stream_seconds, logs_dir=logs_dir, log=log
+        log(
+            f"2/5 live streaming session in the background: ticks for {stream_seconds:.0f} s, "
+            "the streaming job alongside"
         )
+        live = LiveSession(settings, duration_s=stream_seconds, logs_dir=logs_dir)
+        live.start(log)
     else:
-        log("3/5 live streaming session SKIPPED: the streaming notebooks are not there yet")
-    step("streaming", t)
+        log("2/5 live streaming session SKIPPED: the streaming notebooks are not there yet")
+
+    try:
+        t = time.perf_counter()
+        log(f"3/5 batch pipeline DAG on the sample bars ({symbols}), every date they hold")
+        batch = _dag_run(
+            settings,
+            "stock_batch_pipeline",
+            {
+                "source": "samples",
+                "symbols": symbols,
+                "full_history": True,
+                "report_dir": str(REPORTS_DIR),
+            },
+            log,
+            logs_dir,
+        )
+        result.runs.append(batch)
+        step("batch", t)
+
+        t = time.perf_counter()
+        if live is not None:
+            log("    waiting for the live streaming session to end ...")
+            live.wait(log)
+            result.live_run_id = live.run_id
+        step("streaming (after batch)", t)
+    except BaseException:
+        if live is not None:
+            live.stop()
+        raise
 
     t = time.perf_counter()
     log("4/5 charts DAG: the HTML report from bars and tick windows")
@@ -326,7 +363,7 @@ def run_demo(
         if run.run_id:
             result.notebooks.update(_copy_notebooks(settings, run.dag_id, run.run_id))
     if result.live_run_id:
-        result.notebooks.update(_copy_notebooks(settings, "stock_stream_live", result.live_run_id))
+        result.notebooks.update(_copy_notebooks(settings, LiveSession.dag_id, result.live_run_id))
     result.report_s3, result.report_local = _latest_report(settings)
     result.seconds = time.perf_counter() - t_all
     for line in summary(settings, result):

@@ -46,7 +46,15 @@ def test_spark_jars_version_matches_pyspark():
     assert hadoop == [f"hadoop-client-api-{versions.HADOOP}.jar"]
 
 
-def test_credentials_are_generated_once_with_mode_0600(tmp_path):
+@pytest.fixture
+def clean_env(monkeypatch):
+    """No STOCKPIPE_* variables (the integration stack fixture exports its own)."""
+    for key in list(os.environ):
+        if key.startswith("STOCKPIPE_") or key == "ALPHAVANTAGE_API_KEY":
+            monkeypatch.delenv(key)
+
+
+def test_credentials_are_generated_once_with_mode_0600(tmp_path, clean_env):
     env = tmp_path / ".env"
     assert ensure_credentials(env)
     first = env.read_text()
@@ -59,7 +67,7 @@ def test_credentials_are_generated_once_with_mode_0600(tmp_path):
     assert "minioadmin" not in first
 
 
-def test_settings_hide_secrets_and_round_trip_through_env(tmp_path, monkeypatch):
+def test_settings_hide_secrets_and_round_trip_through_env(tmp_path, monkeypatch, clean_env):
     env = tmp_path / ".env"
     env.write_text("STOCKPIPE_S3_SECRET_KEY=s3cr3t-value\nSTOCKPIPE_KAFKA_PORT=19092\n")
     monkeypatch.setenv("ALPHAVANTAGE_API_KEY", "av-key")
