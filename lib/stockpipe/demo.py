@@ -274,7 +274,8 @@ def summary(settings: Settings, result: DemoResult) -> list[str]:
         f"  JupyterLab     make lab      -> http://{settings.host}:{settings.lab_port}/lab "
         "(the token link is printed at start)",
         f"  Airflow UI     make airflow  -> http://{settings.host}:{settings.airflow_port}  "
-        f"user admin, password in {password_file(settings)}",
+        "user admin; the password is printed by the first `make airflow`,",
+        f"                 then kept in {password_file(settings)}",
         "",
         "Step times: " + ", ".join(f"{k} {v:.0f} s" for k, v in result.steps.items()),
         "=" * 72,
