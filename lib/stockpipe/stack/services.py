@@ -102,9 +102,14 @@ class Service:
         return pid
 
     def start(self) -> int:
+        # A process killed a moment ago may still hold its port while the kernel
+        # tears it down: wait a few seconds before calling the port taken.
+        deadline = time.monotonic() + 8
         for port, setting in self.ports.items():
-            if not port_is_free(self.settings.host, port):
-                raise PortInUseError(self.name, port, setting)
+            while not port_is_free(self.settings.host, port):
+                if time.monotonic() > deadline:
+                    raise PortInUseError(self.name, port, setting)
+                time.sleep(0.25)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.prepare()
