@@ -71,7 +71,7 @@ def run_job_in_fresh_process(env: dict[str, str]) -> tuple[float, str]:
         [sys.executable, "-m", "stockpipe.spark.batch"], env=env, capture_output=True, text=True
     )
     steps = [
-        ln for ln in out.stderr.splitlines() if "stockpipe.spark.batch" in ln or "  " in ln[:40]
+        ln for ln in out.stderr.splitlines() if "stockpipe.spark.batch" in ln or "__main__" in ln
     ]
     print("\n".join(s for s in steps if "INFO" in s), flush=True)
     if out.returncode != 0:

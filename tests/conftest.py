@@ -46,8 +46,9 @@ def spark(settings: Settings):
     from stockpipe.spark.session import get_spark
 
     active = SparkSession.getActiveSession()
-    if active is not None and "spark-sql-kafka" not in active.conf.get("spark.jars", ""):
-        active.stop()  # a plain unit-test session cannot load the connector jars
+    endpoint = active and active.sparkContext.getConf().get("spark.hadoop.fs.s3a.endpoint", "")
+    if active is not None and endpoint != settings.s3_url:
+        active.stop()  # a plain unit-test session: no lake settings
     session = get_spark(settings, "stockpipe-tests")
     yield session
     session.stop()

@@ -67,6 +67,9 @@ class Settings(BaseSettings):
     spark_remote: str = ""  # Spark Connect URL (sc://host:port); wins over spark_master
     spark_driver_memory: str = "2g"
     spark_shuffle_partitions: int = 4
+    #: False: executors load the connector jars from the cache paths (same machine,
+    #: or the project image); True: Spark ships them (executors without the cache)
+    spark_ship_jars: bool = False
 
     # Orchestration: Airflow DAG defaults, local UIs ----------------------------------------
     airflow_port: int = 8080

@@ -11,9 +11,12 @@ see either the old or the new version, never a mix, never leftovers.
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+
+import pyarrow.parquet as pq
 
 from stockpipe.config import Settings
 from stockpipe.lake import filesystem, zone
@@ -106,6 +109,34 @@ class Table:
         directory = directory.removeprefix("s3a://")
         found = self.fs.find(directory)
         return sorted(f for f in found if f.endswith(DATA_FILE_SUFFIXES) and "/_" not in f)
+
+    def file_rows(self, files: list[str]) -> dict[str, int]:
+        """Rows per data file, from the Parquet footers (no data is read)."""
+
+        def rows(path: str) -> int:
+            with self.fs.open(path, "rb") as f:
+                return pq.read_metadata(f).num_rows
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            return dict(zip(files, pool.map(rows, files), strict=True))
+
+    def written_partitions(self, directory: str, depth: int) -> dict[str, dict[str, Any]]:
+        """Manifest entries for what a finished ``partitionBy`` write left in ``directory``.
+
+        ``depth`` is the number of partition columns; the key of an entry is the
+        partition path below ``directory`` (``"interval=1d/year=2024"``). Row
+        counts come from the footers, so the caller needs no extra Spark pass.
+        """
+        directory = directory.removeprefix("s3a://").rstrip("/")
+        files = self.list_data_files(directory)
+        counts = self.file_rows(files)
+        entries: dict[str, dict[str, Any]] = {}
+        for f in files:
+            part = "/".join(f[len(directory) + 1 :].split("/")[:depth])
+            e = entries.setdefault(part, {"dir": f"{directory}/{part}", "files": [], "rows": 0})
+            e["files"].append(f)
+            e["rows"] += counts[f]
+        return entries
 
     def commit(
         self,

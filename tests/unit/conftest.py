@@ -9,13 +9,24 @@ from collections.abc import Iterator
 import pytest
 from pyspark.sql import SparkSession
 
+from stockpipe.config import load_settings
+from stockpipe.errors import SetupError
+from stockpipe.stack.install import spark_jars
+
 
 @pytest.fixture(scope="session")
 def spark() -> Iterator[SparkSession]:
     """A small local session in UTC, shared by every unit test (start-up costs seconds)."""
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    # This JVM is reused by the integration tests' session in the same pytest run;
+    # a class path is fixed at JVM launch, so the connector jars go on it now.
+    try:
+        jars = [str(p) for p in spark_jars(load_settings().cache_dir)]
+    except SetupError:  # unit tests alone need no setup
+        jars = []
     session = (
         SparkSession.builder.master("local[2]")
+        .config("spark.driver.extraClassPath", os.pathsep.join(jars))
         .appName("stockpipe-unit")
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.sql.shuffle.partitions", "2")

@@ -9,18 +9,34 @@ from __future__ import annotations
 import os
 import sys
 
+from pyspark import SparkContext
 from pyspark.sql import SparkSession
 
 from stockpipe.config import Settings
 from stockpipe.stack.install import spark_jars
 
 
-def spark_conf(settings: Settings) -> dict[str, str]:
-    """Every Spark setting stockpipe needs, as plain strings."""
-    jars = ",".join(str(p) for p in spark_jars(settings.cache_dir))
+def spark_conf(settings: Settings, *, ship_jars: bool | None = None) -> dict[str, str]:
+    """Every Spark setting stockpipe needs, as plain strings.
+
+    ``ship_jars`` (default: the setting) passes the connector jars as
+    ``spark.jars`` instead of a class path fixed at JVM launch.
+    """
+    jars = [str(p) for p in spark_jars(settings.cache_dir)]
+    # Large generated methods (wide validation stages) are otherwise left to the
+    # JVM's interpreter: HotSpot skips compiling methods over 8,000 bytecodes.
+    jvm = "-XX:-DontCompileHugeMethods"
+    if settings.spark_ship_jars if ship_jars is None else ship_jars:
+        # executors lack the cache (Spark serves the jars), or the JVM runs already
+        classpath = {"spark.jars": ",".join(jars)}
+    else:  # same paths on every node (this machine, or the project image)
+        cp = os.pathsep.join(jars)
+        classpath = {"spark.driver.extraClassPath": cp, "spark.executor.extraClassPath": cp}
     s3 = "spark.hadoop.fs.s3a."
     return {
-        "spark.jars": jars,
+        **classpath,
+        "spark.driver.extraJavaOptions": jvm,
+        "spark.executor.extraJavaOptions": jvm,
         "spark.driver.memory": settings.spark_driver_memory,
         "spark.driver.host": settings.host,
         "spark.driver.bindAddress": settings.host,
@@ -67,7 +83,11 @@ def get_spark(settings: Settings, app_name: str = "stockpipe", **extra: str) -> 
         builder = builder.remote(settings.spark_remote)
     else:
         builder = builder.master(settings.spark_master)
-        for key, value in {**spark_conf(settings), **extra}.items():
+        # a JVM started earlier in this process (a plain session) cannot take a new
+        # class path any more: add the jars at run time instead
+        jvm_running = SparkContext._gateway is not None
+        conf = spark_conf(settings, ship_jars=settings.spark_ship_jars or jvm_running)
+        for key, value in {**conf, **extra}.items():
             builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN") if not settings.spark_remote else None

@@ -9,8 +9,9 @@ itself, never from the session time zone.
 
 Flow::
 
-    kafka source --raw_from_kafka--> raw zone --parse_bars--> parsed
-    parsed --validate_bars(now)--> (valid, quarantine)
+    kafka source --raw_from_kafka--> raw --parse_bars--> parsed
+    parsed --flag_bars(now)--> flagged --split_flagged--> (valid, quarantine)
+    flagged --raw_rows--> raw zone (the job reads Kafka once)
     existing processed ∪ valid --dedupe_bars--> add_derived --> for_processed_write
 """
 
@@ -149,6 +150,13 @@ def _fence(df: DataFrame) -> DataFrame:
     return df.select(F.inline(F.array(F.struct(*[F.col(f"`{c}`") for c in df.columns]))))
 
 
+def _split_codes(joined: Column, sep: str) -> Column:
+    """``joined`` split on ``sep``; an empty array for "" or null (compiled, unlike lambdas)."""
+    return F.when(F.coalesce(joined, F.lit("")) == "", F.array().cast("array<string>")).otherwise(
+        F.split(joined, sep)
+    )
+
+
 def _flag(condition: Column) -> Column:
     """A condition where null (unknown) counts as not failed."""
     return F.coalesce(condition, F.lit(False))
@@ -197,24 +205,25 @@ def parse_bars(raw: DataFrame) -> DataFrame:
     corrupt = msg.getField(_CORRUPT).isNotNull()
     # from_json returns partial results for a corrupt object: a field present in
     # the JSON text but null after parsing had a type that does not fit.
-    wrong = F.array_compact(
-        F.array(
-            *[
-                F.when(
-                    corrupt
-                    & F.get_json_object("value", f"$.{name}").isNotNull()
-                    & msg.getField(name).isNull(),
-                    F.lit(name),
-                )
-                for name in TYPED_FIELDS
-            ]
-        )
+    # a comma-joined string, not array_compact: that one is a lambda, which is
+    # never compiled and made the whole parse run interpreted
+    wrong = F.concat_ws(
+        ",",
+        *[
+            F.when(
+                corrupt
+                & F.get_json_object("value", f"$.{name}").isNotNull()
+                & msg.getField(name).isNull(),
+                F.lit(name),
+            )
+            for name in TYPED_FIELDS
+        ],
     )
     with_msg = raw.withColumn("_msg", F.from_json("value", schema, options)).withColumn(
         "_wrong", wrong
     )
     is_object = F.json_object_keys("value").isNotNull()
-    unparsable = msg.isNull() | (corrupt & (~is_object | (F.size("_wrong") == 0)))
+    unparsable = msg.isNull() | (corrupt & (~is_object | (F.col("_wrong") == "")))
 
     def ts(name: str) -> Column:
         return F.try_to_timestamp(F.col(f"_msg.{name}"), F.lit(TS_FORMAT))
@@ -239,9 +248,7 @@ def parse_bars(raw: DataFrame) -> DataFrame:
         *KAFKA_COLUMNS,
         *fields,
         _flag(unparsable).alias("json_unparsable"),
-        F.when(unparsable, F.array().cast("array<string>"))
-        .otherwise(F.col("_wrong"))
-        .alias("wrong_type_fields"),
+        _split_codes(F.when(~unparsable, F.col("_wrong")), ",").alias("wrong_type_fields"),
     )
 
 
@@ -321,29 +328,48 @@ def flag_bars(parsed: DataFrame, now: datetime) -> DataFrame:
     # one small boolean column per rule first: keeps each generated method small
     # enough to be compiled (one giant expression falls back to interpretation)
     staged = parsed.withColumns({f"_chk_{code}": _flag(checks[code]) for code in REASONS})
-    reasons = F.array_compact(
-        F.array(*[F.when(F.col(f"_chk_{code}"), F.lit(code)) for code in REASONS])
+    reason = F.concat_ws("; ", *[F.when(F.col(f"_chk_{code}"), F.lit(code)) for code in REASONS])
+    flagged = staged.withColumn("reason", reason).drop(*[f"_chk_{code}" for code in REASONS])
+    return _fence(flagged.withColumn("reasons", _split_codes(F.col("reason"), "; ")))
+
+
+#: What a valid row no longer needs once parsed: the record text (the raw zone has it).
+RECORD_TEXT_COLUMNS: tuple[str, ...] = ("key", "value", "value_b64", "ts_raw", "ingested_at_raw")
+
+
+def slim_flagged(flagged: DataFrame) -> DataFrame:
+    """``flagged`` with the record text nulled on valid rows: a much smaller cache.
+
+    Quarantined rows keep it, since the quarantine stores the record as received.
+    """
+    bad = F.col("reason") != ""
+    return flagged.withColumns({c: F.when(bad, F.col(c)) for c in RECORD_TEXT_COLUMNS})
+
+
+def split_flagged(flagged: DataFrame, now: datetime) -> tuple[DataFrame, DataFrame]:
+    """``flag_bars`` output as ``(valid, quarantine)``; cache ``flagged`` to read it once."""
+    valid = flagged.filter(F.col("reason") == "").select(*VALID_COLUMNS)
+    quarantine = (
+        flagged.filter(F.col("reason") != "")
+        .withColumn("quarantined_at", timestamp_literal(now))
+        .select(*QUARANTINE_COLUMNS)
     )
-    flagged = staged.withColumn("reasons", reasons).drop(*[f"_chk_{code}" for code in REASONS])
-    return _fence(flagged.withColumn("reason", F.array_join("reasons", "; ")))
+    return valid, quarantine
 
 
 def validate_bars(parsed: DataFrame, now: datetime) -> tuple[DataFrame, DataFrame]:
     """Split parsed bars into ``(valid, quarantine)`` on every rule of REASONS.
 
-    Both frames filter one flagged plan in which each value is parsed once; the
-    job should persist the parsed input before writing both, so Kafka is not
-    read twice.
     ``now`` is the run time: it decides ``future_ts`` and is ``quarantined_at``.
     """
-    flagged = flag_bars(parsed, now)
-    valid = flagged.filter(F.size("reasons") == 0).select(*VALID_COLUMNS)
-    quarantine = (
-        flagged.filter(F.size("reasons") > 0)
-        .withColumn("quarantined_at", timestamp_literal(now))
-        .select(*QUARANTINE_COLUMNS)
+    return split_flagged(flag_bars(parsed, now), now)
+
+
+def raw_rows(parsed: DataFrame) -> DataFrame:
+    """Raw-zone rows (RAW_ZONE_COLUMNS) back from parsed or flagged rows, which keep them."""
+    return parsed.withColumn("ingest_date", utc_date(F.col("kafka_timestamp"))).select(
+        *RAW_ZONE_COLUMNS
     )
-    return valid, quarantine
 
 
 # 4. dedupe -----------------------------------------------------------------------------
@@ -366,9 +392,18 @@ def dedupe_bars(df: DataFrame) -> DataFrame:
     valid rows, so a re-sent bar is not doubled and a corrected bar replaces the
     old one across runs. Ties: ingested_at, then kafka_timestamp, then offset
     (then partition), all descending, nulls last.
+
+    The window is per (symbol, interval) in ts order, the latest first within a
+    ts: the same partitioning and order as ``add_derived``, so Spark shuffles and
+    sorts the rows once for both.
     """
-    w = Window.partitionBy(*BAR_KEY).orderBy(*_latest_first(df))
-    return df.withColumn("_rank", F.row_number().over(w)).filter("_rank = 1").drop("_rank")
+    w = Window.partitionBy("symbol", "interval").orderBy(F.col("ts").asc(), *_latest_first(df))
+    prev_ts = F.lag("ts", 1).over(w)
+    return (
+        df.withColumn("_first", prev_ts.isNull() | (prev_ts != F.col("ts")))
+        .filter("_first")
+        .drop("_first")
+    )
 
 
 def count_duplicates(df: DataFrame) -> int:
