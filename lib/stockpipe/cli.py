@@ -78,11 +78,40 @@ def status() -> None:
     from stockpipe.stack.manager import Stack
 
     rows = Stack(_settings()).status()
-    typer.echo(f"{'service':<8} {'port':>6} {'pid':>8}  state")
+    typer.echo(f"{'service':<16} {'port':>6} {'pid':>8}  state")
     for r in rows:
-        typer.echo(f"{r.name:<8} {r.port:>6} {r.pid or '-':>8}  {r.state}")
+        typer.echo(f"{r.name:<16} {r.port:>6} {r.pid or '-':>8}  {r.state}")
     if any(r.state != "healthy" for r in rows):
         raise typer.Exit(3)
+
+
+@app.command()
+def init() -> None:
+    """Create the bucket and the topics on the configured services (e.g. a cluster)."""
+    from stockpipe.kafka import ensure_topics
+    from stockpipe.lake import ensure_bucket
+
+    settings = load_settings()
+    try:
+        made = ensure_bucket(settings)
+        topics = ensure_topics(settings)
+    except Exception as exc:  # a service that is down: say which, not a traceback
+        _fail(exc)
+    typer.echo(
+        f"bucket {settings.bucket} {'created' if made else 'exists'}; topics "
+        f"{', '.join(topics) or 'exist'} (replication {settings.replication_factor}) "
+        f"on {settings.bootstrap_servers}"
+    )
+
+
+@app.command("docker-env")
+def docker_env() -> None:
+    """Generate the Compose deployment's credentials into docker/.env (mode 0600)."""
+    from stockpipe.deploy import DOCKER_ENV, write_docker_env
+
+    added = write_docker_env()
+    what = f"added {', '.join(added)}" if added else "every secret was already there"
+    typer.echo(f"{DOCKER_ENV}: {what}")
 
 
 @app.command()

@@ -45,6 +45,7 @@ class Settings(BaseSettings):
     kafka_port: int = 9092
     kafka_controller_port: int = 9093
     kafka_heap: str = "768m"
+    kafka_nodes: int = 1  # 3: a KRaft cluster of three broker+controller nodes
     minio_port: int = 9000
     minio_console_port: int = 9001
 
@@ -53,7 +54,7 @@ class Settings(BaseSettings):
     topic_bars: str = "stock.bars"
     topic_ticks: str = "stock.ticks"
     topic_partitions: int = 3
-    topic_replication: int = 1
+    topic_replication: int = 0  # 0: min(3, kafka_nodes)
 
     # Object store ----------------------------------------------------------------------
     s3_endpoint: str = ""  # empty: the local stack's MinIO
@@ -70,6 +71,18 @@ class Settings(BaseSettings):
     #: False: executors load the connector jars from the cache paths (same machine,
     #: or the project image); True: Spark ships them (executors without the cache)
     spark_ship_jars: bool = False
+    #: The driver's address as executors reach it (a container's hostname); empty: host
+    spark_driver_host: str = ""
+    spark_driver_bind: str = ""  # the address the driver listens on; empty: host
+    # The local standalone cluster (`stockpipe spark-cluster up`): spark_master is then
+    # spark://<host>:<spark_master_port>
+    spark_cluster: bool = False  # true: `stockpipe up` also starts master + workers
+    spark_master_port: int = 7077
+    spark_master_ui_port: int = 8090
+    spark_workers: int = 2
+    spark_worker_cores: int = 1
+    spark_worker_memory: str = "2g"
+    spark_executor_memory: str = "1g"
 
     # Orchestration: Airflow DAG defaults, local UIs ----------------------------------------
     airflow_port: int = 8080
@@ -90,8 +103,27 @@ class Settings(BaseSettings):
 
     # Derived values ----------------------------------------------------------------------
     @property
+    def spark_master_url(self) -> str:
+        """Where sessions go: the local cluster's master when it is on, else spark_master."""
+        if self.spark_cluster and not self.spark_master.startswith("spark://"):
+            return f"spark://{self.host}:{self.spark_master_port}"
+        return self.spark_master
+
+    @property
+    def replication_factor(self) -> int:
+        return self.topic_replication or min(3, self.kafka_nodes)
+
+    @property
+    def kafka_broker_ports(self) -> list[int]:
+        return [self.kafka_port + 10 * i for i in range(self.kafka_nodes)]
+
+    @property
+    def kafka_controller_ports(self) -> list[int]:
+        return [self.kafka_controller_port + 10 * i for i in range(self.kafka_nodes)]
+
+    @property
     def bootstrap_servers(self) -> str:
-        return self.kafka_bootstrap or f"{self.host}:{self.kafka_port}"
+        return self.kafka_bootstrap or ",".join(f"{self.host}:{p}" for p in self.kafka_broker_ports)
 
     @property
     def s3_url(self) -> str:

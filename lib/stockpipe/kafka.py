@@ -7,6 +7,7 @@ confirmed it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections import Counter
@@ -64,6 +65,10 @@ def ensure_topics(
 ) -> list[str]:
     """Create the topics that do not exist yet; return the names created."""
     names = list(topics or (settings.topic_bars, settings.topic_ticks))
+    rf = replication or settings.replication_factor
+    if configs is None and rf > 1:
+        # acks=all then needs two copies: one broker may be down, no write is lost
+        configs = {"min.insync.replicas": "2"}
     admin = admin_client(settings)
     try:
         existing = set(admin.list_topics())
@@ -71,17 +76,15 @@ def ensure_topics(
             NewTopic(
                 name=t,
                 num_partitions=partitions or settings.topic_partitions,
-                replication_factor=replication or settings.topic_replication,
+                replication_factor=rf,
                 topic_configs=configs or {},
             )
             for t in names
             if t not in existing
         ]
         if new:
-            try:
+            with contextlib.suppress(TopicAlreadyExistsError):
                 admin.create_topics(new, timeout_ms=30_000)
-            except TopicAlreadyExistsError:
-                pass
         return [t.name for t in new]
     finally:
         admin.close()

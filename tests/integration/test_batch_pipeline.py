@@ -137,7 +137,7 @@ def test_samples_through_the_job_incremental_idempotent_and_quarantined(lake, sp
     fix["batch_id"] = "correction"
     produce_bars(lake, fix, progress=False)
     good = json.loads(
-        [v for _, v in __import__("stockpipe.schemas", fromlist=["x"]).bar_messages(fix)][0]
+        next(v for _, v in __import__("stockpipe.schemas", fromlist=["x"]).bar_messages(fix))
     )
     bad = {
         b"\xff\xfe garbage": ["invalid_utf8"],

@@ -24,9 +24,9 @@ import hashlib
 import json
 import logging
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
-from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 

@@ -38,8 +38,9 @@ def spark_conf(settings: Settings, *, ship_jars: bool | None = None) -> dict[str
         "spark.driver.extraJavaOptions": jvm,
         "spark.executor.extraJavaOptions": jvm,
         "spark.driver.memory": settings.spark_driver_memory,
-        "spark.driver.host": settings.host,
-        "spark.driver.bindAddress": settings.host,
+        "spark.executor.memory": settings.spark_executor_memory,
+        "spark.driver.host": settings.spark_driver_host or settings.host,
+        "spark.driver.bindAddress": settings.spark_driver_bind or settings.host,
         "spark.ui.enabled": "false",
         "spark.ui.showConsoleProgress": "false",
         "spark.sql.session.timeZone": "UTC",
@@ -82,7 +83,7 @@ def get_spark(settings: Settings, app_name: str = "stockpipe", **extra: str) -> 
     if settings.spark_remote:
         builder = builder.remote(settings.spark_remote)
     else:
-        builder = builder.master(settings.spark_master)
+        builder = builder.master(settings.spark_master_url)
         # a JVM started earlier in this process (a plain session) cannot take a new
         # class path any more: add the jars at run time instead
         jvm_running = SparkContext._gateway is not None

@@ -54,6 +54,7 @@ from stockpipe.errors import StreamingError, UnknownNameError
 from stockpipe.lake import filesystem, zone
 from stockpipe.reader import METRICS_SCHEMA
 from stockpipe.schemas import SCHEMA_VERSION, TICK_MESSAGE_DDL
+from stockpipe.spark.transforms import fence
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +167,9 @@ def validate_ticks(
     reason = F.lit(None).cast("string")
     for cond, text in reversed(checks):
         reason = F.when(cond, F.lit(text)).otherwise(reason)
-    return parsed.withColumn("reason", reason)
+    # fenced: a filter on ``reason`` would otherwise be pushed below the parse and
+    # repeat from_json for every field it tests (uncompiled, ~20 times per tick)
+    return fence(parsed.withColumn("reason", reason))
 
 
 def valid_ticks(validated: DataFrame) -> DataFrame:

@@ -139,7 +139,7 @@ def _or_null(df: DataFrame, name: str, dtype: str) -> Column:
     return F.col(name) if name in df.columns else F.lit(None).cast(dtype)
 
 
-def _fence(df: DataFrame) -> DataFrame:
+def fence(df: DataFrame) -> DataFrame:
     """The same rows, behind a node the optimizer cannot push filters through.
 
     Without it, a filter on a column computed from many others (like
@@ -330,7 +330,7 @@ def flag_bars(parsed: DataFrame, now: datetime) -> DataFrame:
     staged = parsed.withColumns({f"_chk_{code}": _flag(checks[code]) for code in REASONS})
     reason = F.concat_ws("; ", *[F.when(F.col(f"_chk_{code}"), F.lit(code)) for code in REASONS])
     flagged = staged.withColumn("reason", reason).drop(*[f"_chk_{code}" for code in REASONS])
-    return _fence(flagged.withColumn("reasons", _split_codes(F.col("reason"), "; ")))
+    return fence(flagged.withColumn("reasons", _split_codes(F.col("reason"), "; ")))
 
 
 #: What a valid row no longer needs once parsed: the record text (the raw zone has it).

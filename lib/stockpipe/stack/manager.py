@@ -44,12 +44,23 @@ def isolated_settings(state_dir: Path, **overrides: object) -> Settings:
 
     Reads no ``.env``, so a user's running stack is never touched.
     """
-    from stockpipe.stack.services import free_port
+    from stockpipe.stack.services import free_port, port_is_free
+
+    nodes = int(overrides.get("kafka_nodes", 1))  # type: ignore[call-overload]
+
+    def free_block() -> int:
+        """A free port p with p + 10 i free too, for every Kafka node i."""
+        while True:
+            p = free_port()
+            if p + 10 * nodes < 65_000 and all(
+                port_is_free("127.0.0.1", p + 10 * i) for i in range(nodes)
+            ):
+                return p
 
     base: dict[str, object] = dict(
         state_dir=state_dir,
-        kafka_port=free_port(),
-        kafka_controller_port=free_port(),
+        kafka_port=free_block(),
+        kafka_controller_port=free_block(),
         kafka_heap="512m",
         minio_port=free_port(),
         minio_console_port=free_port(),
@@ -59,6 +70,8 @@ def isolated_settings(state_dir: Path, **overrides: object) -> Settings:
         s3_secret_key=generate_secret(32),
         bucket="stock-lake-test",
         spark_master="local[2]",
+        spark_master_port=free_port(),
+        spark_master_ui_port=free_port(),
     )
     base.update(overrides)
     return load_settings(env_file=state_dir / "no.env", **base)
@@ -107,6 +120,12 @@ class Stack:
             t0 = time.perf_counter()
             svc.wait_healthy(timeout)
             timings[svc.name] = time.perf_counter() - t0
+        from stockpipe.stack.spark_cluster import SparkMaster, SparkWorker, wait_for_workers
+
+        masters = [s for s in self.services if isinstance(s, SparkMaster)]
+        if masters:
+            workers = sum(isinstance(s, SparkWorker) for s in self.services)
+            wait_for_workers(masters[0], workers, timeout)
         if ensure_bucket(self.settings):
             log(f"created bucket {self.settings.bucket}")
         created = ensure_topics(self.settings)

@@ -8,6 +8,7 @@ answers a real request, and stops only the processes it started.
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import signal
 import socket
@@ -146,10 +147,8 @@ class Service:
         pid = self.pid()
         if pid is None:
             return False
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
         try:
             psutil.Process(pid).wait(timeout)
         except psutil.TimeoutExpired:
@@ -200,7 +199,7 @@ class Kafka(Service):
 
     @property
     def broker_port(self) -> int:
-        return list(self.ports)[0]
+        return next(iter(self.ports))
 
     @property
     def controller_port(self) -> int:
@@ -208,7 +207,7 @@ class Kafka(Service):
 
     def properties(self) -> str:
         h = self.settings.host
-        rf = self.settings.topic_replication
+        rf = self.settings.replication_factor
         quorum = (
             f"controller.quorum.voters={self.voters}"
             if self.voters
@@ -317,8 +316,8 @@ class MinIO(Service):
         s = self.settings
         if not s.s3_access_key or not s.s3_secret_key.get_secret_value():
             raise StackError(
-                "MinIO credentials are not set (STOCKPIPE_S3_ACCESS_KEY / STOCKPIPE_S3_SECRET_KEY); "
-                "`stockpipe up` generates them into .env on first run."
+                "MinIO credentials are not set (STOCKPIPE_S3_ACCESS_KEY / "
+                "STOCKPIPE_S3_SECRET_KEY); `stockpipe up` generates them into .env on first run."
             )
         console_port = list(self.ports)[1]
         cmd = [
@@ -350,5 +349,40 @@ class MinIO(Service):
 ServiceFactory = Callable[[Settings], Service]
 
 
+def kafka_services(settings: Settings) -> list[Service]:
+    """One combined broker+controller, or a ``kafka_nodes`` KRaft cluster.
+
+    Node i (from 0) listens on ``kafka_port + 10 i`` and its controller on
+    ``kafka_controller_port + 10 i``; every node is a voter of the quorum.
+    """
+    n = settings.kafka_nodes
+    if n == 1:
+        return [Kafka("kafka", settings)]
+    h = settings.host
+    voters = ",".join(
+        f"{i + 1}@{h}:{port}" for i, port in enumerate(settings.kafka_controller_ports)
+    )
+    return [
+        Kafka(
+            f"kafka-{i + 1}",
+            settings,
+            ports={
+                broker: f"STOCKPIPE_KAFKA_PORT (+{10 * i})",
+                controller: f"STOCKPIPE_KAFKA_CONTROLLER_PORT (+{10 * i})",
+            },
+            node_id=i + 1,
+            voters=voters,
+        )
+        for i, (broker, controller) in enumerate(
+            zip(settings.kafka_broker_ports, settings.kafka_controller_ports, strict=True)
+        )
+    ]
+
+
 def local_services(settings: Settings) -> list[Service]:
-    return [Kafka("kafka", settings), MinIO("minio", settings)]
+    services = [*kafka_services(settings), MinIO("minio", settings)]
+    if settings.spark_cluster:
+        from stockpipe.stack.spark_cluster import spark_cluster_services
+
+        services += spark_cluster_services(settings)
+    return services

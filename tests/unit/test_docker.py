@@ -1,0 +1,138 @@
+"""The Compose deployment's promises, checked on the file itself (no engine here):
+pinned images, healthchecks, only UIs published and only on 127.0.0.1, no default
+credentials, a 3-node Kafka with replication 3 and min.insync.replicas 2."""
+
+from __future__ import annotations
+
+import re
+import stat
+from pathlib import Path
+
+import pytest
+import yaml
+
+from stockpipe.config import PROJECT_ROOT
+from stockpipe.deploy import docker_secrets, write_docker_env
+from stockpipe.stack import versions
+
+DOCKER = PROJECT_ROOT / "docker"
+COMPOSE = yaml.safe_load((DOCKER / "compose.yaml").read_text())
+SERVICES: dict[str, dict] = COMPOSE["services"]
+ONE_SHOT = {name for name, svc in SERVICES.items() if svc.get("restart") == "no"}
+UI_PORTS = {"8080", "8888", "9001", "8090"}
+
+
+def _env(svc: dict) -> dict[str, str]:
+    return {k: str(v) for k, v in (svc.get("environment") or {}).items()}
+
+
+def test_every_image_is_pinned_or_built_here():
+    for name, svc in SERVICES.items():
+        image = svc.get("image", "")
+        assert image, f"{name} has no image name"
+        repo, _, tag = image.rpartition(":")
+        assert repo and tag and tag != "latest", f"{name}: {image} is not pinned"
+    for dockerfile in DOCKER.rglob("Dockerfile"):
+        for arg in re.findall(r"^ARG \w+_IMAGE=(\S+)", dockerfile.read_text(), re.M):
+            assert ":" in arg and not arg.endswith(":latest"), f"{dockerfile}: {arg}"
+
+
+def test_versions_match_the_local_stack():
+    images = {svc.get("image", "") for svc in SERVICES.values()}
+    assert f"apache/kafka:{versions.KAFKA}" in images
+    spark = (DOCKER / "spark" / "Dockerfile").read_text()
+    assert f"apache/spark:{versions.SPARK}-" in spark
+    assert f"MINIO_VERSION={versions.MINIO}" in (DOCKER / "minio" / "Dockerfile").read_text()
+
+
+def test_every_long_running_service_has_a_healthcheck():
+    assert {"lake-init", "airflow-init", "project"} == ONE_SHOT
+    for name, svc in SERVICES.items():
+        if name not in ONE_SHOT:
+            assert svc.get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
+
+
+def test_only_the_uis_are_published_and_only_on_loopback():
+    published = {}
+    for name, svc in SERVICES.items():
+        for port in svc.get("ports", []):
+            host_ip, host_port, _container = str(port).split(":")
+            assert host_ip == "127.0.0.1", f"{name} publishes {port} beyond this machine"
+            published[name] = host_port
+    assert set(published.values()) == UI_PORTS
+    assert set(published) == {"airflow-apiserver", "jupyter", "minio", "spark-master"}
+
+
+def test_no_credential_has_a_default():
+    text = (DOCKER / "compose.yaml").read_text()
+    refs = re.findall(r"(?<!\$)\$\{([A-Z0-9_]++)(:?[-?=+]?)", text)
+    assert refs
+    for name, op in refs:
+        assert op == ":?", f"${{{name}}} must be required (:?), not defaulted"
+    assert {name for name, _ in refs} == set(docker_secrets())
+    for svc in SERVICES.values():
+        for key, value in _env(svc).items():
+            if re.search(r"PASSWORD|SECRET|TOKEN|FERNET", key) and not key.endswith("_FILE"):
+                assert value.startswith("${"), f"{key} is written in the file"
+
+
+def test_kafka_is_three_kraft_nodes_with_replication_3_and_two_in_sync():
+    nodes = {n: s for n, s in SERVICES.items() if n.startswith("kafka-")}
+    assert len(nodes) == 3
+    ids = set()
+    for svc in nodes.values():
+        env = _env(svc)
+        ids.add(env["KAFKA_NODE_ID"])
+        assert env["KAFKA_PROCESS_ROLES"] == "broker,controller"
+        assert env["KAFKA_CONTROLLER_QUORUM_VOTERS"].count("@") == 3
+        assert env["KAFKA_DEFAULT_REPLICATION_FACTOR"] == "3"
+        assert env["KAFKA_MIN_INSYNC_REPLICAS"] == "2"
+        assert svc["volumes"], "broker data must live in a named volume"
+    assert ids == {"1", "2", "3"}
+    assert _env(SERVICES["lake-init"])["STOCKPIPE_TOPIC_REPLICATION"] == "3"
+
+
+def test_airflow_runs_a_real_executor_on_postgres_with_all_components():
+    for name in (
+        "airflow-apiserver",
+        "airflow-scheduler",
+        "airflow-dag-processor",
+        "airflow-triggerer",
+    ):
+        env = _env(SERVICES[name])
+        assert env["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
+        assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("postgresql+psycopg2://")
+        assert SERVICES[name]["image"] == "stockpipe/project:dev"
+    assert _env(SERVICES["airflow-scheduler"])["STOCKPIPE_SPARK_MASTER"].startswith("spark://")
+
+
+def test_named_volumes_hold_the_data():
+    declared = set(COMPOSE["volumes"])
+    used = set()
+    for svc in SERVICES.values():
+        for v in svc.get("volumes", []):
+            src = str(v).split(":")[0]
+            assert not src.startswith((".", "/")), f"bind mount {v}: use a named volume"
+            used.add(src)
+    assert used == declared
+
+
+def test_docker_env_is_generated_private_and_kept(tmp_path: Path):
+    path = tmp_path / "docker.env"
+    added = write_docker_env(path)
+    assert set(added) == set(docker_secrets())
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    first = path.read_text()
+    values = dict(line.split("=", 1) for line in first.splitlines() if "=" in line)
+    assert len(values["STOCKPIPE_S3_SECRET_KEY"]) == 40
+    assert len(set(values.values())) == len(values)  # nothing shared, nothing default
+    assert write_docker_env(path) == [] and path.read_text() == first  # kept as is
+    other = write_docker_env(tmp_path / "again.env")
+    assert other and (tmp_path / "again.env").read_text() != first  # fresh each time
+
+
+@pytest.mark.parametrize("name", ["Dockerfile", "spark/Dockerfile", "minio/Dockerfile"])
+def test_dockerfiles_exist_and_run_as_a_non_root_user(name: str):
+    text = (DOCKER / name).read_text()
+    users = re.findall(r"^USER (\S+)", text, re.M)
+    assert users and users[-1] != "root"
