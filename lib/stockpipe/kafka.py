@@ -196,11 +196,16 @@ class ConfirmedProducer:
                     "error_cb": self._client_error,
                 }
             )
-            if not cluster_ready(settings.bootstrap_servers, timeout_s=10):
-                raise StackError(
-                    f"Kafka at {settings.bootstrap_servers} cannot be reached; "
-                    "is the stack up? Run `make up`."
-                )
+            # a cluster that is electing a new leader (a broker just died) answers
+            # again within seconds: retry before calling Kafka unreachable
+            deadline = time.monotonic() + 30
+            while not cluster_ready(settings.bootstrap_servers, timeout_s=10):
+                if time.monotonic() > deadline:
+                    raise StackError(
+                        f"Kafka at {settings.bootstrap_servers} cannot be reached; "
+                        "is the stack up? Run `make up`."
+                    )
+                time.sleep(1)
         else:
             try:
                 self._producer = KafkaProducer(
