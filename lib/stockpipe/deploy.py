@@ -18,10 +18,22 @@ from stockpipe.stack.manager import generate_secret
 DOCKER_ENV = PROJECT_ROOT / "docker" / ".env"
 
 
+def kafka_cluster_id() -> str:
+    """A KRaft cluster id (22 url-safe base64 characters) that does not begin with "-".
+
+    The image passes it to ``kafka-storage format -t <id>``, where a leading dash
+    would be taken for an option.
+    """
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if cid[0].isalnum():
+            return cid
+
+
 def docker_secrets() -> dict[str, str]:
     """One fresh value for every variable ``compose.yaml`` requires."""
     return {
-        "KAFKA_CLUSTER_ID": base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="),
+        "KAFKA_CLUSTER_ID": kafka_cluster_id(),
         "STOCKPIPE_S3_ACCESS_KEY": f"stockpipe-{generate_secret(8).lower()}",
         "STOCKPIPE_S3_SECRET_KEY": generate_secret(40),
         "POSTGRES_PASSWORD": generate_secret(32),

@@ -51,20 +51,24 @@ def _run(cmd: list[str], s, timeout: float = 600) -> str:
     return out.stdout
 
 
-def _stream_cmd(name: str, mode: str = "available-now", *extra: str) -> list[str]:
+def _stream_cmd(
+    name: str, mode: str = "available-now", *extra: str, watermark: str = WATERMARK
+) -> list[str]:
     return [
         sys.executable, "-m", "stockpipe.spark.streaming", "--mode", mode,
-        "--name", name, "--window", WINDOW, "--slide", SLIDE, "--watermark", WATERMARK,
+        "--name", name, "--window", WINDOW, "--slide", SLIDE, "--watermark", watermark,
         "--state-partitions", "2", "--duration", "400", *extra,
     ]  # fmt: skip
 
 
-def _expected_windows(s, phases: dict[str, int] | None = None) -> pd.DataFrame:
+def _expected_windows(
+    s, phases: dict[str, int] | None = None, watermark: str = WATERMARK
+) -> pd.DataFrame:
     """Windows by pandas; ``phases`` orders the producers' ticks as the job saw them."""
     ticks = parse_tick_values([v for _, _, _, v in read_all(s, s.topic_ticks)])
     ticks = ticks.assign(phase=ticks["producer_id"].map(phases or {}).fillna(0))
     return reference_windows(
-        ticks, window=WINDOW, slide=SLIDE, watermark=WATERMARK, order=["phase", "seq"]
+        ticks, window=WINDOW, slide=SLIDE, watermark=watermark, order=["phase", "seq"]
     )
 
 
@@ -259,7 +263,11 @@ def test_streaming_job_output_matches_pandas_when_a_broker_is_killed(kafka3):
     ensure_topics(s, [s.topic_ticks], partitions=3)
     name = "t_kafka3"
     run_producer(s, _spec("k3-1"), rate=5000, max_ticks=1500)
-    cmd = _stream_cmd(name, "continuous", "--trigger", "1 second")
+    # While a partition's leader moves, the job reads the three partitions unevenly;
+    # a watermark wider than that skew (with event time at wall-clock pace) keeps
+    # the late/not-late verdict the same as in the pandas reference.
+    watermark = "20 seconds"
+    cmd = _stream_cmd(name, "continuous", "--trigger", "1 second", watermark=watermark)
     child = subprocess.Popen(
         [*cmd, "--max-offsets-per-trigger", "300"],
         env=_env(s), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
@@ -278,7 +286,7 @@ def test_streaming_job_output_matches_pandas_when_a_broker_is_killed(kafka3):
         fed: dict = {}
         spec2 = _spec("k3-2", seed=8, start_ms=BASE_MS + 30_000)
         feeder = threading.Thread(
-            target=lambda: fed.update(r=run_producer(s, spec2, rate=300, max_ticks=1500))
+            target=lambda: fed.update(r=run_producer(s, spec2, rate=50, max_ticks=1500))
         )
         feeder.start()
         _kill_and_restart(kafka3, victim, down_s=5)
@@ -289,7 +297,7 @@ def test_streaming_job_output_matches_pandas_when_a_broker_is_killed(kafka3):
         if child.poll() is None:
             os.killpg(child.pid, signal.SIGTERM)
         child.wait(120)
-    _run(_stream_cmd(name), s)  # whatever the continuous run had not reached
-    expected = _expected_windows(s, {"k3-1": 0, "k3-2": 1})
+    _run(_stream_cmd(name, watermark=watermark), s)  # what the continuous run had not reached
+    expected = _expected_windows(s, {"k3-1": 0, "k3-2": 1}, watermark)
     assert len(expected) >= 12, expected[["symbol", "window_start"]]
     assert compare_windows(read_tick_windows(s), expected) == []

@@ -120,3 +120,18 @@ def test_port_in_use_names_port_and_setting(tmp_path):
         st.down(log=lambda _m: None)
     assert str(settings.minio_port) in str(err.value)
     assert "STOCKPIPE_MINIO_PORT" in str(err.value)
+
+
+def test_kafka_storage_formats_with_a_cluster_id_that_begins_with_a_dash(tmp_path, monkeypatch):
+    import uuid
+
+    from stockpipe.stack import services
+
+    # 0xF8 makes the first base64 character "-" (the case that broke a CI run)
+    monkeypatch.setattr(services.uuid, "uuid4", lambda: uuid.UUID(bytes=b"\xf8" + b"\x01" * 15))
+    kafka = services.Kafka("kafka", isolated_settings(tmp_path))
+    kafka.dir.mkdir(parents=True)
+    kafka.data_dir.mkdir()
+    kafka.prepare()
+    meta = (kafka.data_dir / "meta.properties").read_text()
+    assert "cluster.id=-" in meta

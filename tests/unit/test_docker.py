@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from stockpipe.config import PROJECT_ROOT
-from stockpipe.deploy import docker_secrets, write_docker_env
+from stockpipe.deploy import docker_secrets, kafka_cluster_id, write_docker_env
 from stockpipe.stack import versions
 
 DOCKER = PROJECT_ROOT / "docker"
@@ -136,3 +136,9 @@ def test_dockerfiles_exist_and_run_as_a_non_root_user(name: str):
     text = (DOCKER / name).read_text()
     users = re.findall(r"^USER (\S+)", text, re.M)
     assert users and users[-1] != "root"
+
+
+def test_kafka_cluster_ids_never_begin_with_a_dash():
+    ids = [kafka_cluster_id() for _ in range(2000)]  # ~1 in 64 raw ids begins with "-"
+    assert all(len(i) == 22 and i[0].isalnum() for i in ids)
+    assert len(set(ids)) == len(ids)

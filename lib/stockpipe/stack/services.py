@@ -256,8 +256,8 @@ class Kafka(Service):
             install.kafka_classpath(self.settings.cache_dir),
             "kafka.tools.StorageTool",
             "format",
-            "-t",
-            cluster_id,
+            # one word: an id may begin with "-", which would read as an option
+            f"--cluster-id={cluster_id}",
             "-c",
             str(self.dir / "server.properties"),
         ]
