@@ -120,12 +120,6 @@ class Stack:
             t0 = time.perf_counter()
             svc.wait_healthy(timeout)
             timings[svc.name] = time.perf_counter() - t0
-        from stockpipe.stack.spark_cluster import SparkMaster, SparkWorker, wait_for_workers
-
-        masters = [s for s in self.services if isinstance(s, SparkMaster)]
-        if masters:
-            workers = sum(isinstance(s, SparkWorker) for s in self.services)
-            wait_for_workers(masters[0], workers, timeout)
         if ensure_bucket(self.settings):
             log(f"created bucket {self.settings.bucket}")
         created = ensure_topics(self.settings)

@@ -11,7 +11,6 @@ Python.
 from __future__ import annotations
 
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,12 +86,6 @@ class SparkMaster(Service):
         url = f"http://{self.settings.host}:{self.ui_port}/json/"
         return requests.get(url, timeout=2).json()
 
-    def alive_workers(self) -> int:
-        try:
-            return sum(1 for w in self.state().get("workers", []) if w.get("state") == "ALIVE")
-        except (requests.RequestException, ValueError):
-            return 0
-
     def healthy(self) -> bool:
         try:
             return self.state().get("status") == "ALIVE"
@@ -134,12 +127,17 @@ class SparkWorker(Service):
         )
 
     def healthy(self) -> bool:
+        """Registered with the master and alive there (executors need that, not a UI)."""
+        assert self.master is not None
+        me = f":{self.ui_port}"
         try:
-            url = f"http://{self.settings.host}:{self.ui_port}/json/"
-            state = requests.get(url, timeout=2).json()
+            workers = self.master.state().get("workers", [])
         except (requests.RequestException, ValueError):
             return False
-        return bool(state.get("masterurl") or state.get("masterUrl"))
+        return any(
+            w.get("state") == "ALIVE" and str(w.get("webuiaddress", "")).endswith(me)
+            for w in workers
+        )
 
 
 def spark_cluster_services(settings: Settings, workers: int | None = None) -> list[Service]:
@@ -150,16 +148,3 @@ def spark_cluster_services(settings: Settings, workers: int | None = None) -> li
         master,
         *(SparkWorker(f"spark-worker-{i + 1}", settings, master=master) for i in range(n)),
     ]
-
-
-def wait_for_workers(master: SparkMaster, n: int, timeout: float = 60.0) -> None:
-    """Block until ``n`` workers are registered and alive (executors need them)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if master.alive_workers() >= n:
-            return
-        time.sleep(0.5)
-    raise StackError(
-        f"only {master.alive_workers()} of {n} Spark workers registered with {master.url} "
-        f"within {timeout:.0f} s; see the logs under {master.settings.state_dir}"
-    )
