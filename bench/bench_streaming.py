@@ -155,12 +155,13 @@ def run_rate(base_settings, stack, rate: int, args) -> dict:
     fs = filesystem(s)
     delay_ms = to_ms(args.watermark)
     trigger_s = to_ms(args.trigger) / 1000
+    job_log = open(f"{args.job_log}.{rate}", "w") if args.job_log else subprocess.DEVNULL  # noqa: SIM115
     job = subprocess.Popen(
         [sys.executable, "-m", "stockpipe.spark.streaming", "--mode", "continuous",
          "--name", "bench", "--window", args.window, "--slide", args.slide,
          "--watermark", args.watermark, "--trigger", args.trigger,
          "--duration", str(args.duration + 120), "--state-partitions", "2"],
-        env=_env(s), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env=_env(s), stdout=job_log, stderr=subprocess.STDOUT if args.job_log else job_log,
         start_new_session=True,
     )  # fmt: skip
     ckpt = f"{zone(s, 'checkpoints')}/bench/windows"
@@ -255,6 +256,7 @@ def main() -> None:
     parser.add_argument("--slide", default="15 seconds")
     parser.add_argument("--watermark", default="30 seconds")
     parser.add_argument("--trigger", default="5 seconds")
+    parser.add_argument("--job-log", default=None, help="keep the job's output in <path>.<rate>")
     parser.add_argument("--keep-going", action="store_true", help="try higher rates after a miss")
     args = parser.parse_args()
     rates = [int(r) for r in args.rates.split(",")]

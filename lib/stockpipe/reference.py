@@ -4,9 +4,10 @@ This is the independent answer the streaming job is checked against (tests and
 the benchmark). It follows the same contract, written down here:
 
 * A tick is valid when its symbol and producer are non-empty, its price finite
-  and positive, its size positive (at most 1e9), its ts positive and its
-  schema_version 1; the others never reach a window. (The job also quarantines a
-  tick far ahead of its Kafka timestamp; give this reference no such tick.)
+  and positive, its size positive (at most 1e9), its ts positive, its seq
+  in [0, 2^40) and its schema_version 1; the others never reach a window. (The
+  job also quarantines a tick far ahead of its Kafka timestamp; give this
+  reference no such tick.)
 * Windows are ``[start, start + window)`` with ``start`` a multiple of ``slide``
   (epoch-aligned); a tick belongs to every window that contains its ``ts``.
 * The watermark in force for a tick is the largest ``ts`` of the valid ticks
@@ -51,6 +52,8 @@ def to_ms(interval: str | int | float | pd.Timedelta) -> int:
 
 #: Largest trade size the job accepts (as the streaming job's MAX_SIZE).
 MAX_SIZE = 1_000_000_000
+#: seq is a counter from 0 below 2^40 (as the streaming job's MAX_SEQ + 1).
+MAX_SEQ_EXCLUSIVE = 2**40
 
 
 def valid(ticks: pd.DataFrame) -> pd.DataFrame:
@@ -66,6 +69,9 @@ def valid(ticks: pd.DataFrame) -> pd.DataFrame:
         & (size <= MAX_SIZE)
         & (ts > 0)
     )
+    if "seq" in ticks:
+        seq = pd.to_numeric(ticks["seq"], errors="coerce")
+        ok &= (seq >= 0) & (seq < MAX_SEQ_EXCLUSIVE)
     if "schema_version" in ticks:
         ok &= ticks["schema_version"] == 1
     if "producer_id" in ticks:

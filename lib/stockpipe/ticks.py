@@ -372,8 +372,8 @@ def run_producer(
                 break
             if rate:
                 due = int(rate * elapsed) - report.generated
-                if due <= 0:
-                    time.sleep(min(0.005, max(0.0005, (report.generated + 1) / rate - elapsed)))
+                if due < chunk:  # send whole chunks: per-send overhead dwarfs a tick's
+                    time.sleep(max(0.0005, (report.generated + chunk) / rate - elapsed))
                     continue
                 n = min(due, 4 * chunk)
             else:

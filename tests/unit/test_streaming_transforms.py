@@ -83,6 +83,9 @@ CASES = [
     (_with(size=-100), REASONS["size"]),
     (_with(size=10**12), REASONS["size_big"]),
     (_with(ts=0), REASONS["ts"]),
+    (_with(seq=-1), REASONS["seq"]),
+    (_with(seq=2**40), REASONS["seq"]),
+    (_with(seq=2**40 - 1), None),
     (_with(ts=int(KAFKA_TS.timestamp() * 1000) + FUTURE_TOLERANCE_MS + 1), REASONS["future"]),
     (_with(ts=int(KAFKA_TS.timestamp() * 1000) + FUTURE_TOLERANCE_MS), None),
     (_with(ts=2**62), REASONS["future"]),
@@ -115,10 +118,15 @@ def _tick_frame(spark, ticks: pd.DataFrame):
 
 
 @pytest.mark.parametrize(
-    ("window", "slide"),
-    [("10 seconds", "5 seconds"), ("1 minute", "15 seconds"), ("7 seconds", "3 seconds")],
+    ("window", "slide", "seq_base"),
+    [
+        ("10 seconds", "5 seconds", 0),
+        ("1 minute", "15 seconds", 2**40 - 3000),  # ties broken by seq near its limit
+        ("7 seconds", "3 seconds", 0),
+        ("3 hours", "1 hour", 2**40 - 3000),  # too long to pack: a (time, seq) struct
+    ],
 )
-def test_window_aggregates_equal_pandas(spark, window, slide):
+def test_window_aggregates_equal_pandas(spark, window, slide, seq_base):
     spec = TickSpec(
         symbols=("AAPL", "MSFT", "PENNY"),
         seed=3,
@@ -131,13 +139,14 @@ def test_window_aggregates_equal_pandas(spark, window, slide):
     )
     ticks = TickGenerator(spec).take(3000).to_frame()
     ticks.loc[ticks.index % 7 == 0, "ts"] -= ticks["ts"] % 1000  # ties in event time
+    ticks["seq"] += seq_base
     got = window_aggregates(
         _tick_frame(spark, ticks), window=window, slide=slide, watermark="5 seconds"
     )
     got_pd = got.toPandas()
     expected = reference_windows(ticks, window=window, slide=slide, watermark=0, closed_only=False)
     assert compare_windows(got_pd, expected) == []
-    assert len(expected) > 20
+    assert len(expected) > (3 if seq_base and "hour" in window else 20)
     assert (got_pd["date"] == got_pd["window_start"].dt.date).all()
 
 

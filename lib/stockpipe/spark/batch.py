@@ -38,6 +38,7 @@ from stockpipe.config import Settings
 from stockpipe.kafka import end_offsets
 from stockpipe.lake import filesystem, zone
 from stockpipe.spark import transforms as T
+from stockpipe.spark.session import get_spark, kafka_stream
 from stockpipe.table import Manifest, Table, new_run_id
 
 log = logging.getLogger(__name__)
@@ -171,21 +172,9 @@ class BarsBatchJob:
 
     # read -------------------------------------------------------------------------------
     def source(self, max_offsets_per_trigger: int | None = None) -> DataFrame:
-        reader = (
-            self.spark.readStream.format("kafka")
-            .option("kafka.bootstrap.servers", self.settings.bootstrap_servers)
-            .option("subscribe", self.topic)
-            .option("startingOffsets", "earliest")
-            .option("includeHeaders", "false")
-            # bigger fetches: the default 1 MB per partition made reading the
-            # backlog the slowest step
-            .option("kafka.max.partition.fetch.bytes", str(32 << 20))
-            .option("kafka.fetch.max.bytes", str(64 << 20))
-            .option("kafka.max.poll.records", "20000")
+        return kafka_stream(
+            self.spark, self.settings, self.topic, max_offsets_per_trigger=max_offsets_per_trigger
         )
-        if max_offsets_per_trigger:
-            reader = reader.option("maxOffsetsPerTrigger", str(max_offsets_per_trigger))
-        return reader.load()
 
     # per micro-batch --------------------------------------------------------------------
     def process_batch(self, batch: DataFrame, batch_id: int) -> None:
@@ -371,8 +360,6 @@ def run_batch_job(
     if spark is None:
         if pending_records(settings, topic or settings.topic_bars) == 0:
             return BarsBatchJob(settings, None, topic).run()  # type: ignore[arg-type]
-        from stockpipe.spark.session import get_spark
-
         spark = get_spark(settings, "stockpipe-batch")
     return BarsBatchJob(settings, spark, topic).run(max_offsets_per_trigger=max_offsets_per_trigger)
 

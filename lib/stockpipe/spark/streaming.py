@@ -53,7 +53,9 @@ from stockpipe.config import Settings
 from stockpipe.errors import StreamingError, UnknownNameError
 from stockpipe.lake import filesystem, zone
 from stockpipe.reader import METRICS_SCHEMA
+from stockpipe.reference import to_ms
 from stockpipe.schemas import SCHEMA_VERSION, TICK_MESSAGE_DDL
+from stockpipe.spark.session import get_spark, kafka_stream
 from stockpipe.spark.transforms import fence
 
 log = logging.getLogger(__name__)
@@ -71,10 +73,15 @@ REASONS = {
     "size": "non-positive size",
     "size_big": "size too large",
     "ts": "non-positive ts",
+    "seq": "seq out of range (0 to 2^40 - 1)",
     "future": "ts too far in the future",
 }
 REQUIRED_FIELDS = ("schema_version", "symbol", "ts", "price", "size", "seq", "producer_id")
 MAX_SIZE = 1_000_000_000
+#: ``seq`` is a per-producer counter from 0; its 40 bits share one long with the
+#: tick's place in its window (see :func:`window_aggregates`).
+SEQ_BITS = 40
+MAX_SEQ = 2**SEQ_BITS - 1
 #: A tick may be this far ahead of its Kafka timestamp (clock skew); beyond, it would
 #: push the watermark past every real tick, so it is quarantined.
 FUTURE_TOLERANCE_MS = 5 * 60 * 1000
@@ -162,6 +169,7 @@ def validate_ticks(
         (c("size") <= 0, REASONS["size"]),
         (c("size") > MAX_SIZE, REASONS["size_big"]),
         (c("ts") <= 0, REASONS["ts"]),
+        ((c("seq") < 0) | (c("seq") > MAX_SEQ), REASONS["seq"]),
         (c("ts") > F.unix_millis("kafka_timestamp") + future_tolerance_ms, REASONS["future"]),
     ]
     reason = F.lit(None).cast("string")
@@ -199,10 +207,18 @@ def window_aggregates(ticks: DataFrame, *, window: str, slide: str, watermark: s
     broken by ``seq``), not by arrival. ``price_std`` is the sample standard
     deviation (null for a single tick). ``date`` is the UTC date of the window start.
     """
-    order = F.struct("event_time", "seq")
+    framed = ticks.withWatermark("event_time", watermark).select(
+        "*", F.window("event_time", window, slide).alias("window")
+    )
+    if to_ms(window) <= 2 ** (63 - SEQ_BITS):
+        # (ms into the window, seq) packed in one long: a fixed-width aggregation
+        # buffer, so Spark hash-aggregates (a struct key made it sort: 2x slower)
+        offset = F.col("ts") - F.unix_millis("window.start")
+        order = F.shiftleft(offset, SEQ_BITS) + F.col("seq")
+    else:  # windows over 2^23 ms (2.3 h): offsets no longer fit beside seq
+        order = F.struct("event_time", "seq")
     return (
-        ticks.withWatermark("event_time", watermark)
-        .groupBy("symbol", F.window("event_time", window, slide))
+        framed.groupBy("symbol", "window")
         .agg(
             F.min_by("price", order).alias("open"),
             F.max("price").alias("high"),
@@ -332,15 +348,13 @@ def checkpoint_root(settings: Settings, opts: StreamOptions) -> str:
 
 def read_ticks(spark: SparkSession, settings: Settings, opts: StreamOptions) -> DataFrame:
     """The tick topic as a stream of Kafka records."""
-    reader = (
-        spark.readStream.format("kafka")
-        .option("kafka.bootstrap.servers", settings.bootstrap_servers)
-        .option("subscribe", opts.topic or settings.topic_ticks)
-        .option("startingOffsets", opts.starting_offsets)
+    return kafka_stream(
+        spark,
+        settings,
+        opts.topic or settings.topic_ticks,
+        starting_offsets=opts.starting_offsets,
+        max_offsets_per_trigger=opts.max_offsets_per_trigger,
     )
-    if opts.max_offsets_per_trigger:
-        reader = reader.option("maxOffsetsPerTrigger", str(opts.max_offsets_per_trigger))
-    return reader.load()
 
 
 def start_queries(
@@ -449,8 +463,6 @@ def run_stream(
     :class:`StreamingError` if a query fails.
     """
     if spark is None:
-        from stockpipe.spark.session import get_spark
-
         spark = get_spark(settings, f"stockpipe-stream-{opts.name}")
     names = query_names(opts)
     recorder = ProgressRecorder(settings, set(names.values()))
