@@ -13,6 +13,7 @@ from stockpipe.reference import compare_windows, late_pairs, reference_windows, 
 from stockpipe.spark.streaming import (
     FUTURE_TOLERANCE_MS,
     REASONS,
+    needs_checking,
     parse_ticks,
     progress_row,
     quarantined_ticks,
@@ -106,6 +107,68 @@ def test_validation_gives_each_bad_tick_its_reason(spark):
     good = valid_ticks(validated).toPandas()
     assert len(good) == len(CASES) - len(bad)
     assert good["event_time"].iloc[0] == pd.Timestamp(BASE, unit="ms")
+
+
+def _compact(**changes) -> str:
+    """A tick as the library's producer writes it (no spaces, contract order)."""
+    d = {**GOOD, **changes}
+    return json.dumps({k: v for k, v in d.items() if v is not _DROP}, separators=(",", ":"))
+
+
+_NOW_MS = int(KAFKA_TS.timestamp() * 1000)
+EDGES = [
+    _compact(),
+    _compact(price=0.0),
+    _compact(price=0.0001),
+    _compact(price=1e-05),  # written "1e-05": valid, but not the canonical shape
+    _compact(price=1e300),
+    _compact(price=-1.5),
+    _compact(price=float("nan")),
+    _compact(size=10**9),
+    _compact(size=10**9 + 1),
+    _compact(size=0),
+    _compact(seq=0),
+    _compact(seq=10**12 - 1),
+    _compact(seq=2**40),
+    _compact(seq=-1),
+    _compact(ts=_NOW_MS + FUTURE_TOLERANCE_MS),
+    _compact(ts=_NOW_MS + FUTURE_TOLERANCE_MS + 1),
+    _compact(ts=2**62),
+    _compact(ts=0),
+    _compact(symbol="BRK.B"),
+    _compact(symbol="a b"),
+    _compact(symbol=""),
+    _compact(producer_id=""),
+    _compact(schema_version=2),
+    _compact(size=1.5),
+    _compact(ts="1"),
+    _compact(extra=1),
+    _compact() + "\n",
+    _compact().replace('"ts":', '"ts":0'),  # a leading zero is not JSON
+    _compact().replace('"size":100', '"size":+100'),
+    _compact().replace('"price":190.01', '"price":190.'),
+]
+
+
+def test_quarantine_skips_the_parse_only_for_canonical_valid_ticks(spark):
+    gen = TickGenerator(TickSpec(symbols=("AAPL", "BRK.B"), seed=2, start_ms=BASE, step_ms=5))
+    canonical = [v.decode() for _, v in gen.take(200).messages()]
+    values = [v for v, _ in CASES] + EDGES + canonical
+    records = _records(spark, values)
+    full = quarantined_ticks(validate_ticks(parse_ticks(records))).toPandas()
+    fast = quarantined_ticks(validate_ticks(parse_ticks(needs_checking(records)))).toPandas()
+    rows = ["offset", "reason", "value"]
+    assert fast.sort_values("offset")[rows].values.tolist() == (
+        full.sort_values("offset")[rows].values.tolist()
+    )
+    assert len(full) >= 30  # many kinds of bad tick, each with its reason
+    parsed = set(needs_checking(records).toPandas()["offset"])
+    first_canonical = len(values) - len(canonical)
+    assert parsed.isdisjoint(range(first_canonical, len(values)))  # skipped: no parse
+    assert len(CASES) not in parsed  # EDGES[0], the canonical tick
+    assert 0 in parsed  # valid, but not compact JSON: parsed
+    small = len(CASES) + EDGES.index(_compact(price=1e-05))
+    assert small in parsed and small not in set(full["offset"])  # parsed, and valid
 
 
 def _tick_frame(spark, ticks: pd.DataFrame):

@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 from pyspark import SparkContext
 from pyspark.sql import DataFrame, SparkSession
 
 from stockpipe.config import Settings
 from stockpipe.stack.install import spark_jars
+
+#: The fair-scheduler pools (``stream_windows``, ``stream_archive``).
+SCHEDULER_POOLS = Path(__file__).with_name("fairscheduler.xml")
 
 
 def spark_conf(settings: Settings, *, ship_jars: bool | None = None) -> dict[str, str]:
@@ -42,6 +46,9 @@ def spark_conf(settings: Settings, *, ship_jars: bool | None = None) -> dict[str
         "spark.driver.host": settings.spark_driver_host or settings.host,
         "spark.driver.bindAddress": settings.spark_driver_bind or settings.host,
         "spark.ui.enabled": "false",
+        # pools let the streaming windows query go before the archiving queries
+        "spark.scheduler.mode": "FAIR",
+        "spark.scheduler.allocation.file": str(SCHEDULER_POOLS),
         "spark.ui.showConsoleProgress": "false",
         "spark.sql.session.timeZone": "UTC",
         "spark.sql.shuffle.partitions": str(settings.spark_shuffle_partitions),
