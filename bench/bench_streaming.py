@@ -35,6 +35,7 @@ import sys
 import time
 from pathlib import Path
 
+import fsspec
 import numpy as np
 import psutil
 import pyarrow.parquet as pq
@@ -78,6 +79,7 @@ class Freshness:
         self.fs, self.log_dir, self.delay_ms = fs, f"{sink}/_spark_metadata", delay_ms
         self.seen: set[str] = set()
         self.samples: list[float] = []
+        self.at: list[float] = []  # wall time each sample was taken
 
     def poll(self) -> None:
         try:
@@ -96,6 +98,7 @@ class Freshness:
                 for end in ends.column(0).to_pylist():
                     closed_at = end.timestamp() + self.delay_ms / 1000
                     self.samples.append(now - closed_at)
+                    self.at.append(now)
 
 
 class Usage:
@@ -160,11 +163,17 @@ def run_rate(base_settings, stack, rate: int, args) -> dict:
         [sys.executable, "-m", "stockpipe.spark.streaming", "--mode", "continuous",
          "--name", "bench", "--window", args.window, "--slide", args.slide,
          "--watermark", args.watermark, "--trigger", args.trigger,
-         "--duration", str(args.duration + 120), "--state-partitions", "2"],
+         "--duration", str(args.duration + 120), "--state-partitions", "2",
+         *(["--checkpoint", f"{args.checkpoint}/{tag}"] if args.checkpoint else [])],
         env=_env(s), stdout=job_log, stderr=subprocess.STDOUT if args.job_log else job_log,
         start_new_session=True,
     )  # fmt: skip
-    ckpt = f"{zone(s, 'checkpoints')}/bench/windows"
+    ckpt = (
+        f"{args.checkpoint}/{tag}/windows"
+        if args.checkpoint
+        else (f"{zone(s, 'checkpoints')}/bench/windows")
+    )
+    ckpt_fs = fsspec.filesystem("file") if args.checkpoint else fs
     # Warm up: a few ticks, and wait until the job has committed its first batch.
     subprocess.run(
         [sys.executable, "-m", "stockpipe.ticks", "--symbols", SYMBOLS, "--rate", "100",
@@ -172,7 +181,7 @@ def run_rate(base_settings, stack, rate: int, args) -> dict:
         env=_env(s), check=True, stdout=subprocess.DEVNULL,
     )  # fmt: skip
     deadline = time.monotonic() + args.warmup
-    while not fs.exists(f"{ckpt}/commits/0"):
+    while not ckpt_fs.exists(f"{ckpt}/commits/0"):
         if time.monotonic() > deadline or job.poll() is not None:
             os.killpg(job.pid, signal.SIGKILL)
             raise RuntimeError("the streaming job did not commit a first batch in time")
@@ -192,7 +201,9 @@ def run_rate(base_settings, stack, rate: int, args) -> dict:
     fresh = Freshness(fs, zone(s, "tick_windows"), delay_ms)
     fresh.poll()  # windows of the warm-up ticks are not timed
     fresh.samples.clear()
+    fresh.at.clear()
     backlog: list[tuple[float, int]] = []
+    archives: dict[str, int] = {}
     t0 = time.monotonic()
     try:
         while producer.poll() is None:
@@ -200,7 +211,11 @@ def run_rate(base_settings, stack, rate: int, args) -> dict:
             usage.sample()
             fresh.poll()
             produced = sum(end_offsets(s, s.topic_ticks).values())
-            backlog.append((time.monotonic() - t0, produced - committed_offsets(fs, ckpt)))
+            backlog.append((time.monotonic() - t0, produced - committed_offsets(ckpt_fs, ckpt)))
+            archives = {
+                role: produced - committed_offsets(ckpt_fs, ckpt.rsplit("/", 1)[0] + f"/{role}")
+                for role in ("raw", "quarantine")
+            }
             if job.poll() is not None:
                 raise RuntimeError(f"streaming job exited with {job.returncode}")
         report = json.loads(producer.stdout.read().strip().splitlines()[-1])
@@ -224,6 +239,9 @@ def run_rate(base_settings, stack, rate: int, args) -> dict:
     slope = float(np.polyfit(half[:, 0], half[:, 1], 1)[0]) if len(half) > 2 else float("nan")
     final_backlog = float(np.mean(b[-5:, 1]))
     f = np.array(fresh.samples)
+    # the second half: steady state, after the start-up backlog (JIT, first batches)
+    half_at = time.time() - (time.monotonic() - t0) + b[-1, 0] / 2
+    f2 = f[np.array(fresh.at) >= half_at] if len(f) else f
     result = {
         "target_rate": rate,
         "producer_rate": report["rate"],
@@ -234,6 +252,15 @@ def run_rate(base_settings, stack, rate: int, args) -> dict:
         "windows_timed": len(f),
         "freshness_p50_s": round(float(np.percentile(f, 50)), 2) if len(f) else None,
         "freshness_p95_s": round(float(np.percentile(f, 95)), 2) if len(f) else None,
+        "second_half_windows_timed": len(f2),
+        "second_half_freshness_p50_s": (
+            round(float(np.percentile(f2, 50)), 2) if len(f2) else None
+        ),
+        "second_half_freshness_p95_s": (
+            round(float(np.percentile(f2, 95)), 2) if len(f2) else None
+        ),
+        # raw and quarantine run in the lower-priority pool: how far behind they ended
+        "archive_backlog_at_end": archives,
         "processes": resources,
     }
     result["producer_held_rate"] = report["rate"] >= 0.95 * rate
@@ -256,6 +283,9 @@ def main() -> None:
     parser.add_argument("--slide", default="15 seconds")
     parser.add_argument("--watermark", default="30 seconds")
     parser.add_argument("--trigger", default="5 seconds")
+    parser.add_argument(
+        "--checkpoint", default=None, help="a local checkpoint root instead of the lake's"
+    )
     parser.add_argument("--job-log", default=None, help="keep the job's output in <path>.<rate>")
     parser.add_argument("--keep-going", action="store_true", help="try higher rates after a miss")
     args = parser.parse_args()
@@ -278,7 +308,9 @@ def main() -> None:
             print(
                 f"  producer {r['producer_rate']:.0f}/s, backlog slope {r['backlog_slope_per_s']}"
                 f"/s, final {r['backlog_final']}, freshness p50 {r['freshness_p50_s']} s "
-                f"p95 {r['freshness_p95_s']} s over {r['windows_timed']} windows: "
+                f"p95 {r['freshness_p95_s']} s over {r['windows_timed']} windows (second half "
+                f"p50 {r['second_half_freshness_p50_s']} s, p95 {r['second_half_freshness_p95_s']}"
+                f" s); raw/quarantine behind at the end {r['archive_backlog_at_end']}: "
                 f"{'sustained' if r['sustained'] else 'NOT sustained'}",
                 flush=True,
             )
