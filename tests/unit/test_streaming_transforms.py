@@ -13,10 +13,13 @@ from stockpipe.reference import compare_windows, late_pairs, reference_windows, 
 from stockpipe.spark.streaming import (
     FUTURE_TOLERANCE_MS,
     REASONS,
+    StreamOptions,
+    _parser,
     needs_checking,
     parse_ticks,
     progress_row,
     quarantined_ticks,
+    trigger_of,
     valid_ticks,
     validate_ticks,
     window_aggregates,
@@ -339,3 +342,13 @@ def test_progress_row_reads_a_progress_event():
     assert row["state_rows"] == 42 and row["late_rows_dropped"] == 4
     none_yet = progress_row({**progress, "eventTime": {"watermark": "1970-01-01T00:00:00.000Z"}})
     assert none_yet["watermark"] is None
+
+
+def test_archive_queries_batch_less_often_unless_told_otherwise():
+    opts = StreamOptions(trigger="2 seconds")
+    assert trigger_of(opts, "windows") == "2 seconds"
+    assert trigger_of(opts, "raw") == trigger_of(opts, "quarantine") == "30 seconds"
+    same = StreamOptions(trigger="2 seconds", archive_trigger=None)
+    assert {trigger_of(same, r) for r in ("windows", "raw", "quarantine")} == {"2 seconds"}
+    args = _parser().parse_args(["--trigger", "3 seconds", "--archive-trigger", "1 minute"])
+    assert (args.trigger, args.archive_trigger) == ("3 seconds", "1 minute")

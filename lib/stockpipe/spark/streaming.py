@@ -110,6 +110,10 @@ class StreamOptions:
     slide: str = "15 seconds"
     watermark: str = "30 seconds"
     trigger: str = "5 seconds"
+    #: Micro-batch interval of the raw and quarantine queries (continuous mode):
+    #: fewer, larger batches leave the cores to the windows query users wait for.
+    #: None: ``trigger``.
+    archive_trigger: str | None = "30 seconds"
     mode: str = "continuous"
     #: Continuous: stop after this long. Available-now: give up after this long.
     duration_s: float | None = None
@@ -432,7 +436,7 @@ def start_queries(
                 zone(settings, zone_name, spark=True),
                 f"{ckpt}/{role}",
                 partition,
-                opts,
+                None if opts.mode == "available-now" else trigger_of(opts, role),
             )
     except Exception:
         for q in queries.values():
@@ -445,10 +449,18 @@ def start_queries(
     return queries
 
 
+def trigger_of(opts: StreamOptions, role: str) -> str:
+    """The micro-batch interval of a query in continuous mode."""
+    return opts.trigger if role == "windows" else (opts.archive_trigger or opts.trigger)
+
+
 def _start(
-    df: DataFrame, name: str, path: str, checkpoint: str, partition: str, opts: StreamOptions
+    df: DataFrame, name: str, path: str, checkpoint: str, partition: str, trigger: str | None
 ) -> StreamingQuery:
-    """Write phase: an append-mode Parquet file sink (exactly-once via its commit log)."""
+    """Write phase: an append-mode Parquet file sink (exactly-once via its commit log).
+
+    ``trigger`` None: available-now (the backlog, then stop).
+    """
     writer = (
         df.writeStream.queryName(name)
         .format("parquet")
@@ -457,9 +469,9 @@ def _start(
         .option("checkpointLocation", checkpoint)
         .partitionBy(partition)
     )
-    if opts.mode == "available-now":
+    if trigger is None:
         return writer.trigger(availableNow=True).start()
-    return writer.trigger(processingTime=opts.trigger).start()
+    return writer.trigger(processingTime=trigger).start()
 
 
 @dataclass
@@ -595,6 +607,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--slide", default=d.slide)
     p.add_argument("--watermark", default=d.watermark)
     p.add_argument("--trigger", default=d.trigger, help="micro-batch interval (continuous)")
+    p.add_argument(
+        "--archive-trigger",
+        default=d.archive_trigger,
+        help="micro-batch interval of the raw and quarantine queries (continuous)",
+    )
     p.add_argument("--duration", type=float, default=None, help="seconds; default: until Ctrl-C")
     p.add_argument("--name", default=d.name, help="query name (also the checkpoint folder)")
     p.add_argument("--checkpoint", default=None, help="checkpoint root (default in the lake)")
@@ -614,6 +631,7 @@ def main(argv: list[str] | None = None) -> int:
         slide=args.slide,
         watermark=args.watermark,
         trigger=args.trigger,
+        archive_trigger=args.archive_trigger,
         mode=args.mode,
         duration_s=args.duration,
         name=args.name,
