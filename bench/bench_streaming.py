@@ -150,6 +150,13 @@ class Usage:
         }
 
 
+def _slope(series: list[tuple[float, int]]) -> float:
+    """Least-squares slope (records/s) of a backlog series over its second half."""
+    b = np.array(series, dtype=float)
+    half = b[b[:, 0] >= b[-1, 0] / 2] if len(b) else b
+    return float(np.polyfit(half[:, 0], half[:, 1], 1)[0]) if len(half) > 2 else float("nan")
+
+
 def run_rate(base_settings, stack, rate: int, args) -> dict:
     tag = f"r{rate}"
     s = base_settings.model_copy(
@@ -207,6 +214,7 @@ def run_rate(base_settings, stack, rate: int, args) -> dict:
     fresh.at.clear()
     backlog: list[tuple[float, int]] = []
     archives: dict[str, int] = {}
+    archive_series: list[tuple[float, int]] = []
     t0 = time.monotonic()
     measuring = args.live_warmup <= 0
     startup: list[float] = []  # freshness during the warm-up at full rate (JIT, first batches)
@@ -220,6 +228,7 @@ def run_rate(base_settings, stack, rate: int, args) -> dict:
                 fresh.samples.clear()
                 fresh.at.clear()
                 backlog.clear()
+                archive_series.clear()
                 usage = Usage(pids)
                 t0, measuring = time.monotonic(), True
                 continue
@@ -229,6 +238,7 @@ def run_rate(base_settings, stack, rate: int, args) -> dict:
                 role: produced - committed_offsets(ckpt_fs, ckpt.rsplit("/", 1)[0] + f"/{role}")
                 for role in ("raw", "quarantine")
             }
+            archive_series.append((backlog[-1][0], max(archives.values())))
             if job.poll() is not None:
                 raise RuntimeError(f"streaming job exited with {job.returncode}")
         report = json.loads(producer.stdout.read().strip().splitlines()[-1])
@@ -248,8 +258,7 @@ def run_rate(base_settings, stack, rate: int, args) -> dict:
         except subprocess.TimeoutExpired:
             os.killpg(job.pid, signal.SIGKILL)
     b = np.array(backlog, dtype=float)
-    half = b[b[:, 0] >= b[-1, 0] / 2]
-    slope = float(np.polyfit(half[:, 0], half[:, 1], 1)[0]) if len(half) > 2 else float("nan")
+    slope = _slope(backlog)
     final_backlog = float(np.mean(b[-5:, 1]))
     f = np.array(fresh.samples)
     # the second half: steady state, after the start-up backlog (JIT, first batches)
@@ -279,6 +288,7 @@ def run_rate(base_settings, stack, rate: int, args) -> dict:
         ),
         # raw and quarantine run in the lower-priority pool: how far behind they ended
         "archive_backlog_at_end": archives,
+        "archive_backlog_slope_per_s": round(_slope(archive_series), 1),
         "processes": resources,
     }
     result["producer_held_rate"] = report["rate"] >= 0.95 * rate
@@ -334,7 +344,8 @@ def main() -> None:
                 f"/s, final {r['backlog_final']}, freshness p50 {r['freshness_p50_s']} s "
                 f"p95 {r['freshness_p95_s']} s over {r['windows_timed']} windows (second half "
                 f"p50 {r['second_half_freshness_p50_s']} s, p95 {r['second_half_freshness_p95_s']}"
-                f" s); raw/quarantine behind at the end {r['archive_backlog_at_end']}: "
+                f" s); raw/quarantine behind at the end {r['archive_backlog_at_end']} (slope "
+                f"{r['archive_backlog_slope_per_s']}/s): "
                 f"{'sustained' if r['sustained'] else 'NOT sustained'}",
                 flush=True,
             )
