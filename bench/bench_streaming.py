@@ -81,7 +81,7 @@ class Freshness:
         self.fs, self.log_dir, self.delay_ms = fs, f"{sink}/_spark_metadata", delay_ms
         self.seen: set[str] = set()
         self.samples: list[float] = []
-        self.at: list[float] = []  # wall time each sample was taken
+        self.at: list[float] = []  # time.monotonic() when each sample was taken
 
     def poll(self) -> None:
         try:
@@ -100,7 +100,7 @@ class Freshness:
                 for end in ends.column(0).to_pylist():
                     closed_at = end.timestamp() + self.delay_ms / 1000
                     self.samples.append(now - closed_at)
-                    self.at.append(now)
+                    self.at.append(time.monotonic())
 
 
 class Usage:
@@ -148,6 +148,11 @@ class Usage:
             }
             for n in self.procs
         }
+
+
+def _pct(values, q: float) -> float | None:
+    """The q-th percentile, rounded; None when nothing was timed."""
+    return round(float(np.percentile(values, q)), 2) if len(values) else None
 
 
 def _slope(series: list[tuple[float, int]]) -> float:
@@ -262,8 +267,7 @@ def run_rate(base_settings, stack, rate: int, args) -> dict:
     final_backlog = float(np.mean(b[-5:, 1]))
     f = np.array(fresh.samples)
     # the second half: steady state, after the start-up backlog (JIT, first batches)
-    half_at = time.time() - (time.monotonic() - t0) + b[-1, 0] / 2
-    f2 = f[np.array(fresh.at) >= half_at] if len(f) else f
+    f2 = f[np.array(fresh.at) - t0 >= b[-1, 0] / 2] if len(f) else f
     result = {
         "target_rate": rate,
         "producer_rate": report["rate"],
@@ -272,20 +276,14 @@ def run_rate(base_settings, stack, rate: int, args) -> dict:
         "backlog_final": round(final_backlog),
         "backlog_max": int(b[:, 1].max()),
         "windows_timed": len(f),
-        "freshness_p50_s": round(float(np.percentile(f, 50)), 2) if len(f) else None,
-        "freshness_p95_s": round(float(np.percentile(f, 95)), 2) if len(f) else None,
+        "freshness_p50_s": _pct(f, 50),
+        "freshness_p95_s": _pct(f, 95),
         "live_warmup_s": args.live_warmup,
         "warmup_windows_timed": len(startup),
-        "warmup_freshness_p95_s": (
-            round(float(np.percentile(startup, 95)), 2) if startup else None
-        ),
+        "warmup_freshness_p95_s": _pct(startup, 95),
         "second_half_windows_timed": len(f2),
-        "second_half_freshness_p50_s": (
-            round(float(np.percentile(f2, 50)), 2) if len(f2) else None
-        ),
-        "second_half_freshness_p95_s": (
-            round(float(np.percentile(f2, 95)), 2) if len(f2) else None
-        ),
+        "second_half_freshness_p50_s": _pct(f2, 50),
+        "second_half_freshness_p95_s": _pct(f2, 95),
         # raw and quarantine run in the lower-priority pool: how far behind they ended
         "archive_backlog_at_end": archives,
         "archive_backlog_slope_per_s": round(_slope(archive_series), 1),
