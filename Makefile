@@ -19,7 +19,9 @@ $(STAMP): requirements.txt pyproject.toml
 	@echo "setup: creating $(VENV) and installing the pinned requirements (cached after the first time) ..."
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -m pip install -q --disable-pip-version-check uv==$(UV_VERSION)
-	@$(BIN)/uv pip install --python $(BIN)/python -q -r requirements.txt -e .
+	@# --compile-bytecode: Python never writes .pyc where PYTHONDONTWRITEBYTECODE is set,
+	@# so every process would compile pandas, pyspark, botocore... again (6 s per start)
+	@$(BIN)/uv pip install --python $(BIN)/python -q --compile-bytecode -r requirements.txt -e .
 	@$(BIN)/python -m ipykernel install --sys-prefix --name stockpipe --display-name "Python (stockpipe)" >/dev/null
 	@touch $(STAMP)
 	@echo "setup: Python environment ready"
