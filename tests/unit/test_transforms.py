@@ -253,6 +253,57 @@ def test_timestamps_do_not_depend_on_the_session_time_zone(spark):
     assert got == [micros("2024-01-02T14:30:00Z"), micros("2024-07-01T23:59:59.5Z")]
 
 
+#: Timestamp texts at the edges of ISO_TS and of TS_FORMAT.
+TS_EDGES = [
+    "2024-01-02T14:30:00Z",
+    "2024-01-02T14:30:00.000Z",
+    "2024-01-02T14:30:00.5Z",
+    "2024-01-02T14:30:00.1234567Z",
+    "2024-01-02T14:30:00.123456789+05:30",
+    "2024-01-02T14:30:00-00:00",
+    "2024-01-02T14:30:00+18:00",
+    "2024-01-02T14:30:00+18:01",
+    "2024-01-02T14:30:00+14:60",
+    "2024-02-29T00:00:00Z",
+    "2023-02-29T00:00:00Z",
+    "2024-13-01T00:00:00Z",
+    "2024-01-32T00:00:00Z",
+    "2024-01-02T24:00:00Z",
+    "2024-01-02T23:59:60Z",
+    "2024-01-02T23:60:00Z",
+    "0001-01-01T00:00:00Z",
+    "9999-12-31T23:59:59.999999Z",
+    "2024-01-02T14:30:00Z\n",
+    " 2024-01-02T14:30:00Z",
+    "2024-01-02T14:30:00",
+    "2024-01-02T14:30Z",
+    "2024-01-02 14:30:00Z",
+    "2024-01-02T14:30:00.Z",
+    "2024-01-02T14:30:00.1234567890Z",
+    "2024-01-02T14:30:00+0530",
+    "2024-01-02T14:30:00 UTC",
+    "20240-01-02T14:30:00Z",
+    "2024-1-2T14:30:00Z",
+    "",
+    None,
+]
+
+
+def test_the_fast_timestamp_read_agrees_with_the_format(spark):
+    df = spark.createDataFrame([(t,) for t in TS_EDGES], "t string")
+    got = df.select(
+        "t",
+        F.unix_micros(T.utc_timestamp(F.col("t"))).alias("fast"),
+        F.unix_micros(F.try_to_timestamp("t", F.lit(T.TS_FORMAT))).alias("format"),
+        F.col("t").rlike(T.ISO_TS).alias("fast_path"),
+    ).collect()
+    assert [(r.t, r.fast) for r in got] == [(r.t, r.format) for r in got]
+    # both paths are exercised, and the cast path reads real instants
+    assert sum(bool(r.fast_path) for r in got) >= 15
+    assert got[1].fast == micros("2024-01-02T14:30:00Z")
+    assert got[4].fast == micros("2024-01-02T09:00:00.123456Z")
+
+
 def test_each_value_is_parsed_once_in_the_plan(spark, capsys):
     raw = T.raw_from_kafka(kafka_frame(spark, [message()]))
     valid, quarantine = T.validate_bars(T.parse_bars(raw), NOW)

@@ -185,6 +185,9 @@ class BarsBatchJob:
         quarantine and the processed merge are cut from that cache.
         """
         t0 = time.perf_counter()
+        # a cache read a few times within seconds: gathering compression
+        # statistics per column cost more than the memory it saves
+        self.spark.conf.set("spark.sql.inMemoryColumnarStorage.compressed", "false")
         flagged = T.slim_flagged(T.flag_bars(T.parse_bars(T.raw_from_kafka(batch)), self.now))
         flagged = flagged.persist()
         try:

@@ -93,6 +93,12 @@ ALL_PRICES: tuple[str, ...] = (*PRICE_COLUMNS, "adj_close")
 #: ISO 8601 with a zone (``Z`` or ``±HH:MM``), 0-9 fraction digits (kept to µs).
 #: A string without a zone is refused: its instant would be a guess.
 TS_FORMAT = "yyyy-MM-dd'T'HH:mm:ss[.SSSSSSSSS]XXX"
+#: The usual text of such a timestamp: read with a cast, which gives the same
+#: instant as TS_FORMAT's parser at a fraction of its cost (3 s per 1.3 M bars).
+ISO_TS = (
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?"
+    r"(Z|[+-][0-9]{2}:[0-9]{2})\z"
+)
 
 _CORRUPT = "_corrupt_record"
 
@@ -123,6 +129,13 @@ def utc_date(ts: Column) -> Column:
     """The UTC calendar date of an instant, whatever the session time zone."""
     days = F.floor(F.unix_seconds(ts) / F.lit(86_400)).cast("int")
     return F.date_from_unix_date(days)
+
+
+def utc_timestamp(text: Column) -> Column:
+    """The instant an ISO 8601 text with a zone names (TS_FORMAT); null if it names none."""
+    return F.when(text.rlike(ISO_TS), text.try_cast("timestamp")).otherwise(
+        F.try_to_timestamp(text, F.lit(TS_FORMAT))
+    )
 
 
 def timestamp_literal(moment: datetime) -> Column:
@@ -222,11 +235,13 @@ def parse_bars(raw: DataFrame) -> DataFrame:
     with_msg = raw.withColumn("_msg", F.from_json("value", schema, options)).withColumn(
         "_wrong", wrong
     )
+    # only a corrupt value is re-read for its keys: under ``&`` the optimizer
+    # hoisted json_object_keys out as a common subexpression, for every row
     is_object = F.json_object_keys("value").isNotNull()
-    unparsable = msg.isNull() | (corrupt & (~is_object | (F.col("_wrong") == "")))
+    unparsable = msg.isNull() | _flag(F.when(corrupt, ~is_object | (F.col("_wrong") == "")))
 
     def ts(name: str) -> Column:
-        return F.try_to_timestamp(F.col(f"_msg.{name}"), F.lit(TS_FORMAT))
+        return utc_timestamp(F.col(f"_msg.{name}"))
 
     fields = [
         F.col("_msg.schema_version").alias("schema_version"),
