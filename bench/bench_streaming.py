@@ -34,6 +34,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -75,20 +76,49 @@ def committed_offsets(fs, ckpt: str) -> int:
 
 
 class Freshness:
-    """Watches the sink's commit log; times each window row as it becomes readable."""
+    """Watches the sink's commit log; times each window row as it becomes readable.
 
-    def __init__(self, fs, sink: str, delay_ms: int) -> None:
+    Polls on its own thread every ``interval`` seconds, so a row is timed within
+    that much of its commit (the once-a-second sampling loop would add up to a
+    second or two to every figure).
+    """
+
+    def __init__(self, fs, sink: str, delay_ms: int, interval: float = 0.25) -> None:
         self.fs, self.log_dir, self.delay_ms = fs, f"{sink}/_spark_metadata", delay_ms
+        self.interval = interval
         self.seen: set[str] = set()
         self.samples: list[float] = []
         self.at: list[float] = []  # time.monotonic() when each sample was taken
+        self.lock = threading.Lock()
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="freshness", daemon=True)
+
+    def start(self) -> None:
+        self.poll()  # rows already committed (warm-up ticks) are not timed
+        self.take()
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.done.set()
+        self.thread.join()
+
+    def take(self) -> tuple[list[float], list[float]]:
+        """The samples so far (and when each was taken); the next ones start afresh."""
+        with self.lock:
+            out = (self.samples, self.at)
+            self.samples, self.at = [], []
+        return out
+
+    def _run(self) -> None:
+        while not self.done.wait(self.interval):
+            self.poll()
 
     def poll(self) -> None:
         try:
-            names = self.fs.ls(self.log_dir, detail=False)
+            names = self.fs.ls(self.log_dir, detail=False, refresh=True)
         except FileNotFoundError:
             return
-        now = time.time()
+        now, mono = time.time(), time.monotonic()
         for name in sorted(set(names) - self.seen):
             self.seen.add(name)
             base = name.rsplit("/", 1)[-1]
@@ -97,10 +127,10 @@ class Freshness:
             for entry in parse_log_file(self.fs.cat(name).decode()):
                 path = entry["path"].split("://", 1)[-1]
                 ends = pq.read_table(path, columns=["window_end"], filesystem=self.fs)
-                for end in ends.column(0).to_pylist():
-                    closed_at = end.timestamp() + self.delay_ms / 1000
-                    self.samples.append(now - closed_at)
-                    self.at.append(time.monotonic())
+                with self.lock:
+                    for end in ends.column(0).to_pylist():
+                        self.samples.append(now - (end.timestamp() + self.delay_ms / 1000))
+                        self.at.append(mono)
 
 
 class Usage:
@@ -214,9 +244,7 @@ def run_rate(base_settings, stack, rate: int, args) -> dict:
     }
     usage = Usage(pids)
     fresh = Freshness(fs, zone(s, "tick_windows"), delay_ms)
-    fresh.poll()  # windows of the warm-up ticks are not timed
-    fresh.samples.clear()
-    fresh.at.clear()
+    fresh.start()
     backlog: list[tuple[float, int]] = []
     archives: dict[str, int] = {}
     archive_series: list[tuple[float, int]] = []
@@ -227,11 +255,8 @@ def run_rate(base_settings, stack, rate: int, args) -> dict:
         while producer.poll() is None:
             time.sleep(1.0)
             usage.sample()
-            fresh.poll()
             if not measuring and time.monotonic() - t0 >= args.live_warmup:
-                startup = list(fresh.samples)
-                fresh.samples.clear()
-                fresh.at.clear()
+                startup, _ = fresh.take()
                 backlog.clear()
                 archive_series.clear()
                 usage = Usage(pids)
@@ -248,12 +273,10 @@ def run_rate(base_settings, stack, rate: int, args) -> dict:
                 raise RuntimeError(f"streaming job exited with {job.returncode}")
         report = json.loads(producer.stdout.read().strip().splitlines()[-1])
         # Drain: give the job two triggers plus the watermark to close what it can.
-        end = time.monotonic() + 2 * trigger_s + delay_ms / 1000 + 10
-        while time.monotonic() < end:
-            time.sleep(1.0)
-            fresh.poll()
+        time.sleep(2 * trigger_s + delay_ms / 1000 + 10)
         resources = usage.summary()
     finally:
+        fresh.stop()
         if producer.poll() is None:
             producer.send_signal(signal.SIGTERM)
             producer.wait(60)
@@ -265,9 +288,10 @@ def run_rate(base_settings, stack, rate: int, args) -> dict:
     b = np.array(backlog, dtype=float)
     slope = _slope(backlog)
     final_backlog = float(np.mean(b[-5:, 1]))
-    f = np.array(fresh.samples)
+    samples, at = fresh.take()
+    f = np.array(samples)
     # the second half: steady state, after the start-up backlog (JIT, first batches)
-    f2 = f[np.array(fresh.at) - t0 >= b[-1, 0] / 2] if len(f) else f
+    f2 = f[np.array(at) - t0 >= b[-1, 0] / 2] if len(f) else f
     result = {
         "target_rate": rate,
         "producer_rate": report["rate"],
