@@ -207,7 +207,7 @@ def run_rate(base_settings, stack, rate: int, args) -> dict:
         [sys.executable, "-m", "stockpipe.spark.streaming", "--mode", "continuous",
          "--name", "bench", "--window", args.window, "--slide", args.slide,
          "--watermark", args.watermark, "--trigger", args.trigger,
-         "--duration", str(args.duration + 120), "--state-partitions", "2",
+         "--duration", str(args.live_warmup + args.duration + 120), "--state-partitions", "2",
          *(["--checkpoint", f"{args.checkpoint}/{tag}"] if args.checkpoint else [])],
         env=_env(s), stdout=job_log, stderr=subprocess.STDOUT if args.job_log else job_log,
         start_new_session=True,
