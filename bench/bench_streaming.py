@@ -207,6 +207,7 @@ def run_rate(base_settings, stack, rate: int, args) -> dict:
         [sys.executable, "-m", "stockpipe.spark.streaming", "--mode", "continuous",
          "--name", "bench", "--window", args.window, "--slide", args.slide,
          "--watermark", args.watermark, "--trigger", args.trigger,
+         *(["--archive-trigger", args.archive_trigger] if args.archive_trigger else []),
          "--duration", str(args.live_warmup + args.duration + 120), "--state-partitions", "2",
          *(["--checkpoint", f"{args.checkpoint}/{tag}"] if args.checkpoint else [])],
         env=_env(s), stdout=job_log, stderr=subprocess.STDOUT if args.job_log else job_log,
@@ -339,6 +340,9 @@ def main() -> None:
     parser.add_argument("--slide", default="15 seconds")
     parser.add_argument("--watermark", default="30 seconds")
     parser.add_argument("--trigger", default="5 seconds")
+    parser.add_argument(
+        "--archive-trigger", default=None, help="raw and quarantine interval (job default)"
+    )
     parser.add_argument(
         "--checkpoint", default=None, help="a local checkpoint root instead of the lake's"
     )

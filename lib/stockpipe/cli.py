@@ -35,6 +35,7 @@ def _fail(exc: Exception) -> None:
 @app.command()
 def setup(verbose: bool = typer.Option(False, "--verbose", "-v")) -> None:
     """Fetch and build the pinned Kafka, Spark connector and MinIO parts (cached)."""
+    from stockpipe.spark.classcache import ensure_archive
     from stockpipe.stack.install import setup_all
 
     settings = load_settings()
@@ -42,6 +43,7 @@ def setup(verbose: bool = typer.Option(False, "--verbose", "-v")) -> None:
         setup_all(settings.cache_dir, quiet_when_ready=not verbose)
     except StockpipeError as exc:
         _fail(exc)
+    ensure_archive()
 
 
 @app.command()

@@ -11,6 +11,7 @@ from pyspark.sql import SparkSession
 
 from stockpipe.config import load_settings
 from stockpipe.errors import SetupError
+from stockpipe.spark.classcache import java_options
 from stockpipe.stack.install import spark_jars
 
 
@@ -27,6 +28,7 @@ def spark() -> Iterator[SparkSession]:
     session = (
         SparkSession.builder.master("local[2]")
         .config("spark.driver.extraClassPath", os.pathsep.join(jars))
+        .config("spark.driver.extraJavaOptions", java_options())  # the class archive
         .appName("stockpipe-unit")
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.sql.shuffle.partitions", "2")

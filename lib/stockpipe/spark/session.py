@@ -14,17 +14,21 @@ from pyspark import SparkContext
 from pyspark.sql import DataFrame, SparkSession
 
 from stockpipe.config import Settings
+from stockpipe.spark.classcache import java_options
 from stockpipe.stack.install import spark_jars
 
 #: The fair-scheduler pools (``stream_windows``, ``stream_archive``).
 SCHEDULER_POOLS = Path(__file__).with_name("fairscheduler.xml")
 
 
-def spark_conf(settings: Settings, *, ship_jars: bool | None = None) -> dict[str, str]:
+def spark_conf(
+    settings: Settings, *, ship_jars: bool | None = None, class_archive: bool = True
+) -> dict[str, str]:
     """Every Spark setting stockpipe needs, as plain strings.
 
     ``ship_jars`` (default: the setting) passes the connector jars as
-    ``spark.jars`` instead of a class path fixed at JVM launch.
+    ``spark.jars`` instead of a class path fixed at JVM launch. ``class_archive``
+    lets the driver JVM map this environment's class archive, if made (classcache).
     """
     jars = [str(p) for p in spark_jars(settings.cache_dir)]
     # Large generated methods (wide validation stages) are otherwise left to the
@@ -39,7 +43,9 @@ def spark_conf(settings: Settings, *, ship_jars: bool | None = None) -> dict[str
     s3 = "spark.hadoop.fs.s3a."
     return {
         **classpath,
-        "spark.driver.extraJavaOptions": jvm,
+        "spark.driver.extraJavaOptions": " ".join(
+            [jvm, java_options()] if class_archive else [jvm]
+        ).strip(),
         "spark.executor.extraJavaOptions": jvm,
         "spark.driver.memory": settings.spark_driver_memory,
         "spark.executor.memory": settings.spark_executor_memory,
