@@ -185,11 +185,18 @@ def train(settings: Settings, workdir: Path, dump: Path) -> None:
     )
     query.awaitTermination()
 
-    # connectors: load their classes (no request is made)
+    try:
+        _load_connectors(spark)
+    except Exception as exc:  # what was loaded so far still goes into the archive
+        print(f"connector classes not all loaded: {exc}", file=sys.stderr)
+    spark.stop()
+
+
+def _load_connectors(spark) -> None:
+    """Load the S3A and Kafka source classes; no request is made."""
     jvm = spark.sparkContext._jvm
-    assert jvm is not None
     s3 = jvm.org.apache.hadoop.fs.Path("s3a://stockpipe-class-archive/")
-    s3.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())  # type: ignore[union-attr]
+    s3.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
     kafka_source = (
         spark.read.format("kafka")
         .option("kafka.bootstrap.servers", "127.0.0.1:9")
@@ -197,7 +204,6 @@ def train(settings: Settings, workdir: Path, dump: Path) -> None:
         .load()
     )
     assert "value" in kafka_source.columns
-    spark.stop()
 
 
 def main() -> int:
