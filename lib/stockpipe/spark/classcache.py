@@ -14,13 +14,12 @@ when they differ, so a stale archive costs nothing but the speed-up.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 from stockpipe.config import Settings
@@ -77,26 +76,6 @@ def ensure_archive(*, timeout: float = 600) -> Path | None:
     return path
 
 
-def _bar(symbol: str, day: datetime, price: float) -> bytes:
-    return json.dumps(
-        {
-            "schema_version": 1,
-            "symbol": symbol,
-            "interval": "1d",
-            "ts": day.strftime("%Y-%m-%dT%H:%M:%S.000Z"),
-            "open": price,
-            "high": price * 1.01,
-            "low": price * 0.99,
-            "close": price,
-            "adj_close": price,
-            "volume": 1000,
-            "source": "synthetic",
-            "ingested_at": "2024-06-01T00:00:00.000Z",
-            "batch_id": "cds",
-        }
-    ).encode()
-
-
 def train(settings: Settings, workdir: Path, dump: Path) -> None:
     """Run, on tiny local data, the code paths of the batch and streaming jobs.
 
@@ -104,9 +83,12 @@ def train(settings: Settings, workdir: Path, dump: Path) -> None:
     """
     from pyspark.sql import functions as F
 
+    from stockpipe.schemas import bar_messages
+    from stockpipe.sources.synthetic import synthetic_bars
     from stockpipe.spark import streaming as S
     from stockpipe.spark import transforms as T
     from stockpipe.spark.session import get_spark, spark_conf
+    from stockpipe.ticks import TickGenerator, TickSpec
 
     options = spark_conf(settings, class_archive=False)["spark.driver.extraJavaOptions"]
     spark = get_spark(
@@ -115,17 +97,14 @@ def train(settings: Settings, workdir: Path, dump: Path) -> None:
         **{"spark.driver.extraJavaOptions": f"{options} -XX:ArchiveClassesAtExit={dump}"},
     )
     now = datetime(2024, 6, 1, tzinfo=UTC)
-    kafka_ts = datetime(2024, 6, 1, tzinfo=UTC)
-    values = [
-        _bar(f"S{s}", datetime(2024, 1, 1, tzinfo=UTC) + timedelta(days=d), 10.0 + d)
-        for s in range(3)
-        for d in range(60)
-    ] + [b"not json", b'{"symbol": 1}']
-    rows = [(b"k", v, "stock.bars", 0, i, kafka_ts, 0) for i, v in enumerate(values)]
+    # the library's own messages: the jobs' usual paths, not only the error ones
+    bars = synthetic_bars(3, "2024-01-01", "2024-03-31", "1d", seed=1, batch_id="cds")
+    messages = [*bar_messages(bars), (b"k", b"not json"), (b"k", b'{"symbol": 1}')]
+    rows = [(k, v, "stock.bars", 0, i, now, 0) for i, (k, v) in enumerate(messages)]
     kafka = spark.createDataFrame(
         rows,
         "key binary, value binary, topic string, partition int, offset long, "
-        "timestamp timestamp, timestampType int",
+        "timestamp timestamp, timestamp_type int",
     )
     flagged = T.slim_flagged(T.flag_bars(T.parse_bars(T.raw_from_kafka(kafka)), now)).persist()
     valid, quarantine = T.split_flagged(flagged, now)
@@ -143,23 +122,10 @@ def train(settings: Settings, workdir: Path, dump: Path) -> None:
     # the streaming job's plan: ticks from files shaped like Kafka records
     ticks = workdir / "ticks"
     ticks.mkdir()
-    base = int(now.timestamp() * 1000)
-    (ticks / "0.txt").write_text(
-        "\n".join(
-            json.dumps(
-                {
-                    "schema_version": 1,
-                    "symbol": "AAPL",
-                    "ts": base + 997 * i,
-                    "price": 100 + i / 10,
-                    "size": 10,
-                    "seq": i,
-                    "producer_id": "cds",
-                }
-            )
-            for i in range(300)
-        )
-    )
+    start_ms = int(now.timestamp() * 1000)
+    spec = TickSpec(symbols=("AAPL", "MSFT"), rate=100, seed=1, start_ms=start_ms)
+    batch = TickGenerator(spec).take(400)
+    (ticks / "0.txt").write_bytes(b"\n".join(v for _k, v in batch.messages()))
     records = spark.readStream.text(str(ticks)).select(
         F.lit(b"AAPL").alias("key"),
         F.col("value").cast("binary").alias("value"),
@@ -169,7 +135,7 @@ def train(settings: Settings, workdir: Path, dump: Path) -> None:
         F.lit(now).alias("timestamp"),
     )
     windows = S.window_aggregates(
-        S.valid_ticks(S.validate_ticks(S.parse_ticks(S.needs_checking(records)))),
+        S.valid_ticks(S.validate_ticks(S.parse_ticks(records))),
         window="1 minute",
         slide="15 seconds",
         watermark="30 seconds",
@@ -184,6 +150,11 @@ def train(settings: Settings, workdir: Path, dump: Path) -> None:
         .start()
     )
     query.awaitTermination()
+    S.needs_checking(
+        spark.read.text(str(ticks)).select(
+            F.col("value").cast("binary").alias("value"), F.lit(now).alias("timestamp")
+        )
+    ).count()
 
     try:
         _load_connectors(spark)
