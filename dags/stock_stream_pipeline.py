@@ -83,6 +83,7 @@ with DAG(
         parameters={
             **WINDOWING,
             "run_mode": "continuous",
+            "archive_trigger": "{{ params.archive_trigger }}",
             # Spark needs a while to start: the job outlives the producer by a minute
             "duration_s": "{{ params.duration_s + 60 }}",
         },

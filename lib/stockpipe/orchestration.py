@@ -314,4 +314,9 @@ def stream_params(settings: Settings, *, live: bool) -> dict[str, Param]:
         "duration_s": Param(300, type="integer", minimum=10, description="how long ticks flow"),
         "seed": Param(42, type="integer"),
         **params,
+        "archive_trigger": Param(
+            "15 seconds",
+            type="string",
+            description="micro-batch interval of the raw and quarantine queries",
+        ),
     }

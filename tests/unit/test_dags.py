@@ -108,6 +108,34 @@ def test_every_notebook_task_is_papermill_writing_to_the_lake(dagbag):
         assert task.kernel_name == "stockpipe"
 
 
+def notebook_parameters(path) -> set[str]:
+    """Names assigned in a notebook's cell tagged ``parameters``."""
+    import ast
+
+    import nbformat
+
+    nb = nbformat.read(str(path), as_version=4)
+    (cell,) = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    return {t.id for node in ast.parse(cell.source).body for t in node.targets}
+
+
+def test_every_parameter_a_dag_passes_is_one_its_notebook_declares(dagbag):
+    checked = 0
+    for dag in dagbag.dags.values():
+        for task in dag.tasks:
+            if not getattr(task, "notebook", None):
+                continue
+            declared = notebook_parameters(task.input_nb)
+            assert set(task.parameters or {}) <= declared, (dag.dag_id, task.task_id)
+            checked += 1
+    assert checked == 7
+    live = dagbag.dags["stock_stream_live"]
+    assert live.get_task("spark_streaming").parameters["archive_trigger"] == (
+        "{{ params.archive_trigger }}"
+    )
+    assert live.params["archive_trigger"] == "15 seconds"
+
+
 def test_processed_data_are_assets_that_schedule_the_charts(dagbag):
     batch = dagbag.dags["stock_batch_pipeline"]
     outlets = [a.uri for a in batch.get_task("spark_batch").outlets]
