@@ -14,7 +14,8 @@ from stockpipe.kafka import ConfirmedProducer, ensure_topics, read_all
 from stockpipe.lake import ensure_bucket
 from stockpipe.reader import LastRead, bar_files, read_bars, read_quarantine, read_raw_bars
 from stockpipe.sources import fetch_many, get_source
-from stockpipe.spark.batch import pending_records, run_batch_job
+from stockpipe.spark.batch import BarsBatchJob, pending_records, run_batch_job
+from stockpipe.table import Table
 
 pytestmark = pytest.mark.integration
 
@@ -176,6 +177,49 @@ def test_samples_through_the_job_incremental_idempotent_and_quarantined(lake, sp
     # nothing lost: every Kafka record is in raw, and in processed or quarantine
     total_sent = r1.sent + r2.sent + r3.sent + 1 + len(bad)
     assert len(read_raw_bars(lake)) == total_sent
+
+
+def test_a_run_that_fails_midway_and_runs_again_loses_and_doubles_nothing(lake, spark, monkeypatch):
+    window = dict(start="2014-01-01", end="2014-06-30")
+    r = ingest(lake, "samples", "MSFT,GOOG", progress=False, **window)
+    sent = fetch_many(get_source("samples"), "MSFT,GOOG", batch_id="z", progress=False, **window)
+
+    # 1. The processed zone fails to publish; the raw zone (written beside it) is done.
+    commit = Table.commit
+
+    def failing_commit(self, *args, **kwargs):
+        if self.zone_name == "processed_bars":
+            raise RuntimeError("processed publish failed")
+        return commit(self, *args, **kwargs)
+
+    with monkeypatch.context() as m:
+        m.setattr(Table, "commit", failing_commit)
+        with pytest.raises(Exception, match="processed publish failed"):
+            run_batch_job(lake, spark=spark)
+    assert len(read_raw_bars(lake)) == r.sent
+    assert Table(lake, "processed_bars").manifest().rows == 0
+    assert pending_records(lake) == r.sent  # Spark's checkpoint did not record the batch
+
+    # 2. The replay publishes, then the job dies before Spark records the batch.
+    process_batch = BarsBatchJob.process_batch
+
+    def dies_after_publishing(self, batch, batch_id):
+        process_batch(self, batch, batch_id)
+        raise RuntimeError("killed after publishing")
+
+    with monkeypatch.context() as m:
+        m.setattr(BarsBatchJob, "process_batch", dies_after_publishing)
+        with pytest.raises(Exception, match="killed after publishing"):
+            run_batch_job(lake, spark=spark)
+    assert pending_records(lake) == r.sent
+    assert len(read_raw_bars(lake)) == r.sent  # the replay rewrote its own raw files
+
+    # 3. Run again: the batch is recognized as applied; nothing is doubled or lost.
+    job = run_batch_job(lake, spark=spark)
+    assert job.batches_skipped == 1 and job.records_read == 0
+    assert pending_records(lake) == 0
+    assert len(read_raw_bars(lake)) == r.sent
+    assert_same_bars(read_bars(lake, None), expected_processed(sent.bars))
 
 
 def test_reader_prunes_partitions(lake, spark):

@@ -25,7 +25,8 @@ import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -209,14 +210,17 @@ class BarsBatchJob:
                 n,
                 time.perf_counter() - t0,
             )
-            with _step("raw zone written"):
-                # from Kafka again: caching every value costs more than re-reading
-                self._write_raw(T.raw_from_kafka(batch), key)
-            valid, quarantine = T.split_flagged(flagged, self.now)
-            with _step("quarantine written"):
-                self._write_quarantine(quarantine, key)
-            with _step("processed zone merged and published"):
-                self._merge_processed(valid, base, key)
+            # The raw zone (from Kafka again: caching every value costs more than
+            # re-reading) is written beside the merge, in a second Spark job: each
+            # leaves a core idle at times (a last task running alone), the other fills it.
+            with ThreadPoolExecutor(1, thread_name_prefix="raw-zone") as pool:
+                raw_written = pool.submit(self._timed_raw, T.raw_from_kafka(batch), key)
+                valid, quarantine = T.split_flagged(flagged, self.now)
+                with _step("quarantine written"):
+                    self._write_quarantine(quarantine, key)
+                with _step("processed zone merged and published"):
+                    # marks the batch applied: only once the raw zone has it
+                    self._merge_processed(valid, base, key, before_commit=raw_written.result)
             self.report.batches += 1
             log.info("micro-batch %s: %d records in %.1f s", batch_id, n, time.perf_counter() - t0)
         finally:
@@ -247,6 +251,10 @@ class BarsBatchJob:
             e["rows"] += rows
         return entries
 
+    def _timed_raw(self, raw: DataFrame, key: str) -> None:
+        with _step("raw zone written"):
+            self._write_raw(raw, key)
+
     def _write_raw(self, raw: DataFrame, key: str) -> None:
         # values are unique strings: a dictionary is built, then abandoned (slow)
         entries = self._write_partitioned_batch(
@@ -270,7 +278,9 @@ class BarsBatchJob:
         finally:
             q.unpersist()
 
-    def _merge_processed(self, valid: DataFrame, base: Manifest, key: str) -> None:
+    def _merge_processed(
+        self, valid: DataFrame, base: Manifest, key: str, before_commit: Callable[[], object]
+    ) -> None:
         touched = valid.groupBy("interval").agg(
             F.min(F.year(T.utc_date(F.col("ts")))).alias("y"), F.count("*").alias("n")
         )
@@ -278,6 +288,7 @@ class BarsBatchJob:
         first_year = {i: y for i, (y, _) in per_interval.items()}
         applied = [*(base.extra or {}).get("applied_batches", []), key][-1000:]
         if not first_year:
+            before_commit()
             self.processed.commit(base, {}, extra={"applied_batches": applied})
             return
         n_valid = sum(n for _, n in per_interval.values())
@@ -320,6 +331,7 @@ class BarsBatchJob:
         ).parquet(target)
         # rows per partition from the footers: no second pass over the data
         entries = self.processed.written_partitions(target, depth=len(T.PARTITION_COLUMNS))
+        before_commit()
         new = self.processed.commit(base, entries, extra={"applied_batches": applied})
         # the table held unique keys before; whatever it gained less than n_valid
         # were duplicates (re-sent bars, or corrections that replaced a row)
