@@ -6,6 +6,8 @@ Each run fetches its own data interval (``@daily``: the previous day, UTC) unles
 the ``start``/``end``/``full_history`` params say otherwise. Executed notebooks go
 to ``s3://<bucket>/notebooks/stock_batch_pipeline/<run_id>/``. Settings (schedule,
 source, symbols) come from ``STOCKPIPE_BATCH_*``; credentials from the environment.
+A day without bars (weekend, market holiday) skips the run's tasks instead of
+failing them.
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ with DAG(
             "end": "{{ window_end(params, data_interval_end) }}",
             "interval": "{{ params.interval }}",
             "path": "{{ params.path }}",
+            # a scheduled day without bars (weekend, holiday) skips the run's tasks
+            "allow_empty": True,
         },
     )
     wait = orch.NewRecordsSensor(task_id="wait_for_new_records", retries=0)

@@ -52,6 +52,14 @@ class SourceError(StockpipeError):
         super().__init__(f"{source}: {symbol}: {reason}")
 
 
+class EmptyWindowError(SourceError):
+    """The source has no bars for a symbol in the asked window (a weekend, a holiday)."""
+
+
+class NothingNewError(StockpipeError):
+    """A run found nothing to do: not a failure (Airflow skips the rest of the run)."""
+
+
 class RateLimitError(SourceError):
     """The API kept rate limiting after every retry."""
 

@@ -75,6 +75,8 @@ class IngestReport:
     delivery: DeliveryReport
     seconds: float
     failures: dict[str, str] = field(default_factory=dict)
+    #: nothing fetched only because the window holds no bars (a weekend, a holiday)
+    window_empty: bool = False
 
     @property
     def fetched(self) -> int:
@@ -152,6 +154,7 @@ def ingest(
         fetch_summary=result.summary(),
         delivery=delivery,
         seconds=time.perf_counter() - t0,
+        window_empty=result.window_empty,
     )
     log.info("%s", report)
     return report

@@ -24,7 +24,7 @@ from typing import Any
 
 from airflow.providers.papermill.operators.papermill import PapermillOperator
 from airflow.sdk import Asset, BaseSensorOperator, CronDataIntervalTimetable, Param, task
-from airflow.sdk.exceptions import AirflowFailException, AirflowSensorTimeout
+from airflow.sdk.exceptions import AirflowFailException, AirflowSensorTimeout, AirflowSkipException
 
 from stockpipe.config import PROJECT_ROOT, Settings, get_settings
 from stockpipe.errors import StackError
@@ -71,6 +71,8 @@ PERMANENT_ERRORS = frozenset(
         "TypeError",
     }
 )
+#: Exception names that mean "nothing to do": the task and what follows are skipped.
+NOTHING_TO_DO = frozenset({"NothingNewError"})
 
 
 # The notebook task -------------------------------------------------------------------------
@@ -109,6 +111,10 @@ class NotebookOperator(PapermillOperator):
         try:
             super().execute(context)
         except PapermillExecutionError as exc:
+            if exc.ename in NOTHING_TO_DO:
+                raise AirflowSkipException(
+                    f"{self.notebook}: {exc.evalue} (executed notebook: {url})"
+                ) from None
             if exc.ename in PERMANENT_ERRORS:
                 raise AirflowFailException(
                     f"{self.notebook} failed with an error a retry cannot fix "

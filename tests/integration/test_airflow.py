@@ -187,6 +187,25 @@ def test_failing_notebook_fails_its_task_with_the_cells_error_in_the_log(af_sett
     assert errors and errors[0]["ename"] == "UnknownNameError"
 
 
+def test_a_day_without_bars_skips_the_run_instead_of_failing_it(af_settings, log_dir, report_dir):
+    # 2017-11-11 and 12 are a Saturday and a Sunday: the source has no daily bars
+    conf = {"symbols": SYMBOL, "start": "2017-11-11", "end": "2017-11-13"}
+    run = run_dag(
+        af_settings, "stock_batch_pipeline", {**conf, "report_dir": str(report_dir)}, log_dir
+    )
+    states = {t.task_id: t.state for t in run.tasks}
+    assert run.state == "success", states
+    assert states["check_stack"] == "success"
+    assert states["batch_producer"] == "skipped"
+    assert {states[t] for t in ("wait_for_new_records", "spark_batch", "charts")} == {"skipped"}
+    producer = next(t for t in run.tasks if t.task_id == "batch_producer")
+    assert producer.tries == 1
+    assert "the market was closed (a weekend or a holiday)" in run.log_file.read_text()
+    nb = executed_notebooks(af_settings, run)["batch_producer"]
+    errors = [o for c in nb["cells"] for o in c.get("outputs", []) if o["output_type"] == "error"]
+    assert [e["ename"] for e in errors] == ["NothingNewError"]
+
+
 def test_no_executed_notebook_in_minio_contains_a_secret(
     af_settings, batch_run, stream_run, failed_run
 ):

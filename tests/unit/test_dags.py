@@ -243,3 +243,28 @@ def test_sensor_passes_on_new_records_and_times_out_saying_what_is_missing(monke
     pending["n"] = 0
     with pytest.raises(AirflowSensorTimeout, match=r"no new records on stock\.bars beyond what"):
         sensor.execute({})
+
+
+def test_a_notebook_with_nothing_to_do_skips_its_task_and_a_failure_fails(dagbag, monkeypatch):
+    from airflow.providers.papermill.operators.papermill import PapermillOperator
+    from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+    from papermill.exceptions import PapermillExecutionError
+
+    task = dagbag.dags["stock_batch_pipeline"].get_task("batch_producer")
+    assert task.parameters["allow_empty"] is True  # scheduled days may hold no bars
+
+    def fails_with(ename: str, evalue: str):
+        def execute(self, context):
+            raise PapermillExecutionError(7, 7, "raise ...", ename, evalue, [])
+
+        monkeypatch.setattr(PapermillOperator, "execute", execute)
+
+    fails_with("NothingNewError", "no 1d bars for MSFT in [2017-11-11, 2017-11-13)")
+    with pytest.raises(AirflowSkipException, match=r"batch_producer: no 1d bars for MSFT"):
+        task.execute({})
+    fails_with("UnknownNameError", "unknown source 'nosuch'")
+    with pytest.raises(AirflowFailException, match="a retry cannot fix"):
+        task.execute({})
+    fails_with("RuntimeError", "no bars were fetched: samples: MSFT: boom")
+    with pytest.raises(PapermillExecutionError):
+        task.execute({})

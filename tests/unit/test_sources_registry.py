@@ -119,3 +119,18 @@ def test_no_symbols_for_an_api_source_is_an_error():
 def test_start_after_end_is_refused():
     with pytest.raises(ValueError, match="not before end"):
         _Flaky(OFFLINE).fetch("OK", start="2024-02-01", end="2024-01-01", batch_id="b")
+
+
+def test_a_window_without_bars_is_told_apart_from_a_failure():
+    # _Flaky's bars are on 2024-01-02 and 03; a weekend a year later holds none
+    weekend = dict(start="2025-01-04", end="2025-01-06", batch_id="b", progress=False)
+    empty = fetch_many(_Flaky(OFFLINE), "OK1, OK2", **weekend)
+    assert empty.bars.empty and empty.window_empty
+    assert all(r.empty_window and "no 1d bars in" in r.error for r in empty.results)
+    # the same window with one real failure: not just an empty window
+    mixed = fetch_many(_Flaky(OFFLINE), "OK1, BAD", **weekend)
+    assert not mixed.window_empty
+    assert [r.empty_window for r in mixed.results] == [True, False]
+    # bars in the window: nothing empty
+    full = fetch_many(_Flaky(OFFLINE), "OK1", start="2024-01-01", batch_id="b", progress=False)
+    assert not full.window_empty and full.results[0].ok

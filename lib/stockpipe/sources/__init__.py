@@ -18,7 +18,7 @@ import pandas as pd
 from tqdm import tqdm  # plain text bar: works in papermill runs without ipywidgets
 
 from stockpipe.config import Settings
-from stockpipe.errors import SetupError, SourceError, UnknownNameError
+from stockpipe.errors import EmptyWindowError, SetupError, SourceError, UnknownNameError
 from stockpipe.schemas import empty_bars
 from stockpipe.sources.base import Bound, Source, check_interval, now_utc
 
@@ -98,6 +98,8 @@ class SymbolResult:
     first_ts: pd.Timestamp | None
     last_ts: pd.Timestamp | None
     error: str | None = None
+    #: the failure is only that the asked window holds no bars
+    empty_window: bool = False
 
     @property
     def ok(self) -> bool:
@@ -114,6 +116,11 @@ class FetchResult:
     @property
     def failed(self) -> list[SymbolResult]:
         return [r for r in self.results if not r.ok]
+
+    @property
+    def window_empty(self) -> bool:
+        """No bars because the window holds none for any symbol (no other failure)."""
+        return bool(self.results) and all(r.empty_window for r in self.results)
 
     def summary(self) -> pd.DataFrame:
         """One row per symbol: ``symbol, bars, first, last, error``."""
@@ -174,7 +181,8 @@ def fetch_many(
                 **kw,
             )
         except SourceError as exc:
-            results.append(SymbolResult(symbol, 0, None, None, str(exc)))
+            empty = isinstance(exc, EmptyWindowError)
+            results.append(SymbolResult(symbol, 0, None, None, str(exc), empty_window=empty))
             continue
         frames.append(bars)
         results.append(SymbolResult(symbol, len(bars), bars["ts"].min(), bars["ts"].max()))

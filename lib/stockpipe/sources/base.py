@@ -27,7 +27,7 @@ import pandas as pd
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from stockpipe.config import Settings, get_settings
-from stockpipe.errors import RateLimitError, SourceError, UnknownNameError
+from stockpipe.errors import EmptyWindowError, RateLimitError, SourceError, UnknownNameError
 from stockpipe.schemas import INTERVALS, conform_bars
 
 #: Columns a source's :meth:`Source.raw_bars` returns.
@@ -191,7 +191,7 @@ class Source(ABC):
             keep &= bars["ts"] < hi
         bars = bars.loc[keep]
         if bars.empty:
-            raise SourceError(
+            raise EmptyWindowError(
                 self.name, symbol, f"no {interval} bars in {describe_range(lo, hi)}{_had(raw)}"
             )
         bars = bars.sort_values("ts", kind="stable")
