@@ -108,24 +108,15 @@ def test_every_notebook_task_is_papermill_writing_to_the_lake(dagbag):
         assert task.kernel_name == "stockpipe"
 
 
-def notebook_parameters(path) -> set[str]:
-    """Names assigned in a notebook's cell tagged ``parameters``."""
-    import ast
-
-    import nbformat
-
-    nb = nbformat.read(str(path), as_version=4)
-    (cell,) = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
-    return {t.id for node in ast.parse(cell.source).body for t in node.targets}
-
-
 def test_every_parameter_a_dag_passes_is_one_its_notebook_declares(dagbag):
+    from papermill import inspect_notebook
+
     checked = 0
     for dag in dagbag.dags.values():
         for task in dag.tasks:
             if not getattr(task, "notebook", None):
                 continue
-            declared = notebook_parameters(task.input_nb)
+            declared = set(inspect_notebook(str(task.input_nb)))
             assert set(task.parameters or {}) <= declared, (dag.dag_id, task.task_id)
             checked += 1
     assert checked == 7
