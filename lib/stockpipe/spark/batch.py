@@ -138,16 +138,42 @@ def pending_records(settings: Settings, topic: str | None = None) -> int:
 # The job ---------------------------------------------------------------------------------
 
 
-def _batch_key(raw: DataFrame) -> str:
-    """A name for a micro-batch that is the same when Spark replays it (its offsets)."""
-    ranges = (
-        raw.groupBy("topic", "partition")
-        .agg(F.min("offset").alias("lo"), F.max("offset").alias("hi"))
-        .orderBy("topic", "partition")
-        .collect()
-    )
-    text = ";".join(f"{r.topic}:{r.partition}:{r.lo}-{r.hi}" for r in ranges)
-    return hashlib.sha1(text.encode()).hexdigest()[:16]
+@dataclass
+class BatchCensus:
+    """One micro-batch in figures (from ``transforms.census``), gathered in one Spark job."""
+
+    records: int
+    #: a name for the batch that is the same when Spark replays it (its offsets)
+    key: str
+    quarantined: Counter
+    #: valid rows per interval: (UTC year of the earliest bar, rows)
+    valid: dict[str, tuple[int, int]]
+
+    @classmethod
+    def of(cls, rows: list) -> BatchCensus:
+        ranges: dict[tuple[str, int], tuple[int, int]] = {}
+        quarantined: Counter = Counter()
+        valid: dict[str, tuple[int, int]] = {}
+        for r in rows:
+            lo, hi = ranges.get((r.topic, r.partition), (r.lo, r.hi))
+            ranges[(r.topic, r.partition)] = (min(lo, r.lo), max(hi, r.hi))
+            if r.reason:
+                for reason in r.reason.split("; "):
+                    quarantined[reason] += r.rows
+            else:
+                year, n = valid.get(r.interval, (r.first_year, 0))
+                valid[r.interval] = (min(year, r.first_year), n + r.rows)
+        text = ";".join(f"{t}:{p}:{lo}-{hi}" for (t, p), (lo, hi) in sorted(ranges.items()))
+        return cls(
+            records=sum(r.rows for r in rows),
+            key=hashlib.sha1(text.encode()).hexdigest()[:16],
+            quarantined=quarantined,
+            valid=valid,
+        )
+
+    @property
+    def quarantined_rows(self) -> int:
+        return self.records - sum(n for _, n in self.valid.values())
 
 
 @contextmanager
@@ -192,37 +218,45 @@ class BarsBatchJob:
         flagged = T.slim_flagged(T.flag_bars(T.parse_bars(T.raw_from_kafka(batch)), self.now))
         flagged = flagged.persist()
         try:
-            n = flagged.count()
-            if n == 0:
+            # fills the cache, and tells all the job needs to know of the batch
+            census = BatchCensus.of(T.census(flagged).collect())
+            if census.records == 0:
                 return
-            key = _batch_key(flagged)
             base = self.processed.manifest()
-            if key in (base.extra or {}).get("applied_batches", []):
+            if census.key in (base.extra or {}).get("applied_batches", []):
                 log.warning(
-                    "micro-batch %s (%s) was already applied; skipping replay", batch_id, key
+                    "micro-batch %s (%s) was already applied; skipping replay",
+                    batch_id,
+                    census.key,
                 )
                 self.report.batches_skipped += 1
                 return
-            self.report.records_read += n
+            self.report.records_read += census.records
             log.info(
                 "micro-batch %s: %d new records read and checked (%.1f s)",
                 batch_id,
-                n,
+                census.records,
                 time.perf_counter() - t0,
             )
             # The raw zone (from Kafka again: caching every value costs more than
             # re-reading) is written beside the merge, in a second Spark job: each
             # leaves a core idle at times (a last task running alone), the other fills it.
             with ThreadPoolExecutor(1, thread_name_prefix="raw-zone") as pool:
-                raw_written = pool.submit(self._timed_raw, T.raw_from_kafka(batch), key)
+                raw_written = pool.submit(self._timed_raw, T.raw_from_kafka(batch), census.key)
                 valid, quarantine = T.split_flagged(flagged, self.now)
-                with _step("quarantine written"):
-                    self._write_quarantine(quarantine, key)
+                if census.quarantined_rows:
+                    with _step("quarantine written"):
+                        self._write_quarantine(quarantine, census)
                 with _step("processed zone merged and published"):
                     # marks the batch applied: only once the raw zone has it
-                    self._merge_processed(valid, base, key, before_commit=raw_written.result)
+                    self._merge_processed(valid, base, census, before_commit=raw_written.result)
             self.report.batches += 1
-            log.info("micro-batch %s: %d records in %.1f s", batch_id, n, time.perf_counter() - t0)
+            log.info(
+                "micro-batch %s: %d records in %.1f s",
+                batch_id,
+                census.records,
+                time.perf_counter() - t0,
+            )
         finally:
             flagged.unpersist()
 
@@ -263,35 +297,27 @@ class BarsBatchJob:
         self.raw.commit(self.raw.manifest(), entries)
         self.report.raw_rows += sum(e["rows"] for e in entries.values())
 
-    def _write_quarantine(self, quarantine: DataFrame, key: str) -> None:
-        q = quarantine.withColumn("quarantine_date", F.to_date("quarantined_at")).persist()
-        try:
-            by_reason = q.groupBy("reason").count().collect()
-            if not by_reason:
-                return
-            for row in by_reason:
-                for reason in row["reason"].split("; "):
-                    self.report.quarantined[reason] += row["count"]
-            entries = self._write_partitioned_batch(self.quarantine, q, "quarantine_date", key)
-            self.quarantine.commit(self.quarantine.manifest(), entries)
-            self.report.quarantined_rows += sum(e["rows"] for e in entries.values())
-        finally:
-            q.unpersist()
+    def _write_quarantine(self, quarantine: DataFrame, census: BatchCensus) -> None:
+        q = quarantine.withColumn("quarantine_date", F.to_date("quarantined_at"))
+        entries = self._write_partitioned_batch(self.quarantine, q, "quarantine_date", census.key)
+        self.quarantine.commit(self.quarantine.manifest(), entries)
+        self.report.quarantined.update(census.quarantined)
+        self.report.quarantined_rows += sum(e["rows"] for e in entries.values())
 
     def _merge_processed(
-        self, valid: DataFrame, base: Manifest, key: str, before_commit: Callable[[], object]
+        self,
+        valid: DataFrame,
+        base: Manifest,
+        census: BatchCensus,
+        before_commit: Callable[[], object],
     ) -> None:
-        touched = valid.groupBy("interval").agg(
-            F.min(F.year(T.utc_date(F.col("ts")))).alias("y"), F.count("*").alias("n")
-        )
-        per_interval = {r["interval"]: (r["y"], r["n"]) for r in touched.collect()}
-        first_year = {i: y for i, (y, _) in per_interval.items()}
-        applied = [*(base.extra or {}).get("applied_batches", []), key][-1000:]
+        first_year = {i: y for i, (y, _) in census.valid.items()}
+        applied = [*(base.extra or {}).get("applied_batches", []), census.key][-1000:]
         if not first_year:
             before_commit()
             self.processed.commit(base, {}, extra={"applied_batches": applied})
             return
-        n_valid = sum(n for _, n in per_interval.values())
+        n_valid = sum(n for _, n in census.valid.values())
         self.report.valid_rows += n_valid
 
         # Existing rows of the touched intervals (the whole history: derived columns

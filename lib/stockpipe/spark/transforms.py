@@ -11,7 +11,7 @@ Flow::
 
     kafka source --raw_from_kafka--> raw --parse_bars--> parsed
     parsed --flag_bars(now)--> flagged --split_flagged--> (valid, quarantine)
-    flagged --raw_rows--> raw zone (the job reads Kafka once)
+    flagged --census--> offsets, counts, reasons and touched partitions of a batch
     existing processed ∪ valid --dedupe_bars--> add_derived --> for_processed_write
 """
 
@@ -372,19 +372,28 @@ def split_flagged(flagged: DataFrame, now: datetime) -> tuple[DataFrame, DataFra
     return valid, quarantine
 
 
+def census(flagged: DataFrame) -> DataFrame:
+    """What a batch of ``flag_bars`` rows holds, in one small aggregation.
+
+    One row per (topic, partition, reason, interval) with the Kafka offset range
+    (``lo``, ``hi``), ``rows`` and ``first_year`` (UTC year of the earliest ``ts``):
+    enough to name the batch, count records and quarantine reasons, and find the
+    processed partitions a merge touches, in a single pass over the rows.
+    """
+    return flagged.groupBy("topic", "partition", "reason", "interval").agg(
+        F.min("offset").alias("lo"),
+        F.max("offset").alias("hi"),
+        F.count(F.lit(1)).alias("rows"),
+        F.min(F.year(utc_date(F.col("ts")))).alias("first_year"),
+    )
+
+
 def validate_bars(parsed: DataFrame, now: datetime) -> tuple[DataFrame, DataFrame]:
     """Split parsed bars into ``(valid, quarantine)`` on every rule of REASONS.
 
     ``now`` is the run time: it decides ``future_ts`` and is ``quarantined_at``.
     """
     return split_flagged(flag_bars(parsed, now), now)
-
-
-def raw_rows(parsed: DataFrame) -> DataFrame:
-    """Raw-zone rows (RAW_ZONE_COLUMNS) back from parsed or flagged rows, which keep them."""
-    return parsed.withColumn("ingest_date", utc_date(F.col("kafka_timestamp"))).select(
-        *RAW_ZONE_COLUMNS
-    )
 
 
 # 4. dedupe -----------------------------------------------------------------------------
