@@ -90,17 +90,23 @@ def ensure_topics(
         admin.close()
 
 
-def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
-    """The next offset of every partition of ``topic``."""
+def offset_bounds(settings: Settings, topic: str) -> tuple[dict[int, int], dict[int, int]]:
+    """The first and the next offset of every partition of ``topic`` (what it holds now)."""
     consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers, enable_auto_commit=False)
     try:
         parts = consumer.partitions_for_topic(topic)
         if not parts:
             raise StackError(f"topic {topic!r} does not exist on {settings.bootstrap_servers}")
         tps = [TopicPartition(topic, p) for p in sorted(parts)]
-        return {tp.partition: off for tp, off in consumer.end_offsets(tps).items()}
+        first = {tp.partition: off for tp, off in consumer.beginning_offsets(tps).items()}
+        return first, {tp.partition: off for tp, off in consumer.end_offsets(tps).items()}
     finally:
         consumer.close()
+
+
+def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
+    """The next offset of every partition of ``topic``."""
+    return offset_bounds(settings, topic)[1]
 
 
 def read_all(

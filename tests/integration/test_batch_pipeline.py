@@ -198,27 +198,39 @@ def test_a_run_that_fails_midway_and_runs_again_loses_and_doubles_nothing(lake, 
             run_batch_job(lake, spark=spark)
     assert len(read_raw_bars(lake)) == r.sent
     assert Table(lake, "processed_bars").manifest().rows == 0
-    assert pending_records(lake) == r.sent  # Spark's checkpoint did not record the batch
+    assert pending_records(lake) == r.sent  # the logged batch was not applied
 
-    # 2. The replay publishes, then the job dies before Spark records the batch.
+    # 2. The run reads that batch again and publishes it, then dies.
     process_batch = BarsBatchJob.process_batch
 
-    def dies_after_publishing(self, batch, batch_id):
-        process_batch(self, batch, batch_id)
+    def dies_after_publishing(self, batch, plan):
+        process_batch(self, batch, plan)
         raise RuntimeError("killed after publishing")
 
     with monkeypatch.context() as m:
         m.setattr(BarsBatchJob, "process_batch", dies_after_publishing)
         with pytest.raises(Exception, match="killed after publishing"):
             run_batch_job(lake, spark=spark)
-    assert pending_records(lake) == r.sent
-    assert len(read_raw_bars(lake)) == r.sent  # the replay rewrote its own raw files
+    assert pending_records(lake) == 0  # published means applied
+    assert len(read_raw_bars(lake)) == r.sent  # the replay replaced its own raw files
 
-    # 3. Run again: the batch is recognized as applied; nothing is doubled or lost.
+    # 3. Run again: nothing to do; nothing is doubled or lost.
     job = run_batch_job(lake, spark=spark)
-    assert job.batches_skipped == 1 and job.records_read == 0
-    assert pending_records(lake) == 0
+    assert job.noop and job.records_read == 0
     assert len(read_raw_bars(lake)) == r.sent
+    assert_same_bars(read_bars(lake, None), expected_processed(sent.bars))
+
+
+def test_a_backlog_read_in_slices_gives_what_one_batch_gives(lake, spark):
+    window = dict(start="2015-01-01", end="2015-12-31")
+    r = ingest(lake, "samples", "MSFT,GOOG", progress=False, **window)
+    sent = fetch_many(get_source("samples"), "MSFT,GOOG", batch_id="s", progress=False, **window)
+
+    job = run_batch_job(lake, spark=spark, max_offsets_per_trigger=r.sent // 3)
+    assert job.batches >= 3 and job.records_read == r.sent
+    assert len(read_raw_bars(lake)) == r.sent
+    assert len(Table(lake, "processed_bars").manifest().extra["applied_batches"]) == job.batches
+    assert pending_records(lake) == 0
     assert_same_bars(read_bars(lake, None), expected_processed(sent.bars))
 
 

@@ -2,9 +2,11 @@
 
 Run it from ``notebooks/spark_batch.ipynb``, or ``python -m stockpipe.spark.batch``.
 
-Incremental: a Structured Streaming query with the available-now trigger reads
-exactly the Kafka records its checkpoint (in the lake) has not seen, in one or
-more micro-batches, then stops. Each micro-batch:
+Incremental: the job keeps an offset log in the lake
+(``checkpoints/spark_batch/<topic>/batches/``). Before it reads a micro-batch it
+logs the exact offset range (from where the last applied batch ended to the
+topic's end, or a slice of it); Spark's Kafka source then reads that range as a
+plain batch query. Each micro-batch:
 
 1. writes the records as received to ``raw/bars/ingest_date=…/batch=…``;
 2. parses and validates them; failures go to ``quarantine/bars/…`` with reasons;
@@ -13,9 +15,12 @@ more micro-batches, then stops. Each micro-batch:
    derived columns recomputed, so an incremental run gives exactly what one big
    run would; the affected (interval, year) partitions are written to a fresh
    run directory and published by replacing the table manifest (one atomic PUT);
-4. records the batch as applied in the same manifest, so a replay of the batch
-   after a crash (Spark re-runs an uncommitted batch with the same offsets) is
-   recognized and skipped: nothing lost, nothing doubled.
+4. records the batch as applied in the same manifest, once the raw zone has it.
+
+A run that fails before step 4 leaves its logged range unapplied: the next run
+reads exactly that range again (the batch name, from its offsets, is the same, so
+raw and quarantine files are replaced, not doubled), then goes on. Nothing lost,
+nothing doubled.
 """
 
 from __future__ import annotations
@@ -32,19 +37,18 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import pandas as pd
+from fsspec import AbstractFileSystem
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from stockpipe.config import Settings
-from stockpipe.kafka import end_offsets
+from stockpipe.kafka import offset_bounds
 from stockpipe.lake import filesystem, zone
 from stockpipe.spark import transforms as T
-from stockpipe.spark.session import get_spark, kafka_stream
-from stockpipe.table import Manifest, Table, new_run_id
+from stockpipe.spark.session import get_spark, kafka_reader
+from stockpipe.table import Table, new_run_id
 
 log = logging.getLogger(__name__)
-
-QUERY_NAME = "stockpipe_bars_batch"
 
 
 def checkpoint_dir(settings: Settings, topic: str, *, spark: bool = True) -> str:
@@ -65,7 +69,6 @@ class BatchJobReport:
     quarantined: Counter = field(default_factory=Counter)
     partitions_touched: set[str] = field(default_factory=set)
     batches: int = 0
-    batches_skipped: int = 0
     seconds: float = 0.0
     noop: bool = False
     quarantined_rows: int = 0
@@ -102,18 +105,93 @@ class BatchJobReport:
         )
 
 
-# Offsets without Spark -----------------------------------------------------------------
+# Offsets: a log of micro-batches in the lake (no Spark needed) ----------------------------
 
 
-def committed_offsets(settings: Settings, topic: str) -> dict[int, int]:
-    """Next offset per partition that the job has fully processed (from its checkpoint)."""
-    fs = filesystem(settings)
-    root = checkpoint_dir(settings, topic, spark=False)
+@dataclass(frozen=True)
+class BatchPlan:
+    """The offsets one micro-batch reads (``start`` inclusive, ``end`` exclusive)."""
+
+    number: int
+    topic: str
+    start: dict[int, int]
+    end: dict[int, int]
+
+    @property
+    def records(self) -> int:
+        return sum(end - self.start[p] for p, end in self.end.items())
+
+    @property
+    def key(self) -> str:
+        """The batch's name in the lake: the same whenever the same range is read."""
+        text = ";".join(
+            f"{self.topic}:{p}:{self.start[p]}-{end - 1}"
+            for p, end in sorted(self.end.items())
+            if end > self.start[p]
+        )
+        return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {"number": self.number, "topic": self.topic, "start": self.start, "end": self.end}
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> BatchPlan:
+        d = json.loads(text)
+        offsets = [{int(p): int(o) for p, o in d[k].items()} for k in ("start", "end")]
+        return cls(int(d["number"]), d["topic"], *offsets)
+
+
+class OffsetLog:
+    """The planned micro-batches of one topic, each logged before it is read."""
+
+    def __init__(
+        self, settings: Settings, topic: str, fs: AbstractFileSystem | None = None
+    ) -> None:
+        self.topic = topic
+        self.fs = fs or filesystem(settings)
+        self.root = checkpoint_dir(settings, topic, spark=False)
+
+    def latest(self) -> BatchPlan | None:
+        try:
+            names = self.fs.ls(f"{self.root}/batches", detail=False)
+        except FileNotFoundError:
+            return None
+        logged = sorted(p for p in names if p.endswith(".json"))
+        return BatchPlan.from_json(self.fs.cat(logged[-1]).decode()) if logged else None
+
+    def write(self, plan: BatchPlan) -> None:
+        self.fs.pipe(f"{self.root}/batches/{plan.number:010d}.json", plan.to_json().encode())
+
+    def prune(self, keep: int = 50) -> None:
+        """Forget old plans: only the latest one is ever read."""
+        try:
+            logged = sorted(self.fs.ls(f"{self.root}/batches", detail=False))
+        except FileNotFoundError:
+            return
+        if len(logged) > keep:
+            self.fs.rm(logged[:-keep])
+
+    def committed(self, applied: set[str]) -> dict[int, int]:
+        """Next offset per partition that the job has fully processed."""
+        plan = self.latest()
+        if plan is None:
+            return _structured_streaming_offsets(self.fs, self.root, self.topic)
+        return dict(plan.end) if plan.key in applied or not plan.records else dict(plan.start)
+
+
+def _structured_streaming_offsets(fs: AbstractFileSystem, root: str, topic: str) -> dict[int, int]:
+    """Where a lake written by the earlier, Structured Streaming job left off.
+
+    That job kept Spark's checkpoint in the same folder; its last committed
+    batch's offsets are where the offset log starts.
+    """
     try:
         commits = [
-            int(p.rsplit("/", 1)[-1])
+            int(n)
             for p in fs.ls(f"{root}/commits", detail=False)
-            if p.rsplit("/", 1)[-1].isdigit()
+            if (n := p.rsplit("/", 1)[-1]).isdigit()
         ]
     except FileNotFoundError:
         return {}
@@ -122,17 +200,70 @@ def committed_offsets(settings: Settings, topic: str) -> dict[int, int]:
     lines = fs.cat(f"{root}/offsets/{max(commits)}").decode().splitlines()
     offsets: dict[int, int] = {}
     for line in lines[2:]:  # "v1", batch metadata, then one JSON per source
-        source = json.loads(line)
-        for p, off in source.get(topic, {}).items():
+        for p, off in json.loads(line).get(topic, {}).items():
             offsets[int(p)] = int(off)
     return offsets
+
+
+def applied_batches(settings: Settings) -> set[str]:
+    return set(
+        (Table(settings, "processed_bars").manifest().extra or {}).get("applied_batches", [])
+    )
+
+
+def committed_offsets(settings: Settings, topic: str) -> dict[int, int]:
+    """Next offset per partition that the job has fully processed (from its offset log)."""
+    return OffsetLog(settings, topic).committed(applied_batches(settings))
 
 
 def pending_records(settings: Settings, topic: str | None = None) -> int:
     """Records on the topic beyond what the job has processed (no Spark needed)."""
     topic = topic or settings.topic_bars
     done = committed_offsets(settings, topic)
-    return sum(max(0, end - done.get(p, 0)) for p, end in end_offsets(settings, topic).items())
+    first, end = offset_bounds(settings, topic)
+    return sum(max(0, e - max(done.get(p, 0), first[p])) for p, e in end.items())
+
+
+def plan_batches(
+    offsets: OffsetLog,
+    applied: set[str],
+    first: dict[int, int],
+    end: dict[int, int],
+    limit: int | None = None,
+) -> Iterator[BatchPlan]:
+    """The micro-batches to read, each logged before it is yielded.
+
+    First the latest logged batch again if it was never applied (a run failed
+    midway), then new ranges up to ``end``, at most ``limit`` records each
+    (shared out over partitions in proportion to what each has pending).
+    """
+    last = offsets.latest()
+    if last is None:
+        start = _structured_streaming_offsets(offsets.fs, offsets.root, offsets.topic)
+        number = 0
+    elif last.key in applied or not last.records:
+        start, number = dict(last.end), last.number + 1
+    else:
+        log.warning("batch %s (%s) was not applied: reading it again", last.number, last.key)
+        yield last
+        start, number = dict(last.end), last.number + 1
+    start = {p: start.get(p, first[p]) for p in end}
+    lost = {p: (start[p], first[p]) for p in end if start[p] < first[p]}
+    if lost:
+        raise RuntimeError(
+            f"records of {offsets.topic} were deleted by Kafka's retention before the job read "
+            f"them (partition: (next unread offset, first offset kept)): {lost}"
+        )
+    while pending := {p: end[p] - start[p] for p in end if end[p] > start[p]}:
+        total = sum(pending.values())
+        share = 1.0 if not limit or limit >= total else limit / total
+        stop = dict(start)
+        for p, n in pending.items():
+            stop[p] += max(1, int(n * share))
+        plan = BatchPlan(number, offsets.topic, dict(start), stop)
+        offsets.write(plan)
+        yield plan
+        start, number = stop, number + 1
 
 
 # The job ---------------------------------------------------------------------------------
@@ -143,33 +274,21 @@ class BatchCensus:
     """One micro-batch in figures (from ``transforms.census``), gathered in one Spark job."""
 
     records: int
-    #: a name for the batch that is the same when Spark replays it (its offsets)
-    key: str
     quarantined: Counter
     #: valid rows per interval: (UTC year of the earliest bar, rows)
     valid: dict[str, tuple[int, int]]
 
     @classmethod
     def of(cls, rows: list) -> BatchCensus:
-        ranges: dict[tuple[str, int], tuple[int, int]] = {}
         quarantined: Counter = Counter()
         valid: dict[str, tuple[int, int]] = {}
         for r in rows:
-            lo, hi = ranges.get((r.topic, r.partition), (r.lo, r.hi))
-            ranges[(r.topic, r.partition)] = (min(lo, r.lo), max(hi, r.hi))
             if r.reason:
                 for reason in r.reason.split("; "):
                     quarantined[reason] += r.rows
             else:
-                year, n = valid.get(r.interval, (r.first_year, 0))
-                valid[r.interval] = (min(year, r.first_year), n + r.rows)
-        text = ";".join(f"{t}:{p}:{lo}-{hi}" for (t, p), (lo, hi) in sorted(ranges.items()))
-        return cls(
-            records=sum(r.rows for r in rows),
-            key=hashlib.sha1(text.encode()).hexdigest()[:16],
-            quarantined=quarantined,
-            valid=valid,
-        )
+                valid[r.interval] = (r.first_year, r.rows)
+        return cls(sum(r.rows for r in rows), quarantined, valid)
 
     @property
     def quarantined_rows(self) -> int:
@@ -197,14 +316,16 @@ class BarsBatchJob:
         self.report = BatchJobReport(topic=self.topic)
         self.now = datetime.now(UTC)
 
-    # read -------------------------------------------------------------------------------
-    def source(self, max_offsets_per_trigger: int | None = None) -> DataFrame:
-        return kafka_stream(
-            self.spark, self.settings, self.topic, max_offsets_per_trigger=max_offsets_per_trigger
-        )
-
     # per micro-batch --------------------------------------------------------------------
-    def process_batch(self, batch: DataFrame, batch_id: int) -> None:
+    def read(self, plan: BatchPlan) -> DataFrame:
+        """The Kafka records of ``plan``, as Spark's Kafka source gives them."""
+        ranges = {
+            which: json.dumps({self.topic: {str(p): o for p, o in offsets.items()}})
+            for which, offsets in (("startingOffsets", plan.start), ("endingOffsets", plan.end))
+        }
+        return kafka_reader(self.spark, self.settings, self.topic).options(**ranges).load()
+
+    def process_batch(self, batch: DataFrame, plan: BatchPlan) -> None:
         """One micro-batch: every value is parsed and checked once.
 
         The flagged rows are cached without the record text of valid rows (which
@@ -218,42 +339,31 @@ class BarsBatchJob:
         flagged = T.slim_flagged(T.flag_bars(T.parse_bars(T.raw_from_kafka(batch)), self.now))
         flagged = flagged.persist()
         try:
-            # fills the cache, and tells all the job needs to know of the batch
-            census = BatchCensus.of(T.census(flagged).collect())
-            if census.records == 0:
-                return
-            base = self.processed.manifest()
-            if census.key in (base.extra or {}).get("applied_batches", []):
-                log.warning(
-                    "micro-batch %s (%s) was already applied; skipping replay",
-                    batch_id,
-                    census.key,
-                )
-                self.report.batches_skipped += 1
-                return
-            self.report.records_read += census.records
-            log.info(
-                "micro-batch %s: %d new records read and checked (%.1f s)",
-                batch_id,
-                census.records,
-                time.perf_counter() - t0,
-            )
             # The raw zone (from Kafka again: caching every value costs more than
-            # re-reading) is written beside the merge, in a second Spark job: each
+            # re-reading) is written beside the rest, by a second Spark job: each
             # leaves a core idle at times (a last task running alone), the other fills it.
             with ThreadPoolExecutor(1, thread_name_prefix="raw-zone") as pool:
-                raw_written = pool.submit(self._timed_raw, T.raw_from_kafka(batch), census.key)
+                raw_written = pool.submit(self._timed_raw, T.raw_from_kafka(batch), plan.key)
+                # fills the cache, and tells all the job needs to know of the batch
+                census = BatchCensus.of(T.census(flagged).collect())
+                self.report.records_read += census.records
+                log.info(
+                    "batch %s: %d records read and checked (%.1f s)",
+                    plan.number,
+                    census.records,
+                    time.perf_counter() - t0,
+                )
                 valid, quarantine = T.split_flagged(flagged, self.now)
                 if census.quarantined_rows:
                     with _step("quarantine written"):
-                        self._write_quarantine(quarantine, census)
+                        self._write_quarantine(quarantine, census, plan.key)
                 with _step("processed zone merged and published"):
                     # marks the batch applied: only once the raw zone has it
-                    self._merge_processed(valid, base, census, before_commit=raw_written.result)
+                    self._merge_processed(valid, census, plan.key, raw_written.result)
             self.report.batches += 1
             log.info(
-                "micro-batch %s: %d records in %.1f s",
-                batch_id,
+                "batch %s: %d records in %.1f s",
+                plan.number,
                 census.records,
                 time.perf_counter() - t0,
             )
@@ -297,22 +407,19 @@ class BarsBatchJob:
         self.raw.commit(self.raw.manifest(), entries)
         self.report.raw_rows += sum(e["rows"] for e in entries.values())
 
-    def _write_quarantine(self, quarantine: DataFrame, census: BatchCensus) -> None:
+    def _write_quarantine(self, quarantine: DataFrame, census: BatchCensus, key: str) -> None:
         q = quarantine.withColumn("quarantine_date", F.to_date("quarantined_at"))
-        entries = self._write_partitioned_batch(self.quarantine, q, "quarantine_date", census.key)
+        entries = self._write_partitioned_batch(self.quarantine, q, "quarantine_date", key)
         self.quarantine.commit(self.quarantine.manifest(), entries)
         self.report.quarantined.update(census.quarantined)
         self.report.quarantined_rows += sum(e["rows"] for e in entries.values())
 
     def _merge_processed(
-        self,
-        valid: DataFrame,
-        base: Manifest,
-        census: BatchCensus,
-        before_commit: Callable[[], object],
+        self, valid: DataFrame, census: BatchCensus, key: str, before_commit: Callable[[], object]
     ) -> None:
+        base = self.processed.manifest()
         first_year = {i: y for i, (y, _) in census.valid.items()}
-        applied = [*(base.extra or {}).get("applied_batches", []), census.key][-1000:]
+        applied = [*(base.extra or {}).get("applied_batches", []), key][-1000:]
         if not first_year:
             before_commit()
             self.processed.commit(base, {}, extra={"applied_batches": applied})
@@ -367,23 +474,19 @@ class BarsBatchJob:
         self.report.processed_total = new.rows
 
     # run --------------------------------------------------------------------------------
-    def run(self, *, max_offsets_per_trigger: int | None = None, skip_if_nothing_new: bool = True):
+    def run(self, *, max_offsets_per_trigger: int | None = None) -> BatchJobReport:
+        """Read every logged-but-unapplied and every new range of the topic."""
         t0 = time.perf_counter()
-        if skip_if_nothing_new and pending_records(self.settings, self.topic) == 0:
-            self.report.noop = True
-            self.report.processed_total = self.processed.manifest().rows
-            self.report.seconds = time.perf_counter() - t0
-            return self.report
-        query = (
-            self.source(max_offsets_per_trigger)
-            .writeStream.queryName(QUERY_NAME)
-            .foreachBatch(self.process_batch)
-            .option("checkpointLocation", checkpoint_dir(self.settings, self.topic))
-            .trigger(availableNow=True)
-            .start()
-        )
-        query.awaitTermination()
-        self.processed.vacuum(keep_versions=2)
+        offsets = OffsetLog(self.settings, self.topic)
+        first, end = offset_bounds(self.settings, self.topic)
+        for plan in plan_batches(
+            offsets, applied_batches(self.settings), first, end, max_offsets_per_trigger
+        ):
+            self.process_batch(self.read(plan), plan)
+        self.report.noop = self.report.batches == 0
+        if not self.report.noop:
+            offsets.prune()
+            self.processed.vacuum(keep_versions=2)
         self.report.processed_total = self.processed.manifest().rows
         self.report.seconds = time.perf_counter() - t0
         log.info("%s", self.report)

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from pyspark import SparkContext
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame, DataFrameReader, SparkSession
 
 from stockpipe.config import Settings
 from stockpipe.spark.classcache import java_options
@@ -108,6 +108,19 @@ def get_spark(settings: Settings, app_name: str = "stockpipe", **extra: str) -> 
     return spark
 
 
+def _kafka_options(settings: Settings, topic: str) -> dict[str, str]:
+    return {
+        "kafka.bootstrap.servers": settings.bootstrap_servers,
+        "subscribe": topic,
+        "includeHeaders": "false",
+        # bigger fetches: with the default 1 MB per partition, reading a backlog
+        # was the slowest step of the batch job and a third of the streaming one
+        "kafka.max.partition.fetch.bytes": str(32 << 20),
+        "kafka.fetch.max.bytes": str(64 << 20),
+        "kafka.max.poll.records": "20000",
+    }
+
+
 def kafka_stream(
     spark: SparkSession,
     settings: Settings,
@@ -119,16 +132,14 @@ def kafka_stream(
     """A topic as a stream of Kafka records (key, value, topic, partition, offset, timestamp)."""
     reader = (
         spark.readStream.format("kafka")
-        .option("kafka.bootstrap.servers", settings.bootstrap_servers)
-        .option("subscribe", topic)
+        .options(**_kafka_options(settings, topic))
         .option("startingOffsets", starting_offsets)
-        .option("includeHeaders", "false")
-        # bigger fetches: with the default 1 MB per partition, reading a backlog
-        # was the slowest step of the batch job and a third of the streaming one
-        .option("kafka.max.partition.fetch.bytes", str(32 << 20))
-        .option("kafka.fetch.max.bytes", str(64 << 20))
-        .option("kafka.max.poll.records", "20000")
     )
     if max_offsets_per_trigger:
         reader = reader.option("maxOffsetsPerTrigger", str(max_offsets_per_trigger))
     return reader.load()
+
+
+def kafka_reader(spark: SparkSession, settings: Settings, topic: str) -> DataFrameReader:
+    """A batch reader of a topic; give it ``startingOffsets`` and ``endingOffsets``."""
+    return spark.read.format("kafka").options(**_kafka_options(settings, topic))

@@ -11,7 +11,7 @@ Flow::
 
     kafka source --raw_from_kafka--> raw --parse_bars--> parsed
     parsed --flag_bars(now)--> flagged --split_flagged--> (valid, quarantine)
-    flagged --census--> offsets, counts, reasons and touched partitions of a batch
+    flagged --census--> counts, reasons and touched partitions of a batch
     existing processed ∪ valid --dedupe_bars--> add_derived --> for_processed_write
 """
 
@@ -375,14 +375,11 @@ def split_flagged(flagged: DataFrame, now: datetime) -> tuple[DataFrame, DataFra
 def census(flagged: DataFrame) -> DataFrame:
     """What a batch of ``flag_bars`` rows holds, in one small aggregation.
 
-    One row per (topic, partition, reason, interval) with the Kafka offset range
-    (``lo``, ``hi``), ``rows`` and ``first_year`` (UTC year of the earliest ``ts``):
-    enough to name the batch, count records and quarantine reasons, and find the
-    processed partitions a merge touches, in a single pass over the rows.
+    One row per (reason, interval) with ``rows`` and ``first_year`` (UTC year of
+    the earliest ``ts``): enough to count records and quarantine reasons and to
+    find the processed partitions a merge touches, in a single pass over the rows.
     """
-    return flagged.groupBy("topic", "partition", "reason", "interval").agg(
-        F.min("offset").alias("lo"),
-        F.max("offset").alias("hi"),
+    return flagged.groupBy("reason", "interval").agg(
         F.count(F.lit(1)).alias("rows"),
         F.min(F.year(utc_date(F.col("ts")))).alias("first_year"),
     )
