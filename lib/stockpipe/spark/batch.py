@@ -50,6 +50,9 @@ from stockpipe.table import Table, new_run_id
 
 log = logging.getLogger(__name__)
 
+#: The fair-scheduler pool of the raw-zone write (fairscheduler.xml).
+RAW_POOL = "batch_raw"
+
 
 def checkpoint_dir(settings: Settings, topic: str, *, spark: bool = True) -> str:
     return f"{zone(settings, 'checkpoints', spark=spark)}/spark_batch/{topic}"
@@ -396,8 +399,15 @@ class BarsBatchJob:
         return entries
 
     def _timed_raw(self, raw: DataFrame, key: str) -> None:
-        with _step("raw zone written"):
-            self._write_raw(raw, key)
+        # its own scheduler pool: the short stages the rest waits on (the census's
+        # last step, the merge) take the next free core instead of queueing behind it
+        sc = self.spark.sparkContext
+        sc.setLocalProperty("spark.scheduler.pool", RAW_POOL)
+        try:
+            with _step("raw zone written"):
+                self._write_raw(raw, key)
+        finally:
+            sc.setLocalProperty("spark.scheduler.pool", None)  # type: ignore[arg-type]
 
     def _write_raw(self, raw: DataFrame, key: str) -> None:
         # values are unique strings: a dictionary is built, then abandoned (slow)
