@@ -90,23 +90,30 @@ def ensure_topics(
         admin.close()
 
 
-def offset_bounds(settings: Settings, topic: str) -> tuple[dict[int, int], dict[int, int]]:
-    """The first and the next offset of every partition of ``topic`` (what it holds now)."""
+@contextlib.contextmanager
+def _partitions(settings: Settings, topic: str) -> Iterator[tuple[KafkaConsumer, list]]:
+    """A consumer and the partitions of ``topic``, which must exist."""
     consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers, enable_auto_commit=False)
     try:
         parts = consumer.partitions_for_topic(topic)
         if not parts:
             raise StackError(f"topic {topic!r} does not exist on {settings.bootstrap_servers}")
-        tps = [TopicPartition(topic, p) for p in sorted(parts)]
-        first = {tp.partition: off for tp, off in consumer.beginning_offsets(tps).items()}
-        return first, {tp.partition: off for tp, off in consumer.end_offsets(tps).items()}
+        yield consumer, [TopicPartition(topic, p) for p in sorted(parts)]
     finally:
         consumer.close()
 
 
+def offset_bounds(settings: Settings, topic: str) -> tuple[dict[int, int], dict[int, int]]:
+    """The first and the next offset of every partition of ``topic`` (what it holds now)."""
+    with _partitions(settings, topic) as (consumer, tps):
+        first = {tp.partition: off for tp, off in consumer.beginning_offsets(tps).items()}
+        return first, {tp.partition: off for tp, off in consumer.end_offsets(tps).items()}
+
+
 def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
     """The next offset of every partition of ``topic``."""
-    return offset_bounds(settings, topic)[1]
+    with _partitions(settings, topic) as (consumer, tps):
+        return {tp.partition: off for tp, off in consumer.end_offsets(tps).items()}
 
 
 def read_all(

@@ -54,10 +54,6 @@ log = logging.getLogger(__name__)
 RAW_POOL = "batch_raw"
 
 
-def checkpoint_dir(settings: Settings, topic: str, *, spark: bool = True) -> str:
-    return f"{zone(settings, 'checkpoints', spark=spark)}/spark_batch/{topic}"
-
-
 @dataclass
 class BatchJobReport:
     """What one run of the job did."""
@@ -134,6 +130,10 @@ class BatchPlan:
         )
         return hashlib.sha1(text.encode()).hexdigest()[:16]
 
+    def done(self, applied: set[str]) -> bool:
+        """Nothing of it is left to read: it was applied, or it holds no record."""
+        return self.key in applied or not self.records
+
     def to_json(self) -> str:
         return json.dumps(
             {"number": self.number, "topic": self.topic, "start": self.start, "end": self.end}
@@ -154,7 +154,7 @@ class OffsetLog:
     ) -> None:
         self.topic = topic
         self.fs = fs or filesystem(settings)
-        self.root = checkpoint_dir(settings, topic, spark=False)
+        self.root = f"{zone(settings, 'checkpoints')}/spark_batch/{topic}"
 
     def latest(self) -> BatchPlan | None:
         try:
@@ -181,7 +181,7 @@ class OffsetLog:
         plan = self.latest()
         if plan is None:
             return _structured_streaming_offsets(self.fs, self.root, self.topic)
-        return dict(plan.end) if plan.key in applied or not plan.records else dict(plan.start)
+        return dict(plan.end if plan.done(applied) else plan.start)
 
 
 def _structured_streaming_offsets(fs: AbstractFileSystem, root: str, topic: str) -> dict[int, int]:
@@ -244,7 +244,7 @@ def plan_batches(
     if last is None:
         start = _structured_streaming_offsets(offsets.fs, offsets.root, offsets.topic)
         number = 0
-    elif last.key in applied or not last.records:
+    elif last.done(applied):
         start, number = dict(last.end), last.number + 1
     else:
         log.warning("batch %s (%s) was not applied: reading it again", last.number, last.key)
