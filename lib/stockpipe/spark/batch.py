@@ -410,10 +410,13 @@ class BarsBatchJob:
             sc.setLocalProperty("spark.scheduler.pool", None)  # type: ignore[arg-type]
 
     def _write_raw(self, raw: DataFrame, key: str) -> None:
-        # values are unique strings: a dictionary is built, then abandoned (slow)
-        entries = self._write_partitioned_batch(
-            self.raw, raw, "ingest_date", key, **{"parquet.enable.dictionary": "false"}
-        )
+        # values are unique strings: a dictionary is built, then abandoned (slow),
+        # and their min/max (a string comparison per record) serves no reader
+        options = {
+            "parquet.enable.dictionary": "false",
+            "parquet.column.statistics.enabled#value": "false",
+        }
+        entries = self._write_partitioned_batch(self.raw, raw, "ingest_date", key, **options)
         self.raw.commit(self.raw.manifest(), entries)
         self.report.raw_rows += sum(e["rows"] for e in entries.values())
 
@@ -469,9 +472,9 @@ class BarsBatchJob:
             out = out.unionByName(others.filter(cond).select(*cols))
         run = new_run_id()
         target = f"{self.processed.spark_root}/run={run}"
-        T.for_processed_write(out).write.mode("overwrite").partitionBy(
-            *T.PARTITION_COLUMNS
-        ).parquet(target)
+        T.for_processed_write(out).write.mode("overwrite").options(
+            **T.PROCESSED_PARQUET_OPTIONS
+        ).partitionBy(*T.PARTITION_COLUMNS).parquet(target)
         # rows per partition from the footers: no second pass over the data
         entries = self.processed.written_partitions(target, depth=len(T.PARTITION_COLUMNS))
         before_commit()

@@ -64,6 +64,13 @@ BAR_KEY: tuple[str, ...] = ("symbol", "interval", "ts")
 #: processed/ is partitioned by these; files inside are sorted by symbol, ts.
 PARTITION_COLUMNS: tuple[str, ...] = ("interval", "year")
 PROCESSED_COLUMNS: tuple[str, ...] = (*BAR_COLUMNS, *DERIVED_COLUMNS, "year")
+#: Parquet writer options of processed/: prices, volumes and derived values are
+#: nearly unique per file, so a dictionary for them is built and then abandoned
+#: (a hash lookup per value); symbols, intervals and dates keep theirs.
+PROCESSED_PARQUET_OPTIONS: dict[str, str] = {
+    f"parquet.enable.dictionary#{c}": "false"
+    for c in (*PRICE_COLUMNS, "adj_close", "volume", *DERIVED_COLUMNS)
+}
 
 #: Fields a bar message must carry (adj_close, source, ingested_at, batch_id may be null).
 REQUIRED_FIELDS: tuple[str, ...] = (
