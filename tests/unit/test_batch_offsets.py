@@ -95,3 +95,17 @@ def test_a_lake_of_the_structured_streaming_job_goes_on_where_it_stopped(offsets
     assert offsets.committed(set()) == {0: 4, 1: 2}
     (plan,) = plan_batches(offsets, set(), {0: 0, 1: 0}, {0: 12, 1: 6})
     assert (plan.start, plan.end) == ({0: 4, 1: 2}, {0: 12, 1: 6})
+
+
+def test_job_settings_are_undone_after_the_run(spark):
+    from stockpipe.spark.batch import JOB_CONF, _session_conf
+
+    key = "spark.sql.adaptive.coalescePartitions.enabled"
+    spark.conf.set(key, "true")
+    spark.conf.unset("spark.sql.inMemoryColumnarStorage.compressed")
+    default = spark.conf.get("spark.sql.inMemoryColumnarStorage.compressed")
+    with pytest.raises(RuntimeError, match="midway"), _session_conf(spark, JOB_CONF):
+        assert {k: spark.conf.get(k) for k in JOB_CONF} == JOB_CONF
+        raise RuntimeError("midway")
+    assert spark.conf.get(key) == "true"
+    assert spark.conf.get("spark.sql.inMemoryColumnarStorage.compressed") == default

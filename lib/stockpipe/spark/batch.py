@@ -299,6 +299,30 @@ class BatchCensus:
 
 
 @contextmanager
+def _session_conf(spark: SparkSession, conf: dict[str, str]) -> Iterator[None]:
+    """Spark SQL settings for the job's queries only; the session's own come back after."""
+    before = {key: spark.conf.get(key, None) for key in conf}
+    for key, value in conf.items():
+        spark.conf.set(key, value)
+    try:
+        yield
+    finally:
+        for key, value in before.items():
+            spark.conf.unset(key) if value is None else spark.conf.set(key, value)
+
+
+#: Settings of the batch job's queries.
+JOB_CONF: dict[str, str] = {
+    # a cache read a few times within seconds: gathering compression statistics
+    # per column cost more than the memory it saves
+    "spark.sql.inMemoryColumnarStorage.compressed": "false",
+    # the merge's stages run as many tasks as shuffle partitions (a multiple of
+    # the cores): coalesced into fewer, uneven ones, a core idled behind the last
+    "spark.sql.adaptive.coalescePartitions.enabled": "false",
+}
+
+
+@contextmanager
 def _step(what: str) -> Iterator[None]:
     """Log how long one step of a micro-batch took (long work shows progress)."""
     t0 = time.perf_counter()
@@ -336,9 +360,6 @@ class BarsBatchJob:
         quarantine and the processed merge are cut from that cache.
         """
         t0 = time.perf_counter()
-        # a cache read a few times within seconds: gathering compression
-        # statistics per column cost more than the memory it saves
-        self.spark.conf.set("spark.sql.inMemoryColumnarStorage.compressed", "false")
         flagged = T.slim_flagged(T.flag_bars(T.parse_bars(T.raw_from_kafka(batch)), self.now))
         flagged = flagged.persist()
         try:
@@ -495,7 +516,8 @@ class BarsBatchJob:
         for plan in plan_batches(
             offsets, applied_batches(self.settings), first, end, max_offsets_per_trigger
         ):
-            self.process_batch(self.read(plan), plan)
+            with _session_conf(self.spark, JOB_CONF):
+                self.process_batch(self.read(plan), plan)
         self.report.noop = self.report.batches == 0
         if not self.report.noop:
             offsets.prune()
