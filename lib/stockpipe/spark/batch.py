@@ -316,8 +316,9 @@ JOB_CONF: dict[str, str] = {
     # a cache read a few times within seconds: gathering compression statistics
     # per column cost more than the memory it saves
     "spark.sql.inMemoryColumnarStorage.compressed": "false",
-    # the merge's stages run as many tasks as shuffle partitions (a multiple of
-    # the cores): coalesced into fewer, uneven ones, a core idled behind the last
+    # the merge's stages run one task per shuffle partition (4 by default: two
+    # per core here); AQE coalesced them into 3 uneven ones, and on 2 cores the
+    # last ran alone
     "spark.sql.adaptive.coalescePartitions.enabled": "false",
 }
 

@@ -136,9 +136,9 @@ def iso_shaped(text: Column) -> Column:
     """True where ``text`` is laid out as TS_FORMAT's usual text, ``yyyy-MM-ddTHH:mm:ss``,
     an optional fraction of 1-9 digits, then ``Z`` or ``±HH:mm``.
 
-    Only separators and lengths are checked (a regex cost 2 s per 1.3 M bars):
-    a non-digit where a digit belongs makes the cast that follows give null,
-    as TS_FORMAT's parser does.
+    Only separators and lengths are checked (the regex this replaces took about
+    6 % of the batch job's parse-and-check CPU): a non-digit where a digit
+    belongs makes the cast that follows give null, as TS_FORMAT's parser does.
     """
     n = F.length(text)
     z = text.endswith("Z")
