@@ -258,7 +258,7 @@ def test_producer_loses_nothing_and_doubles_nothing_when_a_broker_is_killed(kafk
     assert _leader_of_partition_0(s, s.topic_bars) in {1, 2, 3}
 
 
-def test_streaming_job_output_matches_pandas_when_a_broker_is_killed(kafka3):
+def test_streaming_job_output_matches_pandas_when_a_broker_is_killed(kafka3, tmp_path):
     s = kafka3.settings.model_copy(update={"topic_ticks": "k3.ticks"})
     ensure_topics(s, [s.topic_ticks], partitions=3)
     name = "t_kafka3"
@@ -268,9 +268,12 @@ def test_streaming_job_output_matches_pandas_when_a_broker_is_killed(kafka3):
     # the late/not-late verdict the same as in the pandas reference.
     watermark = "20 seconds"
     cmd = _stream_cmd(name, "continuous", "--trigger", "1 second", watermark=watermark)
+    # a file, not a pipe nobody reads while the job runs: a full pipe would block
+    # the job on its own log lines (the broker's death makes many)
+    log = tmp_path / "stream.log"
     child = subprocess.Popen(
         [*cmd, "--max-offsets-per-trigger", "300"],
-        env=_env(s), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+        env=_env(s), stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
     try:
         victim = _leader_of_partition_0(s, s.topic_ticks)
@@ -292,11 +295,17 @@ def test_streaming_job_output_matches_pandas_when_a_broker_is_killed(kafka3):
         _kill_and_restart(kafka3, victim, down_s=5)
         feeder.join(120)
         assert fed["r"].sent == 1500 and fed["r"].failed == 0
-        assert child.poll() is None, child.stdout.read().decode()[-3000:] if child.stdout else ""
+        assert child.poll() is None, log.read_text()[-3000:]
     finally:
         if child.poll() is None:
             os.killpg(child.pid, signal.SIGTERM)
-        child.wait(120)
+        try:
+            child.wait(120)
+        except subprocess.TimeoutExpired:
+            os.killpg(child.pid, signal.SIGKILL)
+            raise AssertionError(
+                f"the job did not stop within 120 s of SIGTERM:\n{log.read_text()[-3000:]}"
+            ) from None
     _run(_stream_cmd(name, watermark=watermark), s)  # what the continuous run had not reached
     expected = _expected_windows(s, {"k3-1": 0, "k3-2": 1}, watermark)
     assert len(expected) >= 12, expected[["symbol", "window_start"]]
