@@ -213,6 +213,10 @@ def test_a_run_that_fails_midway_and_runs_again_loses_and_doubles_nothing(lake, 
             run_batch_job(lake, spark=spark)
     assert pending_records(lake) == 0  # published means applied
     assert len(read_raw_bars(lake)) == r.sent  # the replay replaced its own raw files
+    raw = Table(lake, "raw_bars")
+    raw.fs.invalidate_cache(raw.root)
+    stored = {f for f in raw.fs.find(raw.root) if f.endswith(".parquet") and "/_" not in f}
+    assert stored == set(raw.files())  # and deleted the failed run's
 
     # 3. Run again: nothing to do; nothing is doubled or lost.
     job = run_batch_job(lake, spark=spark)

@@ -398,19 +398,26 @@ class BarsBatchJob:
     def _write_partitioned_batch(
         self, table: Table, df: DataFrame, date_col: str, key: str, **options: str
     ) -> dict[str, dict]:
-        """Write one batch's rows under ``date_col=…/batch=key``; its manifest entries.
+        """Write and publish one batch's rows under ``date_col=…/batch=key``; its manifest entries.
 
+        The batch's directories may hold the files of an earlier, failed run of
+        it. The new files go beside them ("append": overwrite's dynamic mode
+        would stage every file and rename it into place, which S3 does by
+        copying), the manifest then names the new ones only, and the old ones go.
         Rows per directory come from the Parquet footers, so ``df`` is computed once.
         """
+        pattern = f"{table.root}/{date_col}=*/batch={key}/*.parquet"
+        table.fs.invalidate_cache(table.root)
+        earlier = set(table.fs.glob(pattern))
         (
             df.withColumn("batch", F.lit(key))
-            .write.mode("overwrite")  # dynamic: replaces only this batch's directories
+            .write.mode("append")
             .options(**options)
             .partitionBy(date_col, "batch")
             .parquet(table.spark_root)
         )
         table.fs.invalidate_cache(table.root)
-        files = sorted(table.fs.glob(f"{table.root}/{date_col}=*/batch={key}/*.parquet"))
+        files = sorted(set(table.fs.glob(pattern)) - earlier)
         entries: dict[str, dict] = {}
         for f, rows in table.file_rows(files).items():
             d = f.rsplit("/", 1)[0]
@@ -418,6 +425,9 @@ class BarsBatchJob:
             e = entries.setdefault(part, {"dir": d, "files": [], "rows": 0})
             e["files"].append(f)
             e["rows"] += rows
+        table.commit(table.manifest(), entries)
+        if earlier:
+            table.fs.rm(sorted(earlier))
         return entries
 
     def _timed_raw(self, raw: DataFrame, key: str) -> None:
@@ -441,13 +451,11 @@ class BarsBatchJob:
             "parquet.compression.codec.zstd.level": "1",
         }
         entries = self._write_partitioned_batch(self.raw, raw, "ingest_date", key, **options)
-        self.raw.commit(self.raw.manifest(), entries)
         self.report.raw_rows += sum(e["rows"] for e in entries.values())
 
     def _write_quarantine(self, quarantine: DataFrame, census: BatchCensus, key: str) -> None:
         q = quarantine.withColumn("quarantine_date", F.to_date("quarantined_at"))
         entries = self._write_partitioned_batch(self.quarantine, q, "quarantine_date", key)
-        self.quarantine.commit(self.quarantine.manifest(), entries)
         self.report.quarantined.update(census.quarantined)
         self.report.quarantined_rows += sum(e["rows"] for e in entries.values())
 
@@ -496,7 +504,9 @@ class BarsBatchJob:
             out = out.unionByName(others.filter(cond).select(*cols))
         run = new_run_id()
         target = f"{self.processed.spark_root}/run={run}"
-        T.for_processed_write(out).write.mode("overwrite").options(
+        # a new directory: "append" writes in place, where "overwrite" (dynamic)
+        # would stage every file and then rename it, which S3 does by copying
+        T.for_processed_write(out).write.mode("append").options(
             **T.PROCESSED_PARQUET_OPTIONS
         ).partitionBy(*T.PARTITION_COLUMNS).parquet(target)
         # rows per partition from the footers: no second pass over the data
