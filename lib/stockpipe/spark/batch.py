@@ -53,6 +53,12 @@ log = logging.getLogger(__name__)
 #: The fair-scheduler pool of the raw-zone write (fairscheduler.xml).
 RAW_POOL = "batch_raw"
 
+#: Options of every write of the job. Each task moves its files into place as it
+#: ends: on S3 a move is a copy, and Hadoop's default committer moves each file
+#: twice (for the task, then for the job, after the last task). Readers see files
+#: only once the manifest names them, and a failed write is never published.
+WRITE_OPTIONS = {"mapreduce.fileoutputcommitter.algorithm.version": "2"}
+
 
 @dataclass
 class BatchJobReport:
@@ -412,7 +418,7 @@ class BarsBatchJob:
         (
             df.withColumn("batch", F.lit(key))
             .write.mode("append")
-            .options(**options)
+            .options(**WRITE_OPTIONS, **options)
             .partitionBy(date_col, "batch")
             .parquet(table.spark_root)
         )
@@ -507,7 +513,7 @@ class BarsBatchJob:
         # a new directory: "append" writes in place, where "overwrite" (dynamic)
         # would stage every file and then rename it, which S3 does by copying
         T.for_processed_write(out).write.mode("append").options(
-            **T.PROCESSED_PARQUET_OPTIONS
+            **WRITE_OPTIONS, **T.PROCESSED_PARQUET_OPTIONS
         ).partitionBy(*T.PARTITION_COLUMNS).parquet(target)
         # rows per partition from the footers: no second pass over the data
         entries = self.processed.written_partitions(target, depth=len(T.PARTITION_COLUMNS))
