@@ -367,14 +367,16 @@ class BarsBatchJob:
         quarantine and the processed merge are cut from that cache.
         """
         t0 = time.perf_counter()
-        flagged = T.slim_flagged(T.flag_bars(T.parse_bars(T.raw_from_kafka(batch)), self.now))
-        flagged = flagged.persist()
-        try:
-            # The raw zone (from Kafka again: caching every value costs more than
-            # re-reading) is written beside the rest, by a second Spark job: each
-            # leaves a core idle at times (a last task running alone), the other fills it.
-            with ThreadPoolExecutor(1, thread_name_prefix="raw-zone") as pool:
-                raw_written = pool.submit(self._timed_raw, T.raw_from_kafka(batch), plan.key)
+        # The raw zone (from Kafka again: caching every value costs more than
+        # re-reading) is written beside the rest, by a second Spark job that starts
+        # first: it runs while this thread builds and plans the parse and check
+        # (seconds of work on one core), and later fills a core the census or the
+        # merge leaves idle (a last task running alone).
+        with ThreadPoolExecutor(1, thread_name_prefix="raw-zone") as pool:
+            raw_written = pool.submit(self._timed_raw, batch, plan.key)
+            flagged = T.slim_flagged(T.flag_bars(T.parse_bars(T.raw_from_kafka(batch)), self.now))
+            flagged = flagged.persist()
+            try:
                 # fills the cache, and tells all the job needs to know of the batch
                 census = BatchCensus.of(T.census(flagged).collect())
                 self.report.records_read += census.records
@@ -391,15 +393,12 @@ class BarsBatchJob:
                 with _step("processed zone merged and published"):
                     # marks the batch applied: only once the raw zone has it
                     self._merge_processed(valid, census, plan.key, raw_written.result)
-            self.report.batches += 1
-            log.info(
-                "batch %s: %d records in %.1f s",
-                plan.number,
-                census.records,
-                time.perf_counter() - t0,
-            )
-        finally:
-            flagged.unpersist()
+            finally:
+                flagged.unpersist()
+        self.report.batches += 1
+        log.info(
+            "batch %s: %d records in %.1f s", plan.number, census.records, time.perf_counter() - t0
+        )
 
     def _write_partitioned_batch(
         self, table: Table, df: DataFrame, date_col: str, key: str, **options: str
@@ -436,14 +435,14 @@ class BarsBatchJob:
             table.fs.rm(sorted(earlier))
         return entries
 
-    def _timed_raw(self, raw: DataFrame, key: str) -> None:
+    def _timed_raw(self, batch: DataFrame, key: str) -> None:
         # its own scheduler pool: the short stages the rest waits on (the census's
         # last step, the merge) take the next free core instead of queueing behind it
         sc = self.spark.sparkContext
         sc.setLocalProperty("spark.scheduler.pool", RAW_POOL)
         try:
             with _step("raw zone written"):
-                self._write_raw(raw, key)
+                self._write_raw(T.raw_from_kafka(batch), key)
         finally:
             sc.setLocalProperty("spark.scheduler.pool", None)  # type: ignore[arg-type]
 
