@@ -7,8 +7,12 @@ milliseconds. Every message has ``schema_version`` so consumers can evolve.
 
 from __future__ import annotations
 
-import pandas as pd
+from typing import TYPE_CHECKING
+
 import pyarrow as pa
+
+if TYPE_CHECKING:  # the Spark jobs read these contracts and never touch pandas
+    import pandas as pd
 
 SCHEMA_VERSION = 1
 
@@ -96,6 +100,8 @@ def conform_bars(df: pd.DataFrame) -> pd.DataFrame:
     Bad values (NaN prices, negative volume) are kept as they are: validation is
     the Spark job's work, which quarantines them with a reason.
     """
+    import pandas as pd
+
     missing = [c for c in BAR_COLUMNS if c not in df.columns]
     if missing:
         raise ValueError(f"bars are missing columns: {', '.join(missing)}")

@@ -35,8 +35,8 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
-import pandas as pd
 from fsspec import AbstractFileSystem
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -47,6 +47,9 @@ from stockpipe.lake import filesystem, zone
 from stockpipe.spark import transforms as T
 from stockpipe.spark.session import get_spark, kafka_reader
 from stockpipe.table import Table, new_run_id
+
+if TYPE_CHECKING:  # only the notebook's tables need pandas: the job starts without it
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +82,8 @@ class BatchJobReport:
     quarantined_rows: int = 0
 
     def summary(self) -> pd.DataFrame:
+        import pandas as pd
+
         rows = [
             ("records read from Kafka", self.records_read),
             ("raw rows written", self.raw_rows),
@@ -94,6 +99,8 @@ class BatchJobReport:
         return pd.DataFrame(rows, columns=["metric", "value"])
 
     def quarantine_summary(self) -> pd.DataFrame:
+        import pandas as pd
+
         return pd.DataFrame(
             sorted(self.quarantined.items(), key=lambda kv: -kv[1]), columns=["reason", "rows"]
         )

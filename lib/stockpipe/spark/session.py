@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 from pathlib import Path
 
 from pyspark import SparkContext
@@ -110,9 +111,17 @@ def get_spark(settings: Settings, app_name: str = "stockpipe", **extra: str) -> 
         conf = spark_conf(settings, ship_jars=settings.spark_ship_jars or jvm_running)
         for key, value in {**conf, **extra}.items():
             builder = builder.config(key, value)
+    if SparkContext._gateway is None and not settings.spark_remote:
+        # PySpark's first call into a new JVM imports pyspark.testing, and with it
+        # pandas (0.5-1 s): done here while the JVM starts, not after
+        threading.Thread(target=_import_pyspark_testing, daemon=True).start()
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN") if not settings.spark_remote else None
     return spark
+
+
+def _import_pyspark_testing() -> None:
+    import pyspark.testing.utils  # noqa: F401
 
 
 def _kafka_options(settings: Settings, topic: str) -> dict[str, str]:
