@@ -516,8 +516,7 @@ class BarsBatchJob:
             out = out.unionByName(others.filter(cond).select(*cols))
         run = new_run_id()
         target = f"{self.processed.spark_root}/run={run}"
-        # a new directory: "append" writes in place, where "overwrite" (dynamic)
-        # would stage every file and then rename it, which S3 does by copying
+        # a new directory: "append" writes in place (see _write_partitioned_batch)
         T.for_processed_write(out).write.mode("append").options(
             **WRITE_OPTIONS, **T.PROCESSED_PARQUET_OPTIONS
         ).partitionBy(*T.PARTITION_COLUMNS).parquet(target)

@@ -111,10 +111,10 @@ def get_spark(settings: Settings, app_name: str = "stockpipe", **extra: str) -> 
         conf = spark_conf(settings, ship_jars=settings.spark_ship_jars or jvm_running)
         for key, value in {**conf, **extra}.items():
             builder = builder.config(key, value)
-    if SparkContext._gateway is None and not settings.spark_remote:
-        # PySpark's first call into a new JVM imports pyspark.testing, and with it
-        # pandas (0.5-1 s): done here while the JVM starts, not after
-        threading.Thread(target=_import_pyspark_testing, daemon=True).start()
+        if not jvm_running:
+            # PySpark's first call into a new JVM imports pyspark.testing, and with
+            # it pandas (0.5-1 s): done here while the JVM starts, not after
+            threading.Thread(target=_import_pyspark_testing, daemon=True).start()
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN") if not settings.spark_remote else None
     return spark
