@@ -1,10 +1,12 @@
-"""The batch job's offset log: which Kafka ranges a run reads, on an in-memory filesystem."""
+"""The batch job's offset log (which Kafka ranges a run reads, on an in-memory
+filesystem), and its session settings and scheduler pools."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import uuid
+from xml.etree import ElementTree
 
 import fsspec
 import pytest
@@ -109,3 +111,22 @@ def test_job_settings_are_undone_after_the_run(spark):
         raise RuntimeError("midway")
     assert spark.conf.get(key) == "true"
     assert spark.conf.get("spark.sql.inMemoryColumnarStorage.compressed") == default
+
+
+def test_check_and_merge_take_free_cores_before_the_raw_zone(spark):
+    """Spark makes a pool the file lacks silently, with no priority: both are in it."""
+    from stockpipe.spark.batch import MAIN_POOL, RAW_POOL, _scheduler_pool
+    from stockpipe.spark.session import SCHEDULER_POOLS
+
+    pools = {p.get("name"): p for p in ElementTree.parse(SCHEDULER_POOLS).getroot().iter("pool")}
+    main, raw = pools[MAIN_POOL], pools[RAW_POOL]
+    assert int(main.findtext("minShare")) >= 2 and int(raw.findtext("minShare")) == 0
+    assert int(main.findtext("weight")) > int(raw.findtext("weight"))
+
+    sc = spark.sparkContext
+    sc.setLocalProperty("spark.scheduler.pool", "notebook")
+    with pytest.raises(RuntimeError, match="midway"), _scheduler_pool(spark, MAIN_POOL):
+        assert sc.getLocalProperty("spark.scheduler.pool") == MAIN_POOL
+        raise RuntimeError("midway")
+    assert sc.getLocalProperty("spark.scheduler.pool") == "notebook"
+    sc.setLocalProperty("spark.scheduler.pool", None)

@@ -53,7 +53,10 @@ if TYPE_CHECKING:  # only the notebook's tables need pandas: the job starts with
 
 log = logging.getLogger(__name__)
 
-#: The fair-scheduler pool of the raw-zone write (fairscheduler.xml).
+#: Fair-scheduler pools of the job (fairscheduler.xml). The check and the merge
+#: are what the run waits for: their tasks take free cores first, and the
+#: raw-zone write, needed only before the commit, runs on what they leave.
+MAIN_POOL = "batch_main"
 RAW_POOL = "batch_raw"
 
 #: Options of every write of the job. Each task moves its files into place as it
@@ -337,6 +340,18 @@ JOB_CONF: dict[str, str] = {
 
 
 @contextmanager
+def _scheduler_pool(spark: SparkSession, pool: str) -> Iterator[None]:
+    """Spark jobs this thread starts run in ``pool``; the thread's own pool comes back after."""
+    sc = spark.sparkContext
+    before = sc.getLocalProperty("spark.scheduler.pool")
+    sc.setLocalProperty("spark.scheduler.pool", pool)
+    try:
+        yield
+    finally:
+        sc.setLocalProperty("spark.scheduler.pool", before)  # type: ignore[arg-type]
+
+
+@contextmanager
 def _step(what: str) -> Iterator[None]:
     """Log how long one step of a micro-batch took (long work shows progress)."""
     t0 = time.perf_counter()
@@ -443,15 +458,10 @@ class BarsBatchJob:
         return entries
 
     def _timed_raw(self, batch: DataFrame, key: str) -> None:
-        # its own scheduler pool: the short stages the rest waits on (the census's
-        # last step, the merge) take the next free core instead of queueing behind it
-        sc = self.spark.sparkContext
-        sc.setLocalProperty("spark.scheduler.pool", RAW_POOL)
-        try:
-            with _step("raw zone written"):
-                self._write_raw(T.raw_from_kafka(batch), key)
-        finally:
-            sc.setLocalProperty("spark.scheduler.pool", None)  # type: ignore[arg-type]
+        # the low-priority pool: it fills the cores the check and merge leave idle
+        # (the planning before their first task, a last task running alone)
+        with _scheduler_pool(self.spark, RAW_POOL), _step("raw zone written"):
+            self._write_raw(T.raw_from_kafka(batch), key)
 
     def _write_raw(self, raw: DataFrame, key: str) -> None:
         # values are unique strings: a dictionary is built, then abandoned (slow),
@@ -540,7 +550,7 @@ class BarsBatchJob:
         for plan in plan_batches(
             offsets, applied_batches(self.settings), first, end, max_offsets_per_trigger
         ):
-            with _session_conf(self.spark, JOB_CONF):
+            with _session_conf(self.spark, JOB_CONF), _scheduler_pool(self.spark, MAIN_POOL):
                 self.process_batch(self.read(plan), plan)
         self.report.noop = self.report.batches == 0
         if not self.report.noop:
