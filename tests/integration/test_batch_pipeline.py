@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pandas as pd
@@ -14,6 +15,7 @@ from stockpipe.kafka import ConfirmedProducer, ensure_topics, read_all
 from stockpipe.lake import ensure_bucket
 from stockpipe.reader import LastRead, bar_files, read_bars, read_quarantine, read_raw_bars
 from stockpipe.sources import fetch_many, get_source
+from stockpipe.spark import transforms as T
 from stockpipe.spark.batch import BarsBatchJob, pending_records, run_batch_job
 from stockpipe.table import Table
 
@@ -183,6 +185,21 @@ def test_a_run_that_fails_midway_and_runs_again_loses_and_doubles_nothing(lake, 
     window = dict(start="2014-01-01", end="2014-06-30")
     r = ingest(lake, "samples", "MSFT,GOOG", progress=False, **window)
     sent = fetch_many(get_source("samples"), "MSFT,GOOG", batch_id="z", progress=False, **window)
+
+    # 0. The check fails before its census starts: the job fails, and does not wait
+    #    forever for the raw-zone write (which starts once the census has).
+    def no_census(flagged):
+        raise RuntimeError("check failed")
+
+    pool = ThreadPoolExecutor(1)
+    try:
+        with monkeypatch.context() as m:
+            m.setattr(T, "census", no_census)
+            with pytest.raises(RuntimeError, match="check failed"):
+                pool.submit(run_batch_job, lake, spark=spark).result(timeout=120)
+    finally:
+        pool.shutdown(wait=False)
+    assert pending_records(lake) == r.sent
 
     # 1. The processed zone fails to publish; the raw zone (written beside it) is done.
     commit = Table.commit

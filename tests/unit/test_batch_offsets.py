@@ -130,3 +130,12 @@ def test_check_and_merge_take_free_cores_before_the_raw_zone(spark):
         raise RuntimeError("midway")
     assert sc.getLocalProperty("spark.scheduler.pool") == "notebook"
     sc.setLocalProperty("spark.scheduler.pool", None)
+
+
+def test_a_big_batch_is_read_in_three_tasks_a_core_a_small_one_in_one_per_partition():
+    from stockpipe.spark.batch import read_tasks
+
+    assert read_tasks(1_304_500, partitions=3, cores=2) == 6
+    assert read_tasks(1_304_500, partitions=12, cores=2) is None  # one a partition is more
+    assert read_tasks(200_000, partitions=1, cores=8) == 4  # at least 50,000 records a task
+    assert read_tasks(500, partitions=3, cores=2) is None

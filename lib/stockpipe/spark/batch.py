@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -58,6 +59,13 @@ log = logging.getLogger(__name__)
 #: raw-zone write, needed only before the commit, runs on what they leave.
 MAIN_POOL = "batch_main"
 RAW_POOL = "batch_raw"
+
+#: Kafka read tasks per core. One task per topic partition (3 here, on 2 cores)
+#: left a core idle behind the last task of each read; 3 per core keep both busy
+#: to the end of it.
+READ_TASKS_PER_CORE = 3
+#: Records a read task gets at least: a small batch keeps one task per partition.
+MIN_RECORDS_PER_READ_TASK = 50_000
 
 #: Options of every write of the job. Each task moves its files into place as it
 #: ends: on S3 a move is a copy, and Hadoop's default committer moves each file
@@ -288,6 +296,13 @@ def plan_batches(
 # The job ---------------------------------------------------------------------------------
 
 
+def read_tasks(records: int, partitions: int, cores: int) -> int | None:
+    """How many tasks read a batch of ``records`` from ``partitions`` Kafka partitions
+    (Spark's ``minPartitions``); None for one per partition, Spark's own choice."""
+    tasks = min(READ_TASKS_PER_CORE * cores, records // MIN_RECORDS_PER_READ_TASK)
+    return tasks if tasks > partitions else None
+
+
 @dataclass
 class BatchCensus:
     """One micro-batch in figures (from ``transforms.census``), gathered in one Spark job."""
@@ -379,6 +394,9 @@ class BarsBatchJob:
             which: json.dumps({self.topic: {str(p): o for p, o in offsets.items()}})
             for which, offsets in (("startingOffsets", plan.start), ("endingOffsets", plan.end))
         }
+        tasks = read_tasks(plan.records, len(plan.end), self.spark.sparkContext.defaultParallelism)
+        if tasks:
+            ranges["minPartitions"] = str(tasks)
         return kafka_reader(self.spark, self.settings, self.topic).options(**ranges).load()
 
     def process_batch(self, batch: DataFrame, plan: BatchPlan) -> None:
@@ -390,33 +408,41 @@ class BarsBatchJob:
         """
         t0 = time.perf_counter()
         # The raw zone (from Kafka again: caching every value costs more than
-        # re-reading) is written beside the rest, by a second Spark job that starts
-        # first: it runs while this thread builds and plans the parse and check
-        # (seconds of work on one core), and later fills a core the census or the
-        # merge leaves idle (a last task running alone).
+        # re-reading) is written beside the rest, by a second Spark job in the
+        # low-priority pool. It starts once the census has: its tasks then fill the
+        # cores the census and the merge leave idle (a last task running alone,
+        # the planning between them) instead of holding both cores while the
+        # census waits (Spark does not take a core back from a running task).
+        census_started = threading.Event()
         with ThreadPoolExecutor(1, thread_name_prefix="raw-zone") as pool:
-            raw_written = pool.submit(self._timed_raw, batch, plan.key)
-            flagged = T.slim_flagged(T.flag_bars(T.parse_bars(T.raw_from_kafka(batch)), self.now))
-            flagged = flagged.persist()
+            raw_written = pool.submit(self._timed_raw, batch, plan.key, census_started)
             try:
-                # fills the cache, and tells all the job needs to know of the batch
-                census = BatchCensus.of(T.census(flagged).collect())
-                self.report.records_read += census.records
-                log.info(
-                    "batch %s: %d records read and checked (%.1f s)",
-                    plan.number,
-                    census.records,
-                    time.perf_counter() - t0,
-                )
-                valid, quarantine = T.split_flagged(flagged, self.now)
-                if census.quarantined_rows:
-                    with _step("quarantine written"):
-                        self._write_quarantine(quarantine, census, plan.key)
-                with _step("processed zone merged and published"):
-                    # marks the batch applied: only once the raw zone has it
-                    self._merge_processed(valid, census, plan.key, raw_written.result)
+                flagged = T.slim_flagged(
+                    T.flag_bars(T.parse_bars(T.raw_from_kafka(batch)), self.now)
+                ).persist()
+                try:
+                    # fills the cache, and tells all the job needs to know of the batch
+                    census_query = T.census(flagged)
+                    census_started.set()
+                    census = BatchCensus.of(census_query.collect())
+                    self.report.records_read += census.records
+                    log.info(
+                        "batch %s: %d records read and checked (%.1f s)",
+                        plan.number,
+                        census.records,
+                        time.perf_counter() - t0,
+                    )
+                    valid, quarantine = T.split_flagged(flagged, self.now)
+                    if census.quarantined_rows:
+                        with _step("quarantine written"):
+                            self._write_quarantine(quarantine, census, plan.key)
+                    with _step("processed zone merged and published"):
+                        # marks the batch applied: only once the raw zone has it
+                        self._merge_processed(valid, census, plan.key, raw_written.result)
+                finally:
+                    flagged.unpersist()
             finally:
-                flagged.unpersist()
+                census_started.set()  # a run that failed before never leaves it waiting
         self.report.batches += 1
         log.info(
             "batch %s: %d records in %.1f s", plan.number, census.records, time.perf_counter() - t0
@@ -457,9 +483,8 @@ class BarsBatchJob:
             table.fs.rm(sorted(earlier))
         return entries
 
-    def _timed_raw(self, batch: DataFrame, key: str) -> None:
-        # the low-priority pool: it fills the cores the check and merge leave idle
-        # (the planning before their first task, a last task running alone)
+    def _timed_raw(self, batch: DataFrame, key: str, census_started: threading.Event) -> None:
+        census_started.wait()
         with _scheduler_pool(self.spark, RAW_POOL), _step("raw zone written"):
             self._write_raw(T.raw_from_kafka(batch), key)
 
