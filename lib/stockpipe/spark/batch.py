@@ -28,7 +28,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -409,40 +408,34 @@ class BarsBatchJob:
         t0 = time.perf_counter()
         # The raw zone (from Kafka again: caching every value costs more than
         # re-reading) is written beside the rest, by a second Spark job in the
-        # low-priority pool. It starts once the census has: its tasks then fill the
+        # low-priority pool. It starts with the census: its tasks then fill the
         # cores the census and the merge leave idle (a last task running alone,
         # the planning between them) instead of holding both cores while the
         # census waits (Spark does not take a core back from a running task).
-        census_started = threading.Event()
         with ThreadPoolExecutor(1, thread_name_prefix="raw-zone") as pool:
-            raw_written = pool.submit(self._timed_raw, batch, plan.key, census_started)
+            flagged = T.slim_flagged(T.flag_bars(T.parse_bars(T.raw_from_kafka(batch)), self.now))
+            flagged = flagged.persist()
             try:
-                flagged = T.slim_flagged(
-                    T.flag_bars(T.parse_bars(T.raw_from_kafka(batch)), self.now)
-                ).persist()
-                try:
-                    # fills the cache, and tells all the job needs to know of the batch
-                    census_query = T.census(flagged)
-                    census_started.set()
-                    census = BatchCensus.of(census_query.collect())
-                    self.report.records_read += census.records
-                    log.info(
-                        "batch %s: %d records read and checked (%.1f s)",
-                        plan.number,
-                        census.records,
-                        time.perf_counter() - t0,
-                    )
-                    valid, quarantine = T.split_flagged(flagged, self.now)
-                    if census.quarantined_rows:
-                        with _step("quarantine written"):
-                            self._write_quarantine(quarantine, census, plan.key)
-                    with _step("processed zone merged and published"):
-                        # marks the batch applied: only once the raw zone has it
-                        self._merge_processed(valid, census, plan.key, raw_written.result)
-                finally:
-                    flagged.unpersist()
+                # fills the cache, and tells all the job needs to know of the batch
+                census_query = T.census(flagged)
+                raw_written = pool.submit(self._timed_raw, batch, plan.key)
+                census = BatchCensus.of(census_query.collect())
+                self.report.records_read += census.records
+                log.info(
+                    "batch %s: %d records read and checked (%.1f s)",
+                    plan.number,
+                    census.records,
+                    time.perf_counter() - t0,
+                )
+                valid, quarantine = T.split_flagged(flagged, self.now)
+                if census.quarantined_rows:
+                    with _step("quarantine written"):
+                        self._write_quarantine(quarantine, census, plan.key)
+                with _step("processed zone merged and published"):
+                    # marks the batch applied: only once the raw zone has it
+                    self._merge_processed(valid, census, plan.key, raw_written.result)
             finally:
-                census_started.set()  # a run that failed before never leaves it waiting
+                flagged.unpersist()
         self.report.batches += 1
         log.info(
             "batch %s: %d records in %.1f s", plan.number, census.records, time.perf_counter() - t0
@@ -483,8 +476,7 @@ class BarsBatchJob:
             table.fs.rm(sorted(earlier))
         return entries
 
-    def _timed_raw(self, batch: DataFrame, key: str, census_started: threading.Event) -> None:
-        census_started.wait()
+    def _timed_raw(self, batch: DataFrame, key: str) -> None:
         with _scheduler_pool(self.spark, RAW_POOL), _step("raw zone written"):
             self._write_raw(T.raw_from_kafka(batch), key)
 
