@@ -115,8 +115,8 @@ def test_job_settings_are_undone_after_the_run(spark):
 
 def test_check_and_merge_take_free_cores_before_the_raw_zone(spark):
     """Spark makes a pool the file lacks silently, with no priority: both are in it."""
-    from stockpipe.spark.batch import MAIN_POOL, RAW_POOL, _scheduler_pool
-    from stockpipe.spark.session import SCHEDULER_POOLS
+    from stockpipe.spark.batch import MAIN_POOL, RAW_POOL
+    from stockpipe.spark.session import SCHEDULER_POOLS, scheduler_pool
 
     pools = {p.get("name"): p for p in ElementTree.parse(SCHEDULER_POOLS).getroot().iter("pool")}
     main, raw = pools[MAIN_POOL], pools[RAW_POOL]
@@ -125,11 +125,26 @@ def test_check_and_merge_take_free_cores_before_the_raw_zone(spark):
 
     sc = spark.sparkContext
     sc.setLocalProperty("spark.scheduler.pool", "notebook")
-    with pytest.raises(RuntimeError, match="midway"), _scheduler_pool(spark, MAIN_POOL):
+    with pytest.raises(RuntimeError, match="midway"), scheduler_pool(spark, MAIN_POOL):
         assert sc.getLocalProperty("spark.scheduler.pool") == MAIN_POOL
         raise RuntimeError("midway")
     assert sc.getLocalProperty("spark.scheduler.pool") == "notebook"
     sc.setLocalProperty("spark.scheduler.pool", None)
+
+
+def test_on_spark_connect_the_server_schedules():
+    """A Connect session has no SparkContext: the pool is left to the server, no error."""
+    from stockpipe.spark.session import scheduler_pool
+
+    class ConnectSession:  # what type(spark) is under Spark Connect, minus the network
+        __module__ = "pyspark.sql.connect.session"
+
+        @property
+        def sparkContext(self):
+            raise AssertionError("a Connect session has no SparkContext")
+
+    with scheduler_pool(ConnectSession(), "batch_main"):  # type: ignore[arg-type]
+        pass
 
 
 def test_a_big_batch_is_read_in_three_tasks_a_core_a_small_one_in_one_per_partition():

@@ -45,7 +45,7 @@ from stockpipe.config import Settings
 from stockpipe.kafka import offset_bounds
 from stockpipe.lake import filesystem, zone
 from stockpipe.spark import transforms as T
-from stockpipe.spark.session import get_spark, kafka_reader
+from stockpipe.spark.session import get_spark, kafka_reader, scheduler_pool
 from stockpipe.table import Table, new_run_id
 
 if TYPE_CHECKING:  # only the notebook's tables need pandas: the job starts without it
@@ -354,18 +354,6 @@ JOB_CONF: dict[str, str] = {
 
 
 @contextmanager
-def _scheduler_pool(spark: SparkSession, pool: str) -> Iterator[None]:
-    """Spark jobs this thread starts run in ``pool``; the thread's own pool comes back after."""
-    sc = spark.sparkContext
-    before = sc.getLocalProperty("spark.scheduler.pool")
-    sc.setLocalProperty("spark.scheduler.pool", pool)
-    try:
-        yield
-    finally:
-        sc.setLocalProperty("spark.scheduler.pool", before)  # type: ignore[arg-type]
-
-
-@contextmanager
 def _step(what: str) -> Iterator[None]:
     """Log how long one step of a micro-batch took (long work shows progress)."""
     t0 = time.perf_counter()
@@ -477,7 +465,7 @@ class BarsBatchJob:
         return entries
 
     def _timed_raw(self, batch: DataFrame, key: str) -> None:
-        with _scheduler_pool(self.spark, RAW_POOL), _step("raw zone written"):
+        with scheduler_pool(self.spark, RAW_POOL), _step("raw zone written"):
             self._write_raw(T.raw_from_kafka(batch), key)
 
     def _write_raw(self, raw: DataFrame, key: str) -> None:
@@ -567,7 +555,7 @@ class BarsBatchJob:
         for plan in plan_batches(
             offsets, applied_batches(self.settings), first, end, max_offsets_per_trigger
         ):
-            with _session_conf(self.spark, JOB_CONF), _scheduler_pool(self.spark, MAIN_POOL):
+            with _session_conf(self.spark, JOB_CONF), scheduler_pool(self.spark, MAIN_POOL):
                 self.process_batch(self.read(plan), plan)
         self.report.noop = self.report.batches == 0
         if not self.report.noop:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from pyspark import SparkContext
@@ -18,7 +20,7 @@ from stockpipe.config import Settings
 from stockpipe.spark.classcache import java_options
 from stockpipe.stack.install import spark_jars
 
-#: The fair-scheduler pools (``stream_windows``, ``stream_archive``).
+#: The fair-scheduler pools: the streaming job's and the batch job's.
 SCHEDULER_POOLS = Path(__file__).with_name("fairscheduler.xml")
 
 
@@ -118,6 +120,22 @@ def get_spark(settings: Settings, app_name: str = "stockpipe", **extra: str) -> 
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN") if not settings.spark_remote else None
     return spark
+
+
+@contextmanager
+def scheduler_pool(spark: SparkSession, pool: str) -> Iterator[None]:
+    """Spark jobs this thread starts run in ``pool`` (SCHEDULER_POOLS); the thread's own
+    pool comes back after. A no-op on Spark Connect, whose server does the scheduling."""
+    if type(spark).__module__.startswith("pyspark.sql.connect"):
+        yield
+        return
+    sc = spark.sparkContext
+    before = sc.getLocalProperty("spark.scheduler.pool")
+    sc.setLocalProperty("spark.scheduler.pool", pool)
+    try:
+        yield
+    finally:
+        sc.setLocalProperty("spark.scheduler.pool", before)  # type: ignore[arg-type]
 
 
 def _import_pyspark_testing() -> None:

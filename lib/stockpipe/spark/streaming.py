@@ -55,7 +55,7 @@ from stockpipe.lake import filesystem, zone
 from stockpipe.reader import METRICS_SCHEMA
 from stockpipe.reference import to_ms
 from stockpipe.schemas import SCHEMA_VERSION, TICK_MESSAGE_DDL
-from stockpipe.spark.session import get_spark, kafka_stream
+from stockpipe.spark.session import get_spark, kafka_stream, scheduler_pool
 from stockpipe.spark.transforms import fence
 
 log = logging.getLogger(__name__)
@@ -427,28 +427,24 @@ def start_queries(
     shuffle = spark.conf.get("spark.sql.shuffle.partitions")
     if opts.state_partitions:
         spark.conf.set("spark.sql.shuffle.partitions", str(opts.state_partitions))
-    # jobs of a query run in the pool of the thread that starts it (fairscheduler.xml)
-    sc = None if settings.spark_remote else spark.sparkContext
     try:
         for role, (df, zone_name, partition) in outputs.items():
-            if sc is not None:
-                sc.setLocalProperty("spark.scheduler.pool", POOLS[role])
-            queries[role] = _start(
-                df,
-                names[role],
-                zone(settings, zone_name, spark=True),
-                f"{ckpt}/{role}",
-                partition,
-                None if opts.mode == "available-now" else trigger_of(opts, role),
-            )
+            # jobs of a query run in the pool of the thread that starts it
+            with scheduler_pool(spark, POOLS[role]):
+                queries[role] = _start(
+                    df,
+                    names[role],
+                    zone(settings, zone_name, spark=True),
+                    f"{ckpt}/{role}",
+                    partition,
+                    None if opts.mode == "available-now" else trigger_of(opts, role),
+                )
     except Exception:
         for q in queries.values():
             q.stop()
         raise
     finally:
         spark.conf.set("spark.sql.shuffle.partitions", shuffle)
-        if sc is not None:
-            sc.setLocalProperty("spark.scheduler.pool", None)  # type: ignore[arg-type]
     return queries
 
 
