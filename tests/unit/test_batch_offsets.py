@@ -132,9 +132,10 @@ def test_check_and_merge_take_free_cores_before_the_raw_zone(spark):
     sc.setLocalProperty("spark.scheduler.pool", None)
 
 
-def test_on_spark_connect_the_server_schedules():
-    """A Connect session has no SparkContext: the pool is left to the server, no error."""
-    from stockpipe.spark.session import scheduler_pool
+def test_on_spark_connect_the_server_schedules(spark):
+    """A Connect session has no SparkContext: the pool and the number of Kafka read
+    tasks are left to the server, no error."""
+    from stockpipe.spark.session import default_parallelism, scheduler_pool
 
     class ConnectSession:  # what type(spark) is under Spark Connect, minus the network
         __module__ = "pyspark.sql.connect.session"
@@ -145,6 +146,8 @@ def test_on_spark_connect_the_server_schedules():
 
     with scheduler_pool(ConnectSession(), "batch_main"):  # type: ignore[arg-type]
         pass
+    assert default_parallelism(ConnectSession()) is None  # type: ignore[arg-type]
+    assert default_parallelism(spark) == 2  # the unit session's local[2]
 
 
 def test_a_big_batch_is_read_in_three_tasks_a_core_a_small_one_in_one_per_partition():

@@ -45,7 +45,12 @@ from stockpipe.config import Settings
 from stockpipe.kafka import offset_bounds
 from stockpipe.lake import filesystem, zone
 from stockpipe.spark import transforms as T
-from stockpipe.spark.session import get_spark, kafka_reader, scheduler_pool
+from stockpipe.spark.session import (
+    default_parallelism,
+    get_spark,
+    kafka_reader,
+    scheduler_pool,
+)
 from stockpipe.table import Table, new_run_id
 
 if TYPE_CHECKING:  # only the notebook's tables need pandas: the job starts without it
@@ -381,8 +386,8 @@ class BarsBatchJob:
             which: json.dumps({self.topic: {str(p): o for p, o in offsets.items()}})
             for which, offsets in (("startingOffsets", plan.start), ("endingOffsets", plan.end))
         }
-        tasks = read_tasks(plan.records, len(plan.end), self.spark.sparkContext.defaultParallelism)
-        if tasks:
+        cores = default_parallelism(self.spark)
+        if cores and (tasks := read_tasks(plan.records, len(plan.end), cores)):
             ranges["minPartitions"] = str(tasks)
         return kafka_reader(self.spark, self.settings, self.topic).options(**ranges).load()
 

@@ -122,11 +122,21 @@ def get_spark(settings: Settings, app_name: str = "stockpipe", **extra: str) -> 
     return spark
 
 
+def _is_connect(spark: SparkSession) -> bool:
+    """A Spark Connect session: no SparkContext on this side, the server schedules."""
+    return type(spark).__module__.startswith("pyspark.sql.connect")
+
+
+def default_parallelism(spark: SparkSession) -> int | None:
+    """Task slots of the session's cluster; None on Spark Connect, which does not say."""
+    return None if _is_connect(spark) else spark.sparkContext.defaultParallelism
+
+
 @contextmanager
 def scheduler_pool(spark: SparkSession, pool: str) -> Iterator[None]:
     """Spark jobs this thread starts run in ``pool`` (SCHEDULER_POOLS); the thread's own
     pool comes back after. A no-op on Spark Connect, whose server does the scheduling."""
-    if type(spark).__module__.startswith("pyspark.sql.connect"):
+    if _is_connect(spark):
         yield
         return
     sc = spark.sparkContext
