@@ -87,3 +87,26 @@ class StreamingError(StockpipeError):
     def __init__(self, query: str, reason: str) -> None:
         self.query, self.reason = query, reason
         super().__init__(f"streaming query {query} failed: {reason}")
+
+
+class LakeError(StockpipeError):
+    """The lake cannot be written or read as asked."""
+
+
+class LeaseHeldError(LakeError):
+    """Another job holds the lease of a table this job must write."""
+
+    def __init__(self, table: str, holder: str) -> None:
+        self.table, self.holder = table, holder
+        super().__init__(
+            f"{table} is being written by {holder}; one writer per table: wait for it to "
+            "finish (a crashed job's lease expires by itself) and run this job again"
+        )
+
+
+class LeaseLostError(LakeError):
+    """A job's lease expired and another job took it over: it must not commit."""
+
+
+class TopicResetError(LakeError):
+    """A topic's offsets no longer follow on from what the lake has read."""

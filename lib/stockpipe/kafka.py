@@ -331,3 +331,16 @@ class ConfirmedProducer:
 
     def __exit__(self, *exc) -> None:
         self.close(raise_on_failure=exc[0] is None)
+
+
+def topic_id(settings: Settings, topic: str) -> str | None:
+    """The topic's unique id (a new one whenever a topic of that name is created again)."""
+    from confluent_kafka import KafkaException, TopicCollection
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers})
+    future = admin.describe_topics(TopicCollection([topic]), request_timeout=15)[topic]
+    try:
+        return str(future.result().topic_id)
+    except KafkaException as exc:
+        raise StackError(f"topic {topic!r} cannot be described: {exc}") from exc

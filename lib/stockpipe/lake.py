@@ -1,7 +1,8 @@
 """The S3 lake: one place that knows the bucket, the zones and how to reach them.
 
-Callers ask for a zone path; the scheme (``s3a://`` for Spark, none for
-pyarrow/s3fs) is chosen here, never in jobs.
+Callers ask for a zone path; the scheme (``s3a://`` for Spark, ``s3://`` for
+Delta readers outside Spark, none for pyarrow/s3fs) is chosen here, never in jobs.
+Every zone but ``checkpoints``, ``notebooks``, ``reports`` and ``state`` is a Delta table.
 """
 
 from __future__ import annotations
@@ -26,6 +27,17 @@ ZONES = {
     "state": "_state",
 }
 
+#: The zones that are Delta tables.
+TABLES: tuple[str, ...] = (
+    "raw_bars",
+    "quarantine_bars",
+    "processed_bars",
+    "raw_ticks",
+    "quarantine_ticks",
+    "tick_windows",
+    "stream_metrics",
+)
+
 
 def zone(settings: Settings, name: str, *, spark: bool = False) -> str:
     """Path of a zone: ``s3a://bucket/raw/bars`` for Spark, ``bucket/raw/bars`` otherwise."""
@@ -35,6 +47,27 @@ def zone(settings: Settings, name: str, *, spark: bool = False) -> str:
         raise UnknownNameError("lake zone", name, list(ZONES))
     path = f"{settings.bucket}/{ZONES[name]}"
     return f"s3a://{path}" if spark else path
+
+
+def table_uri(settings: Settings, name: str) -> str:
+    """URI of a Delta table for readers outside Spark (``deltalake``, polars, DuckDB)."""
+    return f"s3://{zone(settings, name)}"
+
+
+def storage_options(settings: Settings) -> dict[str, str]:
+    """Storage options of ``deltalake`` and ``polars.read_delta`` for the lake.
+
+    ``aws_conditional_put``: MinIO's conditional PUT makes a delta-rs commit atomic
+    without a lock service.
+    """
+    return {
+        "AWS_ENDPOINT_URL": settings.s3_url,
+        "AWS_ACCESS_KEY_ID": settings.s3_access_key,
+        "AWS_SECRET_ACCESS_KEY": settings.s3_secret_key.get_secret_value(),
+        "AWS_REGION": settings.s3_region,
+        "AWS_ALLOW_HTTP": str(settings.s3_url.startswith("http://")).lower(),
+        "aws_conditional_put": "etag",
+    }
 
 
 def filesystem(settings: Settings) -> s3fs.S3FileSystem:

@@ -1,11 +1,11 @@
-"""Read the lake with pyarrow/pandas, outside Spark: committed rows only.
+"""Read the lake outside Spark, through ``deltalake``: committed rows only.
 
-Streaming zones (ticks): a file sink leaves the files of a micro-batch that never
-committed (a killed query) on storage; only the sink's commit log
-(``_spark_metadata``) says which files are real. Bar zones: managed tables whose
-manifest names the committed files (``stockpipe.table``). Either way these
-readers open exactly the committed files, so a pandas user sees the same rows as
-Spark: none doubled, none half-written.
+Every zone is a Delta table, so a reader sees one committed version, never a
+half-written micro-batch or the files of a failed run. Filters are pushed down
+to the files: partition values prune whole files, and the log's per-file
+statistics (min/max of ``symbol``, ``ts``, ...) skip the files that cannot match.
+Any version can be read again (``version=`` or ``as_of=``), as long as VACUUM
+has kept its files (7 days by default).
 """
 
 from __future__ import annotations
@@ -20,57 +20,45 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 
 from stockpipe.config import Settings
-from stockpipe.lake import filesystem, zone
-from stockpipe.schemas import BAR_ARROW_SCHEMA, DERIVED_COLUMNS
-from stockpipe.sinklog import committed_files
-from stockpipe.table import Table
-
-TICK_WINDOWS_SCHEMA = pa.schema(
-    [
-        ("symbol", pa.string()),
-        ("window_start", pa.timestamp("us", tz="UTC")),
-        ("window_end", pa.timestamp("us", tz="UTC")),
-        ("open", pa.float64()),
-        ("high", pa.float64()),
-        ("low", pa.float64()),
-        ("close", pa.float64()),
-        ("vwap", pa.float64()),
-        ("volume", pa.int64()),
-        ("trade_count", pa.int64()),
-        ("price_std", pa.float64()),
-        ("date", pa.date32()),
-    ]
+from stockpipe.lake import zone
+from stockpipe.schemas import (
+    METRICS_SCHEMA,
+    PROCESSED_SCHEMA,
+    QUARANTINE_TICKS_SCHEMA,
+    RAW_TICKS_SCHEMA,
+    TICK_WINDOWS_SCHEMA,
 )
+from stockpipe.tables import open_table, row_count
+
+DateLike = str | date | datetime | pd.Timestamp | None
 
 
-def sink_files(settings: Settings, zone_name: str) -> list[str]:
-    """Data files of a streaming sink zone that its commit log names (no scheme).
+class LastRead:
+    """Which data files the last read opened (for tests and for the curious)."""
 
-    A zone with no commit log yet has no committed rows: the empty list.
-    """
-    fs = filesystem(settings)
-    files = committed_files(fs, zone(settings, zone_name))
-    return [f for f in (files or []) if f.endswith(".parquet")]
+    files: list[str] = []  # noqa: RUF012
 
 
-def _read(
-    settings: Settings, zone_name: str, schema: pa.Schema, filt: ds.Expression | None
-) -> pd.DataFrame:
-    files = sink_files(settings, zone_name)
-    if not files:
-        return schema.empty_table().to_pandas()
-    root = zone(settings, zone_name)
-    dataset = ds.dataset(
-        files,
-        schema=schema,
-        filesystem=filesystem(settings),
-        format="parquet",
-        partitioning=ds.partitioning(
-            pa.schema([f for f in schema if f.name in ("date", "ingest_date")]), flavor="hive"
-        ),
-        partition_base_dir=root,
-    )
-    return dataset.to_table(filter=filt).to_pandas()
+def read_table(
+    settings: Settings,
+    name: str,
+    filt: ds.Expression | None = None,
+    *,
+    columns: list[str] | None = None,
+    schema: pa.Schema | None = None,
+    version: int | None = None,
+    as_of: datetime | str | None = None,
+) -> pa.Table:
+    """One zone's rows matching ``filt`` as Arrow; ``schema``'s empty table if none exist."""
+    dt = open_table(settings, name, version=version, as_of=as_of)
+    if dt is None:
+        LastRead.files = []
+        empty = schema.empty_table() if schema is not None else pa.table({})
+        return empty.select(columns) if columns and schema is not None else empty
+    dataset = dt.to_pyarrow_dataset()
+    fragments = list(dataset.get_fragments(filter=filt))
+    LastRead.files = sorted(f.path for f in fragments)
+    return dataset.to_table(filter=filt, columns=columns)
 
 
 def _utc(value: Any) -> pd.Timestamp:
@@ -78,181 +66,60 @@ def _utc(value: Any) -> pd.Timestamp:
     return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
 
 
-def read_tick_windows(
-    settings: Settings,
-    start: Any = None,
-    end: Any = None,
-    symbols: Iterable[str] | None = None,
-) -> pd.DataFrame:
-    """Committed sliding-window aggregates, sorted by symbol and window start.
-
-    ``start`` (inclusive) and ``end`` (exclusive) bound ``window_start``; a naive
-    time is read as UTC.
-    """
-    filt = None
-    conds = []
-    if start is not None:
-        conds.append(ds.field("window_start") >= pa.scalar(_utc(start), pa.timestamp("us", "UTC")))
-    if end is not None:
-        conds.append(ds.field("window_start") < pa.scalar(_utc(end), pa.timestamp("us", "UTC")))
-    if symbols is not None:
-        conds.append(ds.field("symbol").isin([s.upper() for s in symbols]))
-    for c in conds:
-        filt = c if filt is None else filt & c
-    df = _read(settings, "tick_windows", TICK_WINDOWS_SCHEMA, filt)
-    return df.sort_values(["symbol", "window_start", "window_end"]).reset_index(drop=True)
-
-
-QUARANTINE_TICKS_SCHEMA = pa.schema(
-    [
-        ("key", pa.string()),
-        ("value", pa.string()),
-        ("topic", pa.string()),
-        ("partition", pa.int32()),
-        ("offset", pa.int64()),
-        ("kafka_timestamp", pa.timestamp("us", tz="UTC")),
-        ("reason", pa.string()),
-        ("ingest_date", pa.date32()),
-    ]
-)
-
-RAW_TICKS_SCHEMA = pa.schema([f for f in QUARANTINE_TICKS_SCHEMA if f.name != "reason"])
-
-
-#: One row per micro-batch of a streaming query (written by the streaming job).
-METRICS_SCHEMA = pa.schema(
-    [
-        ("query_name", pa.string()),
-        ("query_id", pa.string()),
-        ("run_id", pa.string()),
-        ("batch_id", pa.int64()),
-        ("timestamp", pa.timestamp("ms", tz="UTC")),
-        ("num_input_rows", pa.int64()),
-        ("input_rows_per_second", pa.float64()),
-        ("processed_rows_per_second", pa.float64()),
-        ("batch_duration_ms", pa.int64()),
-        ("watermark", pa.timestamp("ms", tz="UTC")),
-        ("state_rows", pa.int64()),
-        ("state_memory_bytes", pa.int64()),
-        ("late_rows_dropped", pa.int64()),
-    ]
-)
-
-
-def read_quarantined_ticks(settings: Settings) -> pd.DataFrame:
-    """Committed quarantined ticks with their reason, in Kafka order."""
-    df = _read(settings, "quarantine_ticks", QUARANTINE_TICKS_SCHEMA, None)
-    return df.sort_values(["topic", "partition", "offset"]).reset_index(drop=True)
-
-
-def read_raw_ticks(settings: Settings) -> pd.DataFrame:
-    """Committed raw tick records as received, in Kafka order."""
-    df = _read(settings, "raw_ticks", RAW_TICKS_SCHEMA, None)
-    return df.sort_values(["topic", "partition", "offset"]).reset_index(drop=True)
-
-
-def read_stream_metrics(settings: Settings, query_name: str | None = None) -> pd.DataFrame:
-    """Per-micro-batch progress rows of the streaming queries, in time order."""
-    fs = filesystem(settings)
-    root = zone(settings, "stream_metrics")
-    pattern = f"{root}/{query_name or '*'}/*.parquet"
-    files = sorted(fs.glob(pattern))
-    if not files:
-        return METRICS_SCHEMA.empty_table().to_pandas()
-    table = ds.dataset(files, schema=METRICS_SCHEMA, filesystem=fs, format="parquet").to_table()
-    df = table.to_pandas()
-    return df.sort_values(["query_name", "batch_id"]).reset_index(drop=True)
-
-
-# Bars: managed tables read through their manifest ----------------------------------------
-
-DateLike = str | date | datetime | pd.Timestamp | None
-
-#: Columns of processed bars, for empty results.
-PROCESSED_SCHEMA = BAR_ARROW_SCHEMA.append(pa.field("return", pa.float64()))
-for _name in DERIVED_COLUMNS[1:]:
-    PROCESSED_SCHEMA = PROCESSED_SCHEMA.append(pa.field(_name, pa.float64()))
-PROCESSED_SCHEMA = PROCESSED_SCHEMA.append(pa.field("year", pa.int32()))
-
-
-class LastRead:
-    """Which files the last read opened (for tests and for the curious)."""
-
-    files: list[str] = []  # noqa: RUF012
-
-
 def _ts(value: DateLike, *, end: bool = False) -> pd.Timestamp | None:
+    """A bound as a UTC instant; a plain date as ``end`` means the end of that day."""
     if value is None or value == "":
         return None
-    ts = pd.Timestamp(value)
-    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
-    if (
-        end
-        and isinstance(value, str | date)
-        and not isinstance(value, datetime)
-        and len(str(value)) <= 10
-    ):
-        ts = ts + pd.Timedelta(days=1) - pd.Timedelta(microseconds=1)  # a date's end is inclusive
+    ts = _utc(value)
+    is_date = isinstance(value, date) and not isinstance(value, datetime)
+    if end and (is_date or (isinstance(value, str) and len(value) <= 10)):
+        ts = ts + pd.Timedelta(days=1) - pd.Timedelta(microseconds=1)
     return ts
+
+
+def _scalar(ts: pd.Timestamp) -> pa.Scalar:
+    return pa.scalar(ts.to_pydatetime(), pa.timestamp("us", "UTC"))
+
+
+def _all(conditions: Iterable[ds.Expression]) -> ds.Expression | None:
+    out = None
+    for c in conditions:
+        out = c if out is None else out & c
+    return out
 
 
 def _symbols(symbols: list[str] | str | None) -> list[str] | None:
     if symbols is None:
         return None
     if isinstance(symbols, str):
-        symbols = [s for s in symbols.split(",")]
+        symbols = symbols.split(",")
     out = [s.strip().upper() for s in symbols if s and s.strip()]
     return out or None
 
 
-def _read_files(
-    files: list[str],
-    settings: Settings,
-    base_dir: str,
-    schema: pa.Schema | None,
-    filt: Any,
-    partitioning: ds.Partitioning | str | None = "hive",
-) -> pa.Table:
-    LastRead.files = list(files)
-    if not files:
-        return schema.empty_table() if schema is not None else pa.table({})
-    dataset = ds.dataset(
-        files,
-        filesystem=filesystem(settings),
-        format="parquet",
-        partitioning=partitioning,
-        partition_base_dir=base_dir,
-    )
-    table = dataset.to_table(filter=filt)
-    return table
-
-
-def _to_pandas(table: pa.Table, schema: pa.Schema | None = None) -> pd.DataFrame:
-    if schema is not None:
-        cols = [f.name for f in schema if f.name in table.column_names]
-        table = table.select(cols)
-    return table.to_pandas(types_mapper=None)
+def _frame(table: pa.Table, sort: list[str]) -> pd.DataFrame:
+    df = table.to_pandas()
+    return df.sort_values(sort, kind="stable").reset_index(drop=True) if len(df) else df
 
 
 # processed bars ----------------------------------------------------------------------------
 
 
-def bar_files(
-    settings: Settings,
-    symbols: list[str] | str | None = None,
-    start: DateLike = None,
-    end: DateLike = None,
-    interval: str | None = "1d",
-) -> list[str]:
-    """The processed files that can hold the requested bars (partition pruning)."""
-    table = Table(settings, "processed_bars")
+def bars_filter(
+    symbols: list[str] | None, start: DateLike, end: DateLike, interval: str | None
+) -> ds.Expression | None:
+    """The filter of a bars query: partition columns first, so whole files are pruned."""
     lo, hi = _ts(start), _ts(end, end=True)
-    manifest = table.manifest()
-    years = None
-    if lo is not None or hi is not None:
-        have = {int(p.split("year=")[1]) for p in manifest.partitions or {} if "year=" in p}
-        years = [y for y in have if (lo is None or y >= lo.year) and (hi is None or y <= hi.year)]
-    return table.files(manifest, interval=interval, year=years)
+    conds = []
+    if interval:
+        conds.append(ds.field("interval") == interval)
+    if lo is not None:
+        conds += [ds.field("year") >= lo.year, ds.field("ts") >= _scalar(lo)]
+    if hi is not None:
+        conds += [ds.field("year") <= hi.year, ds.field("ts") <= _scalar(hi)]
+    if symbols:
+        conds.append(ds.field("symbol").isin(symbols))
+    return _all(conds)
 
 
 def read_bars(
@@ -262,34 +129,26 @@ def read_bars(
     end: DateLike = None,
     interval: str | None = "1d",
     columns: list[str] | None = None,
+    *,
+    version: int | None = None,
+    as_of: datetime | str | None = None,
 ) -> pd.DataFrame:
     """Processed bars for ``symbols`` (all when None) with ``start <= ts <= end``.
 
     Sorted by symbol, ts. Unknown symbols give an empty frame and a warning.
     """
     syms = _symbols(symbols)
-    lo, hi = _ts(start), _ts(end, end=True)
-    files = bar_files(settings, syms, start, end, interval)
-    filt = None
-    conds = []
-    if syms:
-        conds.append(ds.field("symbol").isin(syms))
-    if lo is not None:
-        conds.append(ds.field("ts") >= pa.scalar(lo.to_pydatetime(), pa.timestamp("us", "UTC")))
-    if hi is not None:
-        conds.append(ds.field("ts") <= pa.scalar(hi.to_pydatetime(), pa.timestamp("us", "UTC")))
-    for c in conds:
-        filt = c if filt is None else filt & c
-    part = ds.partitioning(
-        pa.schema([("run", pa.string()), ("interval", pa.string()), ("year", pa.int32())]),
-        flavor="hive",
+    filt = bars_filter(syms, start, end, interval)
+    table = read_table(
+        settings,
+        "processed_bars",
+        filt,
+        schema=PROCESSED_SCHEMA,
+        version=version,
+        as_of=as_of,
     )
-    table = _read_files(
-        files, settings, zone(settings, "processed_bars"), PROCESSED_SCHEMA, filt, part
-    )
-    df = _to_pandas(table, PROCESSED_SCHEMA)
-    if columns:
-        df = df.loc[:, columns]
+    names = [f.name for f in PROCESSED_SCHEMA if f.name in table.column_names]
+    df = _frame(table.select(names), ["symbol", "ts"])
     if syms:
         missing = sorted(set(syms) - set(df["symbol"].unique())) if len(df) else syms
         if missing:
@@ -297,53 +156,92 @@ def read_bars(
                 f"no processed bars for {', '.join(missing)} in the requested range",
                 stacklevel=2,
             )
-    if df.empty:
-        return PROCESSED_SCHEMA.empty_table().to_pandas() if not columns else df
-    return df.sort_values(["symbol", "ts"], kind="stable").reset_index(drop=True)
+    return df.loc[:, columns] if columns else df
 
 
-# raw and quarantine of bars ---------------------------------------------------------------
+# raw and quarantine ------------------------------------------------------------------------
 
 
-def _read_managed(settings: Settings, zone_name: str, **filters: Any) -> pd.DataFrame:
-    table = Table(settings, zone_name)
-    files = table.files(**filters)
-    if not files:
-        LastRead.files = []
-        return pd.DataFrame()
-    return _to_pandas(_read_files(files, settings, table.root, None, None, "hive"))
-
-
-def read_raw_bars(settings: Settings, ingest_date: DateLike = None) -> pd.DataFrame:
-    """Raw Kafka records of the bar topic as received (committed batches only)."""
-    filters = {"ingest_date": str(pd.Timestamp(ingest_date).date())} if ingest_date else {}
-    return _read_managed(settings, "raw_bars", **filters)
+def read_raw_bars(
+    settings: Settings, ingest_date: DateLike = None, *, version: int | None = None
+) -> pd.DataFrame:
+    """Raw Kafka records of the bar topic as received, in Kafka order."""
+    filt = None
+    if ingest_date:
+        filt = ds.field("ingest_date") == pa.scalar(pd.Timestamp(ingest_date).date(), pa.date32())
+    return _frame(
+        read_table(settings, "raw_bars", filt, version=version), ["topic", "partition", "offset"]
+    )
 
 
 def read_quarantine(settings: Settings, kind: str = "bars") -> pd.DataFrame:
-    """Quarantined records with their reasons (``kind``: bars or ticks)."""
-    if kind == "bars":
-        return _read_managed(settings, "quarantine_bars")
-    return read_quarantined_ticks(settings)
+    """Quarantined records with their reasons (``kind``: bars or ticks), in Kafka order."""
+    if kind == "ticks":
+        return read_quarantined_ticks(settings)
+    return _frame(read_table(settings, "quarantine_bars"), ["topic", "partition", "offset"])
+
+
+def read_quarantined_ticks(settings: Settings) -> pd.DataFrame:
+    """Quarantined ticks with their reason, in Kafka order."""
+    table = read_table(settings, "quarantine_ticks", schema=QUARANTINE_TICKS_SCHEMA)
+    return _frame(table, ["topic", "partition", "offset"])
+
+
+def read_raw_ticks(settings: Settings) -> pd.DataFrame:
+    """Raw tick records as received, in Kafka order."""
+    table = read_table(settings, "raw_ticks", schema=RAW_TICKS_SCHEMA)
+    return _frame(table, ["topic", "partition", "offset"])
+
+
+# streaming outputs -------------------------------------------------------------------------
+
+
+def read_tick_windows(
+    settings: Settings,
+    start: Any = None,
+    end: Any = None,
+    symbols: Iterable[str] | None = None,
+) -> pd.DataFrame:
+    """Sliding-window aggregates, sorted by symbol and window start.
+
+    ``start`` (inclusive) and ``end`` (exclusive) bound ``window_start``; a naive
+    time is read as UTC.
+    """
+    conds = []
+    if start is not None:
+        lo = _utc(start)
+        conds += [ds.field("date") >= pa.scalar(lo.date(), pa.date32())]
+        conds += [ds.field("window_start") >= _scalar(lo)]
+    if end is not None:
+        hi = _utc(end)
+        conds += [ds.field("date") <= pa.scalar(hi.date(), pa.date32())]
+        conds += [ds.field("window_start") < _scalar(hi)]
+    if symbols is not None:
+        conds.append(ds.field("symbol").isin([s.upper() for s in symbols]))
+    table = read_table(settings, "tick_windows", _all(conds), schema=TICK_WINDOWS_SCHEMA)
+    return _frame(table, ["symbol", "window_start", "window_end"])
+
+
+def read_stream_metrics(settings: Settings, query_name: str | None = None) -> pd.DataFrame:
+    """Per-micro-batch progress rows of the streaming queries, in time order.
+
+    A batch Spark ran twice (a restart replays the last one) keeps its latest run.
+    """
+    filt = ds.field("query_name") == query_name if query_name else None
+    table = read_table(settings, "stream_metrics", filt, schema=METRICS_SCHEMA)
+    df = table.select(METRICS_SCHEMA.names).to_pandas()
+    if df.empty:
+        return df
+    df = df.sort_values(["query_name", "batch_id", "timestamp"], kind="stable")
+    df = df.drop_duplicates(["query_id", "batch_id"], keep="last")
+    return df.reset_index(drop=True)
 
 
 # Summary -------------------------------------------------------------------------------
 
 
 def zone_counts(settings: Settings) -> pd.DataFrame:
-    """Rows in each zone of the lake (for the demo summary)."""
-    rows = []
-    for name in ("raw_bars", "processed_bars", "quarantine_bars"):
-        m = Table(settings, name).manifest()
-        rows.append((zone(settings, name), m.rows))
-    fs = filesystem(settings)
-    for name in ("raw_ticks", "tick_windows", "quarantine_ticks"):
-        root = zone(settings, name)
-        files = committed_files(fs, root) or []
-        n = 0
-        if files:
-            n = ds.dataset(
-                [f for f in files if f.endswith(".parquet")], filesystem=fs, format="parquet"
-            ).count_rows()
-        rows.append((root, n))
+    """Rows in each table of the lake, from the Delta logs (no data read)."""
+    names = ("raw_bars", "processed_bars", "quarantine_bars", "raw_ticks", "tick_windows")
+    rows = [(zone(settings, n), row_count(settings, n)) for n in (*names, "quarantine_ticks")]
     return pd.DataFrame(rows, columns=["zone", "rows"])

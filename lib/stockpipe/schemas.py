@@ -43,6 +43,9 @@ BAR_MESSAGE_DDL = (
     "volume LONG, source STRING, ingested_at STRING, batch_id STRING"
 )
 
+#: One bar per key in processed/.
+BAR_KEY: tuple[str, ...] = ("symbol", "interval", "ts")
+
 #: Tick contract.
 TICK_COLUMNS: tuple[str, ...] = ("symbol", "ts", "price", "size", "seq", "producer_id")
 TICK_MESSAGE_DDL = (
@@ -85,6 +88,71 @@ BAR_ARROW_SCHEMA = pa.schema(
         ("source", pa.string()),
         ("ingested_at", pa.timestamp("us", tz="UTC")),
         ("batch_id", pa.string()),
+    ]
+)
+
+
+#: processed/bars: the bar contract, the derived columns and the ``year`` partition.
+PROCESSED_SCHEMA = pa.schema(
+    [
+        *BAR_ARROW_SCHEMA,
+        *[pa.field(name, pa.float64()) for name in DERIVED_COLUMNS],
+        pa.field("year", pa.int32()),
+    ]
+)
+
+#: processed/tick_windows: one row per symbol and sliding window.
+TICK_WINDOWS_SCHEMA = pa.schema(
+    [
+        ("symbol", pa.string()),
+        ("window_start", pa.timestamp("us", tz="UTC")),
+        ("window_end", pa.timestamp("us", tz="UTC")),
+        ("open", pa.float64()),
+        ("high", pa.float64()),
+        ("low", pa.float64()),
+        ("close", pa.float64()),
+        ("vwap", pa.float64()),
+        ("volume", pa.int64()),
+        ("trade_count", pa.int64()),
+        ("price_std", pa.float64()),
+        ("date", pa.date32()),
+    ]
+)
+
+#: quarantine/ticks: the record as received, and why it failed.
+QUARANTINE_TICKS_SCHEMA = pa.schema(
+    [
+        ("key", pa.string()),
+        ("value", pa.string()),
+        ("topic", pa.string()),
+        ("partition", pa.int32()),
+        ("offset", pa.int64()),
+        ("kafka_timestamp", pa.timestamp("us", tz="UTC")),
+        ("reason", pa.string()),
+        ("ingest_date", pa.date32()),
+    ]
+)
+
+#: raw/ticks: every tick record as received.
+RAW_TICKS_SCHEMA = pa.schema([f for f in QUARANTINE_TICKS_SCHEMA if f.name != "reason"])
+
+#: processed/stream_metrics: one row per micro-batch of a streaming query.
+METRICS_SCHEMA = pa.schema(
+    [
+        ("query_name", pa.string()),
+        ("query_id", pa.string()),
+        ("run_id", pa.string()),
+        ("batch_id", pa.int64()),
+        ("timestamp", pa.timestamp("us", tz="UTC")),
+        ("num_input_rows", pa.int64()),
+        ("input_rows_per_second", pa.float64()),
+        ("processed_rows_per_second", pa.float64()),
+        ("batch_duration_ms", pa.int64()),
+        ("watermark", pa.timestamp("us", tz="UTC")),
+        ("state_rows", pa.int64()),
+        ("state_memory_bytes", pa.int64()),
+        ("late_rows_dropped", pa.int64()),
+        ("date", pa.date32()),
     ]
 )
 

@@ -12,11 +12,11 @@ import pytest
 from stockpipe.ingest import ingest, produce_bars
 from stockpipe.kafka import ConfirmedProducer, ensure_topics, read_all
 from stockpipe.lake import ensure_bucket
-from stockpipe.reader import LastRead, bar_files, read_bars, read_quarantine, read_raw_bars
+from stockpipe.reader import LastRead, read_bars, read_quarantine, read_raw_bars
 from stockpipe.sources import fetch_many, get_source
 from stockpipe.spark import transforms as T
 from stockpipe.spark.batch import BarsBatchJob, pending_records, run_batch_job
-from stockpipe.table import Table
+from stockpipe.tables import history, row_count
 
 pytestmark = pytest.mark.integration
 
@@ -185,7 +185,7 @@ def test_a_run_that_fails_midway_and_runs_again_loses_and_doubles_nothing(lake, 
     r = ingest(lake, "samples", "MSFT,GOOG", progress=False, **window)
     sent = fetch_many(get_source("samples"), "MSFT,GOOG", batch_id="z", progress=False, **window)
 
-    # 0. The check fails before its census: nothing is published, the batch stays pending.
+    # 0. The check fails before its census: nothing is committed, the batch stays pending.
     def no_census(flagged):
         raise RuntimeError("check failed")
 
@@ -194,41 +194,26 @@ def test_a_run_that_fails_midway_and_runs_again_loses_and_doubles_nothing(lake, 
         with pytest.raises(RuntimeError, match="check failed"):
             run_batch_job(lake, spark=spark)
     assert pending_records(lake) == r.sent
-    assert Table(lake, "processed_bars").manifest().rows == 0
+    assert row_count(lake, "processed_bars") == 0
 
-    # 1. The processed zone fails to publish; the raw zone (written beside it) is done.
-    commit = Table.commit
-
-    def failing_commit(self, *args, **kwargs):
-        if self.zone_name == "processed_bars":
-            raise RuntimeError("processed publish failed")
-        return commit(self, *args, **kwargs)
+    # 1. The processed merge fails; the raw zone (written beside it) is committed.
+    def failing_merge(self, *args, **kwargs):
+        raise RuntimeError("processed merge failed")
 
     with monkeypatch.context() as m:
-        m.setattr(Table, "commit", failing_commit)
-        with pytest.raises(Exception, match="processed publish failed"):
+        m.setattr(BarsBatchJob, "_merge_processed", failing_merge)
+        with pytest.raises(Exception, match="processed merge failed"):
             run_batch_job(lake, spark=spark)
     assert len(read_raw_bars(lake)) == r.sent
-    assert Table(lake, "processed_bars").manifest().rows == 0
-    assert pending_records(lake) == r.sent  # the logged batch was not applied
+    assert row_count(lake, "processed_bars") == 0
+    assert pending_records(lake) == r.sent  # processed is behind: the records are pending
 
-    # 2. The run reads that batch again and publishes it, then dies.
-    process_batch = BarsBatchJob.process_batch
-
-    def dies_after_publishing(self, batch, plan):
-        process_batch(self, batch, plan)
-        raise RuntimeError("killed after publishing")
-
-    with monkeypatch.context() as m:
-        m.setattr(BarsBatchJob, "process_batch", dies_after_publishing)
-        with pytest.raises(Exception, match="killed after publishing"):
-            run_batch_job(lake, spark=spark)
-    assert pending_records(lake) == 0  # published means applied
-    assert len(read_raw_bars(lake)) == r.sent  # the replay replaced its own raw files
-    raw = Table(lake, "raw_bars")
-    raw.fs.invalidate_cache(raw.root)
-    stored = {f for f in raw.fs.find(raw.root) if f.endswith(".parquet") and "/_" not in f}
-    assert stored == set(raw.files())  # and deleted the failed run's
+    # 2. The next run reads the batch again: raw takes nothing of it, processed all of it.
+    job = run_batch_job(lake, spark=spark)
+    assert job.records_read == r.sent and job.raw_rows == 0
+    assert pending_records(lake) == 0
+    assert len(read_raw_bars(lake)) == r.sent
+    assert_same_bars(read_bars(lake, None), expected_processed(sent.bars))
 
     # 3. Run again: nothing to do; nothing is doubled or lost.
     job = run_batch_job(lake, spark=spark)
@@ -245,7 +230,8 @@ def test_a_backlog_read_in_slices_gives_what_one_batch_gives(lake, spark):
     job = run_batch_job(lake, spark=spark, max_offsets_per_trigger=r.sent // 3)
     assert job.batches >= 3 and job.records_read == r.sent
     assert len(read_raw_bars(lake)) == r.sent
-    assert len(Table(lake, "processed_bars").manifest().extra["applied_batches"]) == job.batches
+    merges = [c for c in history(lake, "processed_bars", 100) if c["kafka"]]
+    assert len(merges) == job.batches  # one commit per slice, each with its offsets
     assert pending_records(lake) == 0
     assert_same_bars(read_bars(lake, None), expected_processed(sent.bars))
 
@@ -253,11 +239,10 @@ def test_a_backlog_read_in_slices_gives_what_one_batch_gives(lake, spark):
 def test_reader_prunes_partitions(lake, spark):
     ingest(lake, "samples", "MSFT,GOOG", start="2010-01-01", end="2013-12-31", progress=False)
     run_batch_job(lake, spark=spark)
-    all_files = bar_files(lake)
-    assert len(all_files) == 4  # one file per (interval, year)
+    read_bars(lake)
+    assert len(LastRead.files) == 4  # one file per (interval, year)
     one_month = read_bars(lake, None, "2012-03-01", "2012-03-31")
-    assert LastRead.files == bar_files(lake, None, "2012-03-01", "2012-03-31")
-    assert len(LastRead.files) == 1
+    assert len(LastRead.files) == 1 and "year=2012" in LastRead.files[0]
     assert one_month["ts"].min() >= pd.Timestamp("2012-03-01", tz="UTC")
     assert one_month["ts"].max() <= pd.Timestamp("2012-03-31 23:59:59", tz="UTC")
     assert set(one_month["symbol"]) == {"MSFT", "GOOG"}

@@ -1,49 +1,46 @@
-"""The Spark batch job: Kafka ``stock.bars`` -> raw/ -> processed/ (+ quarantine/).
+"""The Spark batch job: Kafka ``stock.bars`` -> raw/ -> processed/ (+ quarantine/), as Delta tables.
 
-Run it from ``notebooks/spark_batch.ipynb``, or ``python -m stockpipe.spark.batch``.
+Run it from ``notebooks/spark_batch.ipynb``, or ``stockpipe batch``.
 
-Incremental: the job keeps an offset log in the lake
-(``checkpoints/spark_batch/<topic>/batches/``). Before it reads a micro-batch it
-logs the exact offset range (from where the last applied batch ended to the
-topic's end, or a slice of it); Spark's Kafka source then reads that range as a
-plain batch query. Each micro-batch:
+Exactly once, with no offset log of its own: every commit of a table records,
+beside its rows, the next Kafka offset per partition that the table holds
+(``stockpipe.tables``). A run reads from where the tables left off to the topic's
+end (in slices of ``max_offsets_per_trigger``). Each micro-batch:
 
-1. writes the records as received to ``raw/bars/ingest_date=…/batch=…``;
-2. parses and validates them; failures go to ``quarantine/bars/…`` with reasons;
-3. merges the valid bars into ``processed/bars``: for the symbols touched, the
-   whole history is re-read, de-duplicated (latest ingestion wins) and its
-   derived columns recomputed, so an incremental run gives exactly what one big
-   run would; the affected (interval, year) partitions are written to a fresh
-   run directory and published by replacing the table manifest (one atomic PUT);
-4. records the batch as applied in the same manifest, once the raw zone has it.
+1. appends the records as received to ``raw/bars`` (partitioned by ingest date);
+2. parses and validates them once; failures are appended to ``quarantine/bars``
+   with every reason;
+3. MERGEs the valid bars into ``processed/bars`` by (symbol, interval, ts), the
+   latest ingestion winning. Derived columns are recomputed incrementally: per
+   symbol and interval, the run reads the bars from the longest window before the
+   earliest changed bar on, and writes only the rows whose values change.
 
-A run that fails before step 4 leaves its logged range unapplied: the next run
-reads exactly that range again (the batch name, from its offsets, is the same, so
-raw and quarantine files are replaced, not doubled), then goes on. Nothing lost,
-nothing doubled.
+Each table takes from a slice only the records beyond its own offsets, so a run
+that died between two commits is finished by the next one without doubling a
+row. One job writes these tables at a time: it holds their leases (``stockpipe.lease``).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from fsspec import AbstractFileSystem
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from stockpipe.config import Settings
-from stockpipe.kafka import offset_bounds
-from stockpipe.lake import filesystem, zone
+from stockpipe.errors import TopicResetError
+from stockpipe.kafka import offset_bounds, topic_id
+from stockpipe.lake import zone
+from stockpipe.lease import Lease, check_all, hold
 from stockpipe.spark import transforms as T
 from stockpipe.spark.session import (
     default_parallelism,
@@ -51,31 +48,48 @@ from stockpipe.spark.session import (
     kafka_reader,
     scheduler_pool,
 )
-from stockpipe.table import Table, new_run_id
+from stockpipe.tables import (
+    TopicProgress,
+    commit_metadata,
+    kafka_progress,
+    open_table,
+    row_count,
+)
 
 if TYPE_CHECKING:  # only the notebook's tables need pandas: the job starts without it
     import pandas as pd
 
 log = logging.getLogger(__name__)
 
+#: The tables the job writes (lake zone names); it holds their leases while it runs.
+TABLES = ("raw_bars", "quarantine_bars", "processed_bars")
+
+#: Partition columns of each table.
+PARTITIONS: dict[str, tuple[str, ...]] = {
+    "raw_bars": ("ingest_date",),
+    "quarantine_bars": ("quarantine_date",),
+    "processed_bars": T.PARTITION_COLUMNS,
+}
+
 #: Fair-scheduler pools of the job (fairscheduler.xml). The check and the merge
 #: are what the run waits for: their tasks take free cores first, and the
-#: raw-zone write, needed only before the commit, runs on what they leave.
+#: raw-zone write, needed only before the run ends, runs on what they leave.
 MAIN_POOL = "batch_main"
 RAW_POOL = "batch_raw"
 
-#: Kafka read tasks per core. One task per topic partition (3 here, on 2 cores)
-#: left a core idle behind the last task of each read; 3 per core keep both busy
-#: to the end of it.
+#: Kafka read tasks per core: one task per topic partition left a core idle
+#: behind the last task of each read.
 READ_TASKS_PER_CORE = 3
 #: Records a read task gets at least: a small batch keeps one task per partition.
 MIN_RECORDS_PER_READ_TASK = 50_000
 
-#: Options of every write of the job. Each task moves its files into place as it
-#: ends: on S3 a move is a copy, and Hadoop's default committer moves each file
-#: twice (for the task, then for the job, after the last task). Readers see files
-#: only once the manifest names them, and a failed write is never published.
-WRITE_OPTIONS = {"mapreduce.fileoutputcommitter.algorithm.version": "2"}
+#: Parquet options of the raw zone: its values are unique strings, for which a
+#: dictionary is built and then abandoned, and whose min/max no reader uses.
+RAW_PARQUET_OPTIONS = {
+    "parquet.enable.dictionary": "false",
+    "parquet.column.statistics.enabled#value": "false",
+    "parquet.compression.codec.zstd.level": "1",
+}
 
 
 @dataclass
@@ -132,11 +146,11 @@ class BatchJobReport:
         )
 
 
-# Offsets: a log of micro-batches in the lake (no Spark needed) ----------------------------
+# Where the job is in a topic (no Spark needed) --------------------------------------------
 
 
 @dataclass(frozen=True)
-class BatchPlan:
+class Slice:
     """The offsets one micro-batch reads (``start`` inclusive, ``end`` exclusive)."""
 
     number: int
@@ -148,153 +162,116 @@ class BatchPlan:
     def records(self) -> int:
         return sum(end - self.start[p] for p, end in self.end.items())
 
-    @property
-    def key(self) -> str:
-        """The batch's name in the lake: the same whenever the same range is read."""
-        text = ";".join(
-            f"{self.topic}:{p}:{self.start[p]}-{end - 1}"
-            for p, end in sorted(self.end.items())
-            if end > self.start[p]
-        )
-        return hashlib.sha1(text.encode()).hexdigest()[:16]
 
-    def done(self, applied: set[str]) -> bool:
-        """Nothing of it is left to read: it was applied, or it holds no record."""
-        return self.key in applied or not self.records
+@dataclass(frozen=True)
+class TopicState:
+    """What the topic holds now, and where each of the job's tables is in it."""
 
-    def to_json(self) -> str:
-        return json.dumps(
-            {"number": self.number, "topic": self.topic, "start": self.start, "end": self.end}
-        )
+    topic: str
+    topic_id: str | None
+    first: dict[int, int]
+    end: dict[int, int]
+    tables: dict[str, dict[str, TopicProgress]]
 
-    @classmethod
-    def from_json(cls, text: str) -> BatchPlan:
-        d = json.loads(text)
-        offsets = [{int(p): int(o) for p, o in d[k].items()} for k in ("start", "end")]
-        return cls(int(d["number"]), d["topic"], *offsets)
+    def progress(self, table: str) -> TopicProgress:
+        return self.tables[table].get(self.topic) or TopicProgress({}, None)
 
+    def start(self) -> dict[int, int]:
+        """Next offset to read per partition: where the table furthest behind is.
 
-class OffsetLog:
-    """The planned micro-batches of one topic, each logged before it is read."""
+        Quarantine is not counted: it is written only when a record fails, and
+        its own offsets keep a replay from doubling its rows.
+        """
+        out = {}
+        for p in self.end:
+            done = [self.progress(t).offsets.get(p) for t in ("raw_bars", "processed_bars")]
+            known = [d for d in done if d is not None]
+            out[p] = min(known) if known else self.first[p]
+        return out
 
-    def __init__(
-        self, settings: Settings, topic: str, fs: AbstractFileSystem | None = None
-    ) -> None:
-        self.topic = topic
-        self.fs = fs or filesystem(settings)
-        self.root = f"{zone(settings, 'checkpoints')}/spark_batch/{topic}"
-
-    def latest(self) -> BatchPlan | None:
-        try:
-            names = self.fs.ls(f"{self.root}/batches", detail=False)
-        except FileNotFoundError:
-            return None
-        logged = sorted(p for p in names if p.endswith(".json"))
-        return BatchPlan.from_json(self.fs.cat(logged[-1]).decode()) if logged else None
-
-    def write(self, plan: BatchPlan) -> None:
-        self.fs.pipe(f"{self.root}/batches/{plan.number:010d}.json", plan.to_json().encode())
-
-    def prune(self, keep: int = 50) -> None:
-        """Forget old plans: only the latest one is ever read."""
-        try:
-            logged = sorted(self.fs.ls(f"{self.root}/batches", detail=False))
-        except FileNotFoundError:
-            return
-        if len(logged) > keep:
-            self.fs.rm(logged[:-keep])
-
-    def committed(self, applied: set[str]) -> dict[int, int]:
-        """Next offset per partition that the job has fully processed."""
-        plan = self.latest()
-        if plan is None:
-            return _structured_streaming_offsets(self.fs, self.root, self.topic)
-        return dict(plan.end if plan.done(applied) else plan.start)
+    def pending(self) -> int:
+        start = self.start()
+        return sum(max(0, e - max(start[p], self.first[p])) for p, e in self.end.items())
 
 
-def _structured_streaming_offsets(fs: AbstractFileSystem, root: str, topic: str) -> dict[int, int]:
-    """Where a lake written by the earlier, Structured Streaming job left off.
+def topic_state(settings: Settings, topic: str) -> TopicState:
+    first, end = offset_bounds(settings, topic)
+    tables = {t: kafka_progress(settings, t) for t in TABLES}
+    return TopicState(topic, topic_id(settings, topic), first, end, tables)
 
-    That job kept Spark's checkpoint in the same folder; its last committed
-    batch's offsets are where the offset log starts.
+
+def check_topic(state: TopicState) -> None:
+    """Stop, saying what happened, if the topic no longer follows on from the lake.
+
+    A topic deleted and created again (a new id, or fewer records than the lake
+    has read), or retention that deleted records before they were read, would
+    otherwise make the job skip records or read others twice without a word.
     """
-    try:
-        commits = [
-            int(n)
-            for p in fs.ls(f"{root}/commits", detail=False)
-            if (n := p.rsplit("/", 1)[-1]).isdigit()
-        ]
-    except FileNotFoundError:
-        return {}
-    if not commits:
-        return {}
-    lines = fs.cat(f"{root}/offsets/{max(commits)}").decode().splitlines()
-    offsets: dict[int, int] = {}
-    for line in lines[2:]:  # "v1", batch metadata, then one JSON per source
-        for p, off in json.loads(line).get(topic, {}).items():
-            offsets[int(p)] = int(off)
-    return offsets
-
-
-def applied_batches(settings: Settings) -> set[str]:
-    return set(
-        (Table(settings, "processed_bars").manifest().extra or {}).get("applied_batches", [])
+    how = (
+        "If this is expected, run `stockpipe batch --reset-topic earliest` (read the topic "
+        "as it is now from its first record) or `--reset-topic latest` (only what arrives "
+        "from now on); see the README, 'Resetting a topic'."
     )
+    for table in ("raw_bars", "processed_bars"):
+        progress = state.tables[table].get(state.topic)
+        if progress is None:
+            continue
+        if progress.topic_id and state.topic_id and progress.topic_id != state.topic_id:
+            raise TopicResetError(
+                f"topic {state.topic} was deleted and created again: its id is now "
+                f"{state.topic_id}, but {zone_label(table)} was read from the topic with id "
+                f"{progress.topic_id}. {how}"
+            )
+        behind = {p: (o, state.end.get(p)) for p, o in progress.offsets.items()}
+        ahead = {p: v for p, v in behind.items() if v[1] is None or v[1] < v[0]}
+        if ahead:
+            raise TopicResetError(
+                f"topic {state.topic} holds fewer records than {zone_label(table)} has read "
+                f"(partition: (offset read up to, topic's end now)): {ahead}; the topic was "
+                f"recreated or its offsets reset. {how}"
+            )
+    start = state.start()
+    lost = {p: (start[p], state.first[p]) for p in state.end if start[p] < state.first[p]}
+    if lost:
+        raise TopicResetError(
+            f"records of {state.topic} were deleted by Kafka's retention before the job read "
+            f"them (partition: (next unread offset, first offset kept)): {lost}. Those records "
+            f"are lost to the lake. {how}"
+        )
 
 
-def committed_offsets(settings: Settings, topic: str) -> dict[int, int]:
-    """Next offset per partition that the job has fully processed (from its offset log)."""
-    return OffsetLog(settings, topic).committed(applied_batches(settings))
+def zone_label(table: str) -> str:
+    return table.replace("_", "/", 1)
 
 
 def pending_records(settings: Settings, topic: str | None = None) -> int:
     """Records on the topic beyond what the job has processed (no Spark needed)."""
-    topic = topic or settings.topic_bars
-    done = committed_offsets(settings, topic)
-    first, end = offset_bounds(settings, topic)
-    return sum(max(0, e - max(done.get(p, 0), first[p])) for p, e in end.items())
+    return topic_state(settings, topic or settings.topic_bars).pending()
 
 
-def plan_batches(
-    offsets: OffsetLog,
-    applied: set[str],
-    first: dict[int, int],
-    end: dict[int, int],
-    limit: int | None = None,
-) -> Iterator[BatchPlan]:
-    """The micro-batches to read, each logged before it is yielded.
-
-    First the latest logged batch again if it was never applied (a run failed
-    midway), then new ranges up to ``end``, at most ``limit`` records each
-    (shared out over partitions in proportion to what each has pending).
-    """
-    last = offsets.latest()
-    if last is None:
-        start = _structured_streaming_offsets(offsets.fs, offsets.root, offsets.topic)
-        number = 0
-    elif last.done(applied):
-        start, number = dict(last.end), last.number + 1
-    else:
-        log.warning("batch %s (%s) was not applied: reading it again", last.number, last.key)
-        yield last
-        start, number = dict(last.end), last.number + 1
-    start = {p: start.get(p, first[p]) for p in end}
-    lost = {p: (start[p], first[p]) for p in end if start[p] < first[p]}
-    if lost:
-        raise RuntimeError(
-            f"records of {offsets.topic} were deleted by Kafka's retention before the job read "
-            f"them (partition: (next unread offset, first offset kept)): {lost}"
-        )
+def plan_slices(
+    topic: str, start: dict[int, int], end: dict[int, int], limit: int | None = None
+) -> Iterator[Slice]:
+    """The micro-batches from ``start`` to ``end``, at most ``limit`` records each
+    (shared out over partitions in proportion to what each has pending)."""
+    start = dict(start)
+    number = 0
     while pending := {p: end[p] - start[p] for p in end if end[p] > start[p]}:
         total = sum(pending.values())
         share = 1.0 if not limit or limit >= total else limit / total
         stop = dict(start)
         for p, n in pending.items():
             stop[p] += max(1, int(n * share))
-        plan = BatchPlan(number, offsets.topic, dict(start), stop)
-        offsets.write(plan)
-        yield plan
+        yield Slice(number, topic, dict(start), stop)
         start, number = stop, number + 1
+
+
+def beyond(offsets: dict[int, int]) -> Column:
+    """Rows whose Kafka offset a table with ``offsets`` does not hold yet."""
+    cond = F.lit(True)
+    for p, o in offsets.items():
+        cond = F.when(F.col("partition") == p, F.col("offset") >= o).otherwise(cond)
+    return cond
 
 
 # The job ---------------------------------------------------------------------------------
@@ -313,24 +290,32 @@ class BatchCensus:
 
     records: int
     quarantined: Counter
-    #: valid rows per interval: (UTC year of the earliest bar, rows)
-    valid: dict[str, tuple[int, int]]
+    #: valid rows per interval: (earliest ts, latest ts, rows)
+    valid: dict[str, tuple[datetime, datetime, int]]
 
     @classmethod
     def of(cls, rows: list) -> BatchCensus:
         quarantined: Counter = Counter()
-        valid: dict[str, tuple[int, int]] = {}
+        valid: dict[str, tuple[datetime, datetime, int]] = {}
         for r in rows:
             if r.reason:
                 for reason in r.reason.split("; "):
                     quarantined[reason] += r.rows
             else:
-                valid[r.interval] = (r.first_year, r.rows)
+                valid[r.interval] = (r.first_ts, r.last_ts, r.rows)
         return cls(sum(r.rows for r in rows), quarantined, valid)
 
     @property
     def quarantined_rows(self) -> int:
-        return self.records - sum(n for _, n in self.valid.values())
+        return self.records - sum(n for *_, n in self.valid.values())
+
+    def partitions(self) -> set[str]:
+        """The processed partitions the batch's valid bars fall in."""
+        return {
+            f"interval={i}/year={y}"
+            for i, (lo, hi, _) in self.valid.items()
+            for y in range(lo.year, hi.year + 1)
+        }
 
 
 @contextmanager
@@ -348,14 +333,14 @@ def _session_conf(spark: SparkSession, conf: dict[str, str]) -> Iterator[None]:
 
 #: Settings of the batch job's queries.
 JOB_CONF: dict[str, str] = {
-    # a cache read a few times within seconds: gathering compression statistics
-    # per column cost more than the memory it saves
+    # a cache read a few times within seconds: compressing it costs more than it saves
     "spark.sql.inMemoryColumnarStorage.compressed": "false",
-    # the merge's stages run one task per shuffle partition (4 by default: two
-    # per core here); AQE coalesced them into 3 uneven ones, and on 2 cores the
-    # last ran alone
+    # one task per shuffle partition: AQE's fewer, uneven ones left a core idle
     "spark.sql.adaptive.coalescePartitions.enabled": "false",
 }
+
+#: Session setting that puts a text into the ``userMetadata`` of Delta commits.
+USER_METADATA = "spark.databricks.delta.commitInfo.userMetadata"
 
 
 @contextmanager
@@ -373,25 +358,48 @@ class BarsBatchJob:
         self.settings = settings
         self.spark = spark
         self.topic = topic or settings.topic_bars
-        self.raw = Table(settings, "raw_bars")
-        self.quarantine = Table(settings, "quarantine_bars")
-        self.processed = Table(settings, "processed_bars")
+        self.paths = {t: zone(settings, t, spark=True) for t in TABLES}
         self.report = BatchJobReport(topic=self.topic)
         self.now = datetime.now(UTC)
+        self.leases: list[Lease] = []
+        self.state: TopicState | None = None
+
+    # progress ---------------------------------------------------------------------------
+    def _moved(self, table: str, end: dict[int, int]) -> TopicProgress:
+        """``table``'s place in this topic once it holds everything before ``end``
+        (never behind where it is: a replay may read less than a table has)."""
+        assert self.state is not None
+        done = self.state.progress(table).offsets
+        offsets = {p: max(o, done.get(p, o)) for p, o in end.items()}
+        return TopicProgress(offsets, self.state.topic_id)
+
+    def _metadata(self, table: str, end: dict[int, int]) -> str:
+        """The commit metadata that moves ``table`` to ``end`` in this topic."""
+        assert self.state is not None
+        return commit_metadata({**self.state.tables[table], self.topic: self._moved(table, end)})
+
+    def _advance(self, table: str, end: dict[int, int]) -> None:
+        """Note that ``table`` now holds everything of this topic before ``end``."""
+        assert self.state is not None
+        self.state.tables[table][self.topic] = self._moved(table, end)
+
+    def _behind(self, table: str) -> dict[int, int]:
+        assert self.state is not None
+        return self.state.progress(table).offsets
 
     # per micro-batch --------------------------------------------------------------------
-    def read(self, plan: BatchPlan) -> DataFrame:
-        """The Kafka records of ``plan``, as Spark's Kafka source gives them."""
+    def read(self, part: Slice) -> DataFrame:
+        """The Kafka records of ``part``, as Spark's Kafka source gives them."""
         ranges = {
             which: json.dumps({self.topic: {str(p): o for p, o in offsets.items()}})
-            for which, offsets in (("startingOffsets", plan.start), ("endingOffsets", plan.end))
+            for which, offsets in (("startingOffsets", part.start), ("endingOffsets", part.end))
         }
         cores = default_parallelism(self.spark)
-        if cores and (tasks := read_tasks(plan.records, len(plan.end), cores)):
+        if cores and (tasks := read_tasks(part.records, len(part.end), cores)):
             ranges["minPartitions"] = str(tasks)
         return kafka_reader(self.spark, self.settings, self.topic).options(**ranges).load()
 
-    def process_batch(self, batch: DataFrame, plan: BatchPlan) -> None:
+    def process_batch(self, batch: DataFrame, part: Slice) -> None:
         """One micro-batch: every value is parsed and checked once.
 
         The flagged rows are cached without the record text of valid rows (which
@@ -400,176 +408,271 @@ class BarsBatchJob:
         """
         t0 = time.perf_counter()
         # The raw zone (from Kafka again: caching every value costs more than
-        # re-reading) is written beside the rest, by a second Spark job in the
-        # low-priority pool. It starts with the census: its tasks then fill the
-        # cores the census and the merge leave idle (a last task running alone,
-        # the planning between them) instead of holding both cores while the
-        # census waits (Spark does not take a core back from a running task).
+        # re-reading) is written by a second Spark job in the low-priority pool,
+        # whose tasks fill the cores the check and the merge leave idle.
         with ThreadPoolExecutor(1, thread_name_prefix="raw-zone") as pool:
             flagged = T.slim_flagged(T.flag_bars(T.parse_bars(T.raw_from_kafka(batch)), self.now))
             flagged = flagged.persist()
             try:
-                # fills the cache, and tells all the job needs to know of the batch
                 census_query = T.census(flagged)
-                raw_written = pool.submit(self._timed_raw, batch, plan.key)
+                raw_written = pool.submit(self._write_raw, batch, part)
                 census = BatchCensus.of(census_query.collect())
                 self.report.records_read += census.records
                 log.info(
                     "batch %s: %d records read and checked (%.1f s)",
-                    plan.number,
+                    part.number,
                     census.records,
                     time.perf_counter() - t0,
                 )
                 valid, quarantine = T.split_flagged(flagged, self.now)
                 if census.quarantined_rows:
                     with _step("quarantine written"):
-                        self._write_quarantine(quarantine, census, plan.key)
-                with _step("processed zone merged and published"):
-                    # marks the batch applied: only once the raw zone has it
-                    self._merge_processed(valid, census, plan.key, raw_written.result)
+                        self._write_quarantine(quarantine, census, part)
+                with _step("processed zone merged"):
+                    self._merge_processed(valid, census, part)
+                raw_written.result()
             finally:
                 flagged.unpersist()
         self.report.batches += 1
         log.info(
-            "batch %s: %d records in %.1f s", plan.number, census.records, time.perf_counter() - t0
+            "batch %s: %d records in %.1f s", part.number, census.records, time.perf_counter() - t0
         )
 
-    def _write_partitioned_batch(
-        self, table: Table, df: DataFrame, date_col: str, key: str, **options: str
-    ) -> dict[str, dict]:
-        """Write and publish one batch's rows under ``date_col=…/batch=key``; its manifest entries.
-
-        The batch's directories may hold the files of an earlier, failed run of
-        it. The new files go beside them ("append": overwrite's dynamic mode
-        would stage every file and rename it into place, which S3 does by
-        copying), the manifest then names the new ones only, and the old ones go.
-        Rows per directory come from the Parquet footers, so ``df`` is computed once.
-        """
-        pattern = f"{table.root}/{date_col}=*/batch={key}/*.parquet"
-        table.fs.invalidate_cache(table.root)
-        earlier = set(table.fs.glob(pattern))
+    def _append(self, df: DataFrame, table: str, part: Slice, **options: str) -> None:
+        """Append a batch's rows to a table, with the offsets it then holds, in one commit."""
+        check_all(self.leases)
         (
-            df.withColumn("batch", F.lit(key))
-            .write.mode("append")
-            .options(**WRITE_OPTIONS, **options)
-            .partitionBy(date_col, "batch")
-            .parquet(table.spark_root)
+            df.write.format("delta")
+            .mode("append")
+            .option("userMetadata", self._metadata(table, part.end))
+            .options(**options)
+            .partitionBy(*PARTITIONS[table])
+            .save(self.paths[table])
         )
-        table.fs.invalidate_cache(table.root)
-        files = sorted(set(table.fs.glob(pattern)) - earlier)
-        entries: dict[str, dict] = {}
-        for f, rows in table.file_rows(files).items():
-            d = f.rsplit("/", 1)[0]
-            part = d[len(table.root) + 1 :]
-            e = entries.setdefault(part, {"dir": d, "files": [], "rows": 0})
-            e["files"].append(f)
-            e["rows"] += rows
-        table.commit(table.manifest(), entries)
-        if earlier:
-            table.fs.rm(sorted(earlier))
-        return entries
+        self._advance(table, part.end)
 
-    def _timed_raw(self, batch: DataFrame, key: str) -> None:
-        with scheduler_pool(self.spark, RAW_POOL), _step("raw zone written"):
-            self._write_raw(T.raw_from_kafka(batch), key)
-
-    def _write_raw(self, raw: DataFrame, key: str) -> None:
-        # values are unique strings: a dictionary is built, then abandoned (slow),
-        # and their min/max (a string comparison per record) serves no reader;
-        # zstd's level 1 packs this JSON text as small as level 3, in less time
-        options = {
-            "parquet.enable.dictionary": "false",
-            "parquet.column.statistics.enabled#value": "false",
-            "parquet.compression.codec.zstd.level": "1",
-        }
-        entries = self._write_partitioned_batch(self.raw, raw, "ingest_date", key, **options)
-        self.report.raw_rows += sum(e["rows"] for e in entries.values())
-
-    def _write_quarantine(self, quarantine: DataFrame, census: BatchCensus, key: str) -> None:
-        q = quarantine.withColumn("quarantine_date", F.to_date("quarantined_at"))
-        entries = self._write_partitioned_batch(self.quarantine, q, "quarantine_date", key)
-        self.report.quarantined.update(census.quarantined)
-        self.report.quarantined_rows += sum(e["rows"] for e in entries.values())
-
-    def _merge_processed(
-        self, valid: DataFrame, census: BatchCensus, key: str, before_commit: Callable[[], object]
-    ) -> None:
-        base = self.processed.manifest()
-        first_year = {i: y for i, (y, _) in census.valid.items()}
-        applied = [*(base.extra or {}).get("applied_batches", []), key][-1000:]
-        if not first_year:
-            before_commit()
-            self.processed.commit(base, {}, extra={"applied_batches": applied})
+    def _write_raw(self, batch: DataFrame, part: Slice) -> None:
+        behind = self._behind("raw_bars")
+        todo = sum(max(0, e - max(part.start[p], behind.get(p, 0))) for p, e in part.end.items())
+        if not todo:  # a replay: the raw zone has this slice already
             return
-        n_valid = sum(n for _, n in census.valid.values())
+        with scheduler_pool(self.spark, RAW_POOL), _step("raw zone written"):
+            raw = T.raw_from_kafka(batch).filter(beyond(behind))
+            self._append(raw, "raw_bars", part, **RAW_PARQUET_OPTIONS)
+            self.report.raw_rows += todo
+
+    def _write_quarantine(self, quarantine: DataFrame, census: BatchCensus, part: Slice) -> None:
+        q = quarantine.filter(beyond(self._behind("quarantine_bars"))).withColumn(
+            "quarantine_date", F.to_date("quarantined_at")
+        )
+        self._append(q, "quarantine_bars", part)
+        self.report.quarantined.update(census.quarantined)
+        self.report.quarantined_rows += census.quarantined_rows
+
+    def _merge_processed(self, valid: DataFrame, census: BatchCensus, part: Slice) -> None:
+        new_rows = valid.filter(beyond(self._behind("processed_bars"))).select(*T.VALID_COLUMNS)
+        n_valid = sum(n for *_, n in census.valid.values())
         self.report.valid_rows += n_valid
-
-        # Existing rows of the touched intervals (the whole history: derived columns
-        # look back up to 50 bars, which may cross years).
-        files = self.processed.files(base, interval=list(first_year))
-        new_rows = valid.select(*T.VALID_COLUMNS)
-        if files:
-            existing = (
-                self.spark.read.option("basePath", self.processed.spark_root)
-                .parquet(*[f"s3a://{f}" for f in files])
-                .drop("run")
-                .withColumn("year", F.col("year").cast("int"))
-            )
-            symbols = F.broadcast(valid.select("interval", "symbol").distinct())
-            hist = existing.join(symbols, ["interval", "symbol"], "left_semi")
-            others = existing.join(symbols, ["interval", "symbol"], "left_anti")
-            combined = hist.select(*[c for c in T.VALID_COLUMNS if c in hist.columns]).unionByName(
-                new_rows, allowMissingColumns=True
-            )
+        path = self.paths["processed_bars"]
+        if not census.valid:
+            self._record_progress("processed_bars", part)
+            return
+        self.report.partitions_touched.update(census.partitions())
+        existing = self._context(census, new_rows)
+        check_all(self.leases)
+        metadata = self._metadata("processed_bars", part.end)
+        before = _version(self.spark, path)
+        if existing is None:  # nothing of these intervals yet: the rows go in as they are
+            out = T.for_processed_write(T.add_derived(T.dedupe_bars(new_rows)))
+            self._append_processed(out, metadata)
+            metrics = _commit_metrics(self.spark, path, before)
+            written = inserted = int(metrics.get("numOutputRows", 0))
         else:
-            others = None
-            combined = new_rows
-        merged = T.add_year(T.add_derived(T.dedupe_bars(combined)))
+            changes = T.processed_changes(new_rows, existing)
+            from delta.tables import DeltaTable
 
-        # Partitions to rewrite: per touched interval, every year from the first new one.
-        cond = F.lit(False)
-        for interval, year in first_year.items():
-            cond = cond | ((F.col("interval") == interval) & (F.col("year") >= year))
-        cols = list(T.PROCESSED_COLUMNS)
-        out = merged.filter(cond).select(*cols)
-        if others is not None:
-            out = out.unionByName(others.filter(cond).select(*cols))
-        run = new_run_id()
-        target = f"{self.processed.spark_root}/run={run}"
-        # a new directory: "append" writes in place (see _write_partitioned_batch)
-        T.for_processed_write(out).write.mode("append").options(
-            **WRITE_OPTIONS, **T.PROCESSED_PARQUET_OPTIONS
-        ).partitionBy(*T.PARTITION_COLUMNS).parquet(target)
-        # rows per partition from the footers: no second pass over the data
-        entries = self.processed.written_partitions(target, depth=len(T.PARTITION_COLUMNS))
-        before_commit()
-        new = self.processed.commit(base, entries, extra={"applied_batches": applied})
-        # the table held unique keys before; whatever it gained less than n_valid
-        # were duplicates (re-sent bars, or corrections that replaced a row)
-        self.report.duplicates_removed += base.rows + n_valid - new.rows
-        self.report.processed_rows_written += sum(e["rows"] for e in entries.values())
-        self.report.partitions_touched.update(entries)
-        self.report.processed_total = new.rows
+            target = DeltaTable.forPath(self.spark, path)
+            cond = " AND ".join(
+                [*(f"t.{c} = s.{c}" for c in (*T.BAR_KEY, "year")), self._target_filter(census)]
+            )
+            with _session_conf(self.spark, {USER_METADATA: metadata}):
+                (
+                    target.alias("t")
+                    .merge(changes.alias("s"), cond)
+                    .whenMatchedUpdateAll()
+                    .whenNotMatchedInsertAll()
+                    .execute()
+                )
+            metrics = _commit_metrics(self.spark, path, before)
+            inserted = int(metrics.get("numTargetRowsInserted", 0))
+            written = inserted + int(metrics.get("numTargetRowsUpdated", 0))
+            existing.unpersist()
+        self._advance("processed_bars", part.end)
+        # every valid bar either added a row or met one already there
+        self.report.duplicates_removed += n_valid - inserted
+        self.report.processed_rows_written += written
+
+    def _append_processed(self, out: DataFrame, metadata: str) -> None:
+        (
+            out.write.format("delta")
+            .mode("append")
+            .option("userMetadata", metadata)
+            .options(**T.PROCESSED_PARQUET_OPTIONS)
+            .partitionBy(*PARTITIONS["processed_bars"])
+            .save(self.paths["processed_bars"])
+        )
+
+    def _record_progress(self, table: str, part: Slice) -> None:
+        """A batch gave ``table`` no rows: record its offsets in a commit of their own.
+
+        Delta makes no commit for an empty write, so without it the table would stay
+        behind and the next run would read the same records again. A table not made
+        yet is made, empty, by the commit.
+        """
+        if all(self._behind(table).get(p, -1) >= o for p, o in part.end.items()):
+            return
+        check_all(self.leases)
+        path = self.paths[table]
+        metadata = self._metadata(table, part.end)
+        if open_table(self.settings, table) is None:
+            writer = self._empty(table).write.format("delta").option("userMetadata", metadata)
+            writer.partitionBy(*PARTITIONS[table]).save(path)
+        else:
+            with _session_conf(self.spark, {USER_METADATA: metadata}):
+                self.spark.sql(
+                    f"ALTER TABLE delta.`{path}` SET TBLPROPERTIES "
+                    f"('stockpipe.progress_at' = '{datetime.now(UTC).isoformat()}')"
+                )
+        self._advance(table, part.end)
+
+    def _empty(self, table: str) -> DataFrame:
+        """No rows, in the columns the job writes to ``table``."""
+        kafka = self.spark.createDataFrame([], T.KAFKA_SOURCE_DDL)
+        if table == "raw_bars":
+            return T.raw_from_kafka(kafka)
+        flagged = T.slim_flagged(T.flag_bars(T.parse_bars(T.raw_from_kafka(kafka)), self.now))
+        valid, quarantine = T.split_flagged(flagged, self.now)
+        if table == "quarantine_bars":
+            return quarantine.withColumn("quarantine_date", F.to_date("quarantined_at"))
+        return T.for_processed_write(T.add_derived(T.dedupe_bars(valid)))
+
+    def _context(self, census: BatchCensus, new_rows: DataFrame) -> DataFrame | None:
+        """The processed rows a merge of this batch must see (cached), or None if none exist.
+
+        Per touched interval, the rows from a lookback before the batch's earliest
+        bar on: windows look back up to T.LOOKBACK_BARS bars. A symbol with fewer
+        bars than that in the lookback (new, or after a long gap) gets every older
+        bar of its own too.
+        """
+        have = {p.get("interval") for p in _partitions(self.settings, "processed_bars")}
+        if not have & set(census.valid):
+            return None
+        table = self.spark.read.format("delta").load(self.paths["processed_bars"])
+        bounds = {i: lo - T.lookback(i) for i, (lo, _, _) in census.valid.items()}
+        window = F.lit(False)
+        for interval, lo in bounds.items():
+            window = window | (
+                (F.col("interval") == interval)
+                & (F.col("year") >= lo.year)
+                & (F.col("ts") >= T.timestamp_literal(lo))
+            )
+        firsts = T.first_new(new_rows).persist()
+        keys = F.broadcast(firsts.select("symbol", "interval"))
+        existing = (
+            table.filter(window)
+            .join(keys, ["symbol", "interval"], "left_semi")
+            .select(*T.PROCESSED_COLUMNS)
+            .persist()
+        )
+        short = T.short_of_context(existing, firsts).collect()
+        if short:
+            older = F.lit(False)
+            for interval, lo in bounds.items():
+                syms = sorted({r.symbol for r in short if r.interval == interval})
+                if syms:
+                    older = older | (
+                        (F.col("interval") == interval)
+                        & (F.col("year") <= lo.year)
+                        & (F.col("ts") < T.timestamp_literal(lo))
+                        & F.col("symbol").isin(syms)
+                    )
+            extra = table.filter(older).select(*T.PROCESSED_COLUMNS)
+            combined = existing.unionByName(extra).persist()
+            existing.unpersist()
+            existing = combined
+        firsts.unpersist()
+        return existing
+
+    @staticmethod
+    def _target_filter(census: BatchCensus) -> str:
+        """Literal conditions on the target's partitions, so MERGE opens only those files."""
+        parts = [
+            f"(t.interval = '{i}' AND t.year >= {(lo - T.lookback(i)).year})"
+            for i, (lo, _, _) in census.valid.items()
+        ]
+        return "(" + " OR ".join(parts) + ")"
 
     # run --------------------------------------------------------------------------------
-    def run(self, *, max_offsets_per_trigger: int | None = None) -> BatchJobReport:
-        """Read every logged-but-unapplied and every new range of the topic."""
+    def run(
+        self, *, max_offsets_per_trigger: int | None = None, reset_topic: str | None = None
+    ) -> BatchJobReport:
+        """Read every record of the topic that the tables do not hold yet."""
         t0 = time.perf_counter()
-        offsets = OffsetLog(self.settings, self.topic)
-        first, end = offset_bounds(self.settings, self.topic)
-        for plan in plan_batches(
-            offsets, applied_batches(self.settings), first, end, max_offsets_per_trigger
-        ):
-            with _session_conf(self.spark, JOB_CONF), scheduler_pool(self.spark, MAIN_POOL):
-                self.process_batch(self.read(plan), plan)
+        job = f"spark batch job on {self.topic}"
+        with hold(self.settings, [zone_label(t) for t in TABLES], job=job) as leases:
+            self.leases = leases
+            self.state = topic_state(self.settings, self.topic)
+            if reset_topic:
+                self._reset(reset_topic)
+            check_topic(self.state)
+            for part in plan_slices(
+                self.topic, self.state.start(), self.state.end, max_offsets_per_trigger
+            ):
+                with _session_conf(self.spark, JOB_CONF), scheduler_pool(self.spark, MAIN_POOL):
+                    self.process_batch(self.read(part), part)
         self.report.noop = self.report.batches == 0
-        if not self.report.noop:
-            offsets.prune()
-            self.processed.vacuum(keep_versions=2)
-        self.report.processed_total = self.processed.manifest().rows
+        self.report.processed_total = row_count(self.settings, "processed_bars")
         self.report.seconds = time.perf_counter() - t0
         log.info("%s", self.report)
         return self.report
+
+    def _reset(self, where: str) -> None:
+        """Move every table to the topic's first (``earliest``) or next (``latest``) offsets."""
+        assert self.state is not None
+        if where not in ("earliest", "latest"):
+            from stockpipe.errors import UnknownNameError
+
+            raise UnknownNameError("topic reset", where, ["earliest", "latest"])
+        offsets = self.state.first if where == "earliest" else self.state.end
+        log.warning("resetting %s to its %s offsets %s", self.topic, where, offsets)
+        for table in TABLES:
+            self.state.tables[table].pop(self.topic, None)
+            part = Slice(-1, self.topic, offsets, offsets)
+            self._record_progress(table, part)
+
+
+def _partitions(settings: Settings, table: str) -> list[dict[str, str]]:
+    """Partition values of a table's current files, from its log (no data read)."""
+    dt = open_table(settings, table)
+    return [] if dt is None else dt.partitions()
+
+
+def _version(spark: SparkSession, path: str) -> int | None:
+    from delta.tables import DeltaTable
+
+    if not DeltaTable.isDeltaTable(spark, path):
+        return None
+    return DeltaTable.forPath(spark, path).history(1).first()["version"]
+
+
+def _commit_metrics(spark: SparkSession, path: str, before: int | None) -> dict[str, str]:
+    """The operation metrics of the commit made after version ``before`` ({} if none)."""
+    from delta.tables import DeltaTable
+
+    row = DeltaTable.forPath(spark, path).history(1).first()
+    if row is None or (before is not None and row["version"] <= before):
+        return {}
+    return dict(row["operationMetrics"] or {})
 
 
 def run_batch_job(
@@ -578,29 +681,21 @@ def run_batch_job(
     *,
     spark: SparkSession | None = None,
     max_offsets_per_trigger: int | None = None,
+    reset_topic: str | None = None,
 ) -> BatchJobReport:
     """Process whatever arrived on ``topic`` since the last run."""
-    if spark is None:
-        if pending_records(settings, topic or settings.topic_bars) == 0:
-            return BarsBatchJob(settings, None, topic).run()  # type: ignore[arg-type]
-        spark = get_spark(settings, "stockpipe-batch")
-    return BarsBatchJob(settings, spark, topic).run(max_offsets_per_trigger=max_offsets_per_trigger)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    import argparse
-
-    from stockpipe.config import get_settings
-
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--topic", default=None)
-    parser.add_argument("--max-offsets-per-trigger", type=int, default=None)
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    for noisy in ("kafka", "py4j"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    print(
-        run_batch_job(
-            get_settings(), args.topic, max_offsets_per_trigger=args.max_offsets_per_trigger
-        )
+    topic = topic or settings.topic_bars
+    if spark is None and not reset_topic:
+        t0 = time.perf_counter()
+        state = topic_state(settings, topic)
+        check_topic(state)
+        if state.pending() == 0:  # no Spark for nothing new
+            report = BatchJobReport(topic=topic, noop=True)
+            report.processed_total = row_count(settings, "processed_bars")
+            report.seconds = time.perf_counter() - t0
+            log.info("%s", report)
+            return report
+    spark = spark or get_spark(settings, "stockpipe-batch")
+    return BarsBatchJob(settings, spark, topic).run(
+        max_offsets_per_trigger=max_offsets_per_trigger, reset_topic=reset_topic
     )

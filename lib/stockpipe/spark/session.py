@@ -55,6 +55,9 @@ def spark_conf(
         "spark.driver.host": settings.spark_driver_host or settings.host,
         "spark.driver.bindAddress": settings.spark_driver_bind or settings.host,
         "spark.ui.enabled": "false",
+        # every zone of the lake is a Delta table
+        "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+        "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
         # pools let the streaming windows query go before the archiving queries
         "spark.scheduler.mode": "FAIR",
         "spark.scheduler.allocation.file": str(SCHEDULER_POOLS),

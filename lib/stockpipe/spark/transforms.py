@@ -12,19 +12,21 @@ Flow::
     kafka source --raw_from_kafka--> raw --parse_bars--> parsed
     parsed --flag_bars(now)--> flagged --slim_flagged--> kept (the job caches it)
     kept --split_flagged--> (valid, quarantine)
-    kept --census--> counts, reasons and touched partitions of a batch
-    existing processed ∪ valid --dedupe_bars--> add_derived --> for_processed_write
+    kept --census--> counts, reasons and time span of a batch
+    valid (into an empty table) --dedupe_bars--> add_derived --> for_processed_write
+    valid, processed context --processed_changes--> the rows a MERGE writes
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from stockpipe.schemas import (
     BAR_COLUMNS,
+    BAR_KEY,
     BAR_MESSAGE_DDL,
     DERIVED_COLUMNS,
     INTERVALS,
@@ -38,6 +40,12 @@ from stockpipe.schemas import (
 #: value bytes, set only when they are not valid UTF-8 (``value`` then holds them
 #: with U+FFFD replacements, so it stays readable by pyarrow and pandas).
 RAW_ZONE_COLUMNS: tuple[str, ...] = (*RAW_COLUMNS, "value_b64")
+
+#: The rows Spark's Kafka source gives.
+KAFKA_SOURCE_DDL = (
+    "key BINARY, value BINARY, topic STRING, partition INT, offset BIGINT, "
+    "timestamp TIMESTAMP, timestampType INT"
+)
 
 #: Where a record came from in Kafka; kept on parsed, valid and quarantined rows.
 KAFKA_COLUMNS: tuple[str, ...] = ("topic", "partition", "offset", "kafka_timestamp")
@@ -59,12 +67,20 @@ QUARANTINE_COLUMNS: tuple[str, ...] = (
     "quarantined_at",
 )
 
-#: One bar per key in processed/.
-BAR_KEY: tuple[str, ...] = ("symbol", "interval", "ts")
-
 #: processed/ is partitioned by these; files inside are sorted by symbol, ts.
 PARTITION_COLUMNS: tuple[str, ...] = ("interval", "year")
 PROCESSED_COLUMNS: tuple[str, ...] = (*BAR_COLUMNS, *DERIVED_COLUMNS, "year")
+#: The bars the longest derived window holds (sma_50), the bar itself included.
+LOOKBACK_BARS = 50
+#: Calendar time that holds LOOKBACK_BARS bars of an interval, with room for
+#: weekends, holidays and halts. A symbol with fewer bars in it gets all its older
+#: bars as well, so this bounds the usual cost, not the result.
+LOOKBACK: dict[str, timedelta] = {
+    "1d": timedelta(days=150),
+    "1h": timedelta(days=30),
+    "5m": timedelta(days=7),
+    "1m": timedelta(days=5),
+}
 #: Parquet writer options of processed/: prices, volumes and derived values are
 #: nearly unique per file, so a dictionary for them is built and then abandoned
 #: (a hash lookup per value); symbols, intervals and dates keep theirs.
@@ -424,13 +440,14 @@ def split_flagged(flagged: DataFrame, now: datetime) -> tuple[DataFrame, DataFra
 def census(flagged: DataFrame) -> DataFrame:
     """What a batch of ``flag_bars`` rows holds, in one small aggregation.
 
-    One row per (reason, interval) with ``rows`` and ``first_year`` (UTC year of
-    the earliest ``ts``): enough to count records and quarantine reasons and to
-    find the processed partitions a merge touches, in a single pass over the rows.
+    One row per (reason, interval) with ``rows`` and the earliest and latest
+    ``ts``: enough to count records and quarantine reasons and to bound the
+    processed rows a merge reads, in a single pass over the rows.
     """
     return flagged.groupBy("reason", "interval").agg(
         F.count(F.lit(1)).alias("rows"),
-        F.min(F.year(utc_date(F.col("ts")))).alias("first_year"),
+        F.min("ts").alias("first_ts"),
+        F.max("ts").alias("last_ts"),
     )
 
 
@@ -541,7 +558,84 @@ def add_derived(df: DataFrame) -> DataFrame:
     ).drop("_price", "_rn", "_p1", "_l1", "_l2")
 
 
-# 6. processed layout -------------------------------------------------------------------
+# 6. incremental merge ------------------------------------------------------------------
+
+#: Columns whose change moves the derived values of the bars after (prices, volume).
+VALUE_COLUMNS: tuple[str, ...] = (*PRICE_COLUMNS, "adj_close", "volume")
+#: Columns that change only their own row (a re-sent bar: same values, later ingestion).
+META_COLUMNS: tuple[str, ...] = ("source", "ingested_at", "batch_id")
+
+
+def lookback(interval: str) -> timedelta:
+    """Calendar time that usually holds LOOKBACK_BARS bars of ``interval``."""
+    return LOOKBACK.get(interval, timedelta(days=400))
+
+
+def first_new(new: DataFrame) -> DataFrame:
+    """Per (symbol, interval) of a batch's bars: the earliest ``ts`` (``t0``)."""
+    return new.groupBy("symbol", "interval").agg(F.min("ts").alias("t0"))
+
+
+def short_of_context(existing: DataFrame, firsts: DataFrame) -> DataFrame:
+    """The (symbol, interval) of ``firsts`` with fewer than LOOKBACK_BARS bars in
+    ``existing`` before their ``t0``: their context must reach further back."""
+    before = (
+        existing.join(firsts, ["symbol", "interval"])
+        .filter(F.col("ts") < F.col("t0"))
+        .groupBy("symbol", "interval")
+        .agg(F.count(F.lit(1)).alias("n"))
+    )
+    return (
+        firsts.join(before, ["symbol", "interval"], "left")
+        .filter(F.coalesce(F.col("n"), F.lit(0)) < LOOKBACK_BARS)
+        .select("symbol", "interval")
+    )
+
+
+def _same(cols: tuple[str, ...], ref: str) -> Column:
+    out = F.lit(True)
+    for c in cols:
+        out = out & F.col(c).eqNullSafe(F.col(ref).getField(c))
+    return out
+
+
+def processed_changes(new: DataFrame, existing: DataFrame) -> DataFrame:
+    """The processed rows a batch's valid bars change, with their derived columns.
+
+    ``new``: the batch's valid bars (VALID_COLUMNS). ``existing``: processed rows
+    of the touched (symbol, interval), from at least LOOKBACK_BARS bars before the
+    earliest new bar of each (or from its first bar). The latest ingestion wins
+    per key (``dedupe_bars``). A row is returned if its bar is new or replaced,
+    or if a bar whose prices or volume changed is among the LOOKBACK_BARS bars up
+    to it: those are the rows whose derived values can differ. A bar re-sent with
+    the same values changes only its own row; one re-sent as it was, nothing.
+    """
+    old = existing.select(*BAR_COLUMNS).withColumn("_old", F.lit(True))
+    rows = old.unionByName(new.withColumn("_old", F.lit(False)), allowMissingColumns=True)
+    same_key = Window.partitionBy("symbol", "interval", "ts")
+    rows = rows.withColumns(
+        {
+            "_old_v": F.max(F.when(F.col("_old"), F.struct(*VALUE_COLUMNS))).over(same_key),
+            "_old_m": F.max(F.when(F.col("_old"), F.struct(*META_COLUMNS))).over(same_key),
+        }
+    )
+    winners = dedupe_bars(rows)
+    fresh = ~F.col("_old")
+    value_changed = fresh & ~(F.col("_old_v").isNotNull() & _same(VALUE_COLUMNS, "_old_v"))
+    meta_changed = fresh & ~(F.col("_old_m").isNotNull() & _same(META_COLUMNS, "_old_m"))
+    order = Window.partitionBy("symbol", "interval").orderBy("ts")
+    running = order.rowsBetween(Window.unboundedPreceding, Window.currentRow)
+    staged = add_derived(
+        winners.withColumns(
+            {"_vc": value_changed.cast("int"), "_changed": value_changed | meta_changed}
+        )
+    ).withColumn("_n", F.sum("_vc").over(running))
+    recent = F.col("_n") - F.coalesce(F.lag("_n", LOOKBACK_BARS).over(order), F.lit(0))
+    marked = staged.withColumn("_recent", recent > 0)
+    return add_year(marked.filter(F.col("_changed") | F.col("_recent"))).select(*PROCESSED_COLUMNS)
+
+
+# 7. processed layout -------------------------------------------------------------------
 
 
 def add_year(df: DataFrame) -> DataFrame:

@@ -68,6 +68,10 @@ def spark_jars_part(cache_dir: Path) -> Part:
     return Part("spark-jars", f"{versions.SPARK}-hadoop{versions.HADOOP}", cache_dir)
 
 
+def delta_jars_part(cache_dir: Path) -> Part:
+    return Part("delta-jars", f"{versions.DELTA}-spark{versions.SPARK}", cache_dir)
+
+
 def minio_part(cache_dir: Path) -> Part:
     return Part("minio", versions.MINIO, cache_dir)
 
@@ -81,13 +85,15 @@ def minio_binary(cache_dir: Path) -> Path:
 
 
 def spark_jars(cache_dir: Path) -> list[Path]:
-    """The connector jars Spark gets as local files (Kafka source, S3A)."""
-    part = spark_jars_part(cache_dir)
-    if not part.ready:
-        raise SetupError(
-            f"Spark connector jars are not in {part.home}.", fix="run `make setup` first"
-        )
-    return sorted((part.home / "jars").glob("*.jar"))
+    """The jars Spark gets as local files (Kafka source, S3A, Delta Lake)."""
+    jars: list[Path] = []
+    for part in (spark_jars_part(cache_dir), delta_jars_part(cache_dir)):
+        if not part.ready:
+            raise SetupError(
+                f"Spark connector jars are not in {part.home}.", fix="run `make setup` first"
+            )
+        jars += sorted((part.home / "jars").glob("*.jar"))
+    return jars
 
 
 # Maven -----------------------------------------------------------------------------------
@@ -135,7 +141,8 @@ def _run_streaming(cmd: list[str], *, what: str, log: Path, cwd: Path, env=None,
     return rc
 
 
-def _maven_fetch(part: Part, deps, exclude: list[str], what: str) -> None:
+def _maven_fetch(part: Part, deps, exclude: list[str], what: str, keep: str = "") -> None:
+    """Fetch ``deps`` with their runtime dependencies; with ``keep``, only jars named so."""
     mvn = require_tool("mvn")
     part.cache_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{part.name}-", dir=part.cache_dir))
@@ -159,6 +166,9 @@ def _maven_fetch(part: Part, deps, exclude: list[str], what: str) -> None:
                 f"its output is in {log}.",
                 fix="check the network to Maven Central and run `make setup` again to retry",
             )
+        for jar in out_dir.glob("*.jar") if keep else ():
+            if not jar.name.startswith(keep):
+                jar.unlink()
         _publish(staging, part)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -208,6 +218,19 @@ def fetch_spark_jars(cache_dir: Path) -> Part:
         f"spark-tags_{versions.SCALA}",
     ]
     _maven_fetch(part, deps, exclude, f"Spark {versions.SPARK} Kafka + S3A jars")
+    return part
+
+
+def fetch_delta_jars(cache_dir: Path) -> Part:
+    part = delta_jars_part(cache_dir)
+    if part.ready:
+        return part
+    major_minor = ".".join(versions.SPARK.split(".")[:2])
+    deps = [("io.delta", f"delta-spark_{major_minor}_{versions.SCALA}", versions.DELTA)]
+    # Spark's own jars (pyspark/jars) provide the rest; Delta's POM would add a
+    # second Hadoop client and Parquet beside them
+    exclude = ["hadoop-client-api", "hadoop-client-runtime", "unitycatalog-client"]
+    _maven_fetch(part, deps, exclude, f"Delta Lake {versions.DELTA} jars", keep="delta-")
     return part
 
 
@@ -275,6 +298,7 @@ def setup_all(cache_dir: Path, *, quiet_when_ready: bool = True) -> list[Part]:
     steps = [
         (kafka_part, fetch_kafka),
         (spark_jars_part, fetch_spark_jars),
+        (delta_jars_part, fetch_delta_jars),
         (minio_part, build_minio),
     ]
     parts = []

@@ -14,6 +14,9 @@ LOG4J = "2.25.2"
 #: Spark's Kafka connector, at the pyspark version.
 SPARK = "4.2.0"
 SCALA = "2.13"
+#: Delta Lake for Spark (``delta-spark_<spark major.minor>``) and its storage jar; the
+#: delta-spark wheel in requirements.txt must have the same version (PyPI's 4.4.1 has no jar).
+DELTA = "4.4.0"
 #: hadoop-aws at the Hadoop version pyspark bundles (pyspark/jars/hadoop-client-api-*.jar).
 HADOOP = "3.5.0"
 
