@@ -9,11 +9,12 @@ apart) and then for the measured ``--duration`` (3 minutes by default). Every
 second the benchmark samples:
 
 * the backlog: records in Kafka minus the offsets the windows query committed
-  (read from its checkpoint's offset and commit logs);
-* new micro-batches in the sink's commit log: each window row in them is
-  *fresh* by ``seen - (window_end + watermark)``: the wall time from the moment
-  the watermark (event time = wall time here) passes the window's end to the
-  moment the row is readable from MinIO through the commit log;
+  (the end offsets of its newest micro-batch, from the progress the job prints
+  as JSON lines with ``--progress json``);
+* new versions of the windows' Delta table: each window row in the files they
+  add is *fresh* by ``seen - (window_end + watermark)``: the wall time from the
+  moment the watermark (event time = wall time here) passes the window's end to
+  the moment the row is readable from MinIO through the table's log;
 * CPU and memory of each process (producer, Spark driver + JVM, Kafka, MinIO).
 
 A rate is sustained when the producer holds it (within 5 %) and the backlog
@@ -38,16 +39,15 @@ import threading
 import time
 from pathlib import Path
 
-import fsspec
 import numpy as np
 import psutil
 import pyarrow.parquet as pq
 from common import isolated_stack, save
 
 from stockpipe.kafka import end_offsets, ensure_topics
-from stockpipe.lake import ensure_bucket, filesystem, zone
+from stockpipe.lake import ensure_bucket, filesystem
 from stockpipe.reference import to_ms
-from stockpipe.sinklog import parse_log_file
+from stockpipe.tables import open_table
 
 SYMBOLS = "AAPL,MSFT,GOOGL,AMZN,NVDA,TSLA,META,SPY"
 
@@ -58,34 +58,56 @@ def _env(settings) -> dict[str, str]:
     return env
 
 
-def committed_offsets(fs, ckpt: str) -> int:
-    """Kafka records the query has committed: its newest committed batch's end offsets."""
-    try:
-        commits = [
-            int(p.rsplit("/", 1)[-1])
-            for p in fs.ls(f"{ckpt}/commits", detail=False)
-            if p.rsplit("/", 1)[-1].isdigit()
-        ]
-    except FileNotFoundError:
-        return 0
-    if not commits:
-        return 0
-    text = fs.cat(f"{ckpt}/offsets/{max(commits)}").decode().splitlines()
-    offsets = json.loads(text[-1])
-    return sum(int(v) for parts in offsets.values() for v in parts.values())
+class Progress:
+    """Reads the job's progress lines (JSON, one per micro-batch) from its stdout.
+
+    Keeps, per query, the Kafka records its newest batch had read up to: the
+    offsets it committed, since a batch's progress is reported after its commit.
+    Every line also goes to ``log`` (a file, or nowhere), so the pipe never fills.
+    """
+
+    def __init__(self, stream, log) -> None:
+        self.stream, self.log = stream, log
+        self.committed: dict[str, int] = {}
+        self.lock = threading.Lock()
+        self.thread = threading.Thread(target=self._run, name="job-progress", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        for line in self.stream:
+            if self.log is not None:
+                self.log.write(line)
+                self.log.flush()
+            if not line.startswith("{"):
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue
+            total = sum(o for parts in row["end_offsets"].values() for o in parts.values())
+            with self.lock:
+                name = row["query_name"]
+                self.committed[name] = max(self.committed.get(name, 0), total)
+
+    def offsets(self, query: str) -> int | None:
+        """Records the query has committed (the topic is new: offsets start at 0)."""
+        with self.lock:
+            return self.committed.get(query)
 
 
 class Freshness:
-    """Watches the sink's commit log; times each window row as it becomes readable.
+    """Watches the windows' Delta table; times each window row as it becomes readable.
 
     Polls on its own thread every ``interval`` seconds, so a row is timed within
     that much of its commit (the once-a-second sampling loop would add up to a
     second or two to every figure).
     """
 
-    def __init__(self, fs, sink: str, delay_ms: int, interval: float = 0.25) -> None:
-        self.fs, self.log_dir, self.delay_ms = fs, f"{sink}/_spark_metadata", delay_ms
+    def __init__(self, settings, delay_ms: int, interval: float = 0.25) -> None:
+        self.settings, self.fs, self.delay_ms = settings, filesystem(settings), delay_ms
         self.interval = interval
+        self.table = None
+        self.version: int | None = None
         self.seen: set[str] = set()
         self.samples: list[float] = []
         self.at: list[float] = []  # time.monotonic() when each sample was taken
@@ -114,23 +136,25 @@ class Freshness:
             self.poll()
 
     def poll(self) -> None:
-        try:
-            names = self.fs.ls(self.log_dir, detail=False, refresh=True)
-        except FileNotFoundError:
+        if self.table is None:
+            self.table = open_table(self.settings, "tick_windows")
+            if self.table is None:
+                return
+        else:
+            self.table.update_incremental()
+        if self.table.version() == self.version:
             return
+        self.version = self.table.version()
         now, mono = time.time(), time.monotonic()
-        for name in sorted(set(names) - self.seen):
-            self.seen.add(name)
-            base = name.rsplit("/", 1)[-1]
-            if not base.split(".")[0].isdigit() or base.endswith(".compact"):
-                continue  # a compact file re-lists older batches
-            for entry in parse_log_file(self.fs.cat(name).decode()):
-                path = entry["path"].split("://", 1)[-1]
-                ends = pq.read_table(path, columns=["window_end"], filesystem=self.fs)
-                with self.lock:
-                    for end in ends.column(0).to_pylist():
-                        self.samples.append(now - (end.timestamp() + self.delay_ms / 1000))
-                        self.at.append(mono)
+        files = set(self.table.file_uris())
+        for uri in sorted(files - self.seen):
+            path = uri.split("://", 1)[-1]
+            ends = pq.read_table(path, columns=["window_end"], filesystem=self.fs)
+            with self.lock:
+                for end in ends.column(0).to_pylist():
+                    self.samples.append(now - (end.timestamp() + self.delay_ms / 1000))
+                    self.at.append(mono)
+        self.seen = files
 
 
 class Usage:
@@ -199,26 +223,21 @@ def run_rate(base_settings, stack, rate: int, args) -> dict:
     )
     ensure_bucket(s)
     ensure_topics(s, [s.topic_ticks], partitions=3)
-    fs = filesystem(s)
     delay_ms = to_ms(args.watermark)
     trigger_s = to_ms(args.trigger) / 1000
-    job_log = open(f"{args.job_log}.{rate}", "w") if args.job_log else subprocess.DEVNULL  # noqa: SIM115
+    job_log = open(f"{args.job_log}.{rate}", "w") if args.job_log else None  # noqa: SIM115
     job = subprocess.Popen(
         [sys.executable, "-m", "stockpipe.spark.streaming", "--mode", "continuous",
          "--name", "bench", "--window", args.window, "--slide", args.slide,
          "--watermark", args.watermark, "--trigger", args.trigger,
          *(["--archive-trigger", args.archive_trigger] if args.archive_trigger else []),
          "--duration", str(args.live_warmup + args.duration + 120), "--state-partitions", "2",
+         "--progress", "json",
          *(["--checkpoint", f"{args.checkpoint}/{tag}"] if args.checkpoint else [])],
-        env=_env(s), stdout=job_log, stderr=subprocess.STDOUT if args.job_log else job_log,
+        env=_env(s), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         start_new_session=True,
     )  # fmt: skip
-    ckpt = (
-        f"{args.checkpoint}/{tag}/windows"
-        if args.checkpoint
-        else (f"{zone(s, 'checkpoints')}/bench/windows")
-    )
-    ckpt_fs = fsspec.filesystem("file") if args.checkpoint else fs
+    progress = Progress(job.stdout, job_log)
     # Warm up: a few ticks, and wait until the job has committed its first batch.
     subprocess.run(
         [sys.executable, "-m", "stockpipe.ticks", "--symbols", SYMBOLS, "--rate", "100",
@@ -226,7 +245,7 @@ def run_rate(base_settings, stack, rate: int, args) -> dict:
         env=_env(s), check=True, stdout=subprocess.DEVNULL,
     )  # fmt: skip
     deadline = time.monotonic() + args.warmup
-    while not ckpt_fs.exists(f"{ckpt}/commits/0"):
+    while progress.offsets("bench") is None:
         if time.monotonic() > deadline or job.poll() is not None:
             os.killpg(job.pid, signal.SIGKILL)
             raise RuntimeError("the streaming job did not commit a first batch in time")
@@ -244,7 +263,7 @@ def run_rate(base_settings, stack, rate: int, args) -> dict:
         **{f"{st.name}": st.pid for st in stack.status() if st.pid},
     }
     usage = Usage(pids)
-    fresh = Freshness(fs, zone(s, "tick_windows"), delay_ms)
+    fresh = Freshness(s, delay_ms)
     fresh.start()
     backlog: list[tuple[float, int]] = []
     archives: dict[str, int] = {}
@@ -264,9 +283,9 @@ def run_rate(base_settings, stack, rate: int, args) -> dict:
                 t0, measuring = time.monotonic(), True
                 continue
             produced = sum(end_offsets(s, s.topic_ticks).values())
-            backlog.append((time.monotonic() - t0, produced - committed_offsets(ckpt_fs, ckpt)))
+            backlog.append((time.monotonic() - t0, produced - (progress.offsets("bench") or 0)))
             archives = {
-                role: produced - committed_offsets(ckpt_fs, ckpt.rsplit("/", 1)[0] + f"/{role}")
+                role: produced - (progress.offsets(f"bench_{role}") or 0)
                 for role in ("raw", "quarantine")
             }
             archive_series.append((backlog[-1][0], max(archives.values())))

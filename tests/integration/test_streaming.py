@@ -1,7 +1,8 @@
 """The tick producer and the streaming job on the real stack (Kafka, Spark, MinIO).
 
 Every window the job writes is compared with windows computed by pandas
-(stockpipe.reference) from the ticks read back from Kafka.
+(stockpipe.reference) from the ticks read back from Kafka; the lake is read with
+``deltalake`` (stockpipe.reader) and with Spark's ``format("delta")``.
 """
 
 from __future__ import annotations
@@ -19,18 +20,19 @@ import pandas as pd
 import pyarrow.dataset as ds
 import pytest
 
+from stockpipe.errors import LeaseHeldError
 from stockpipe.kafka import ConfirmedProducer, end_offsets, ensure_topics, read_all
-from stockpipe.lake import ensure_bucket, filesystem, zone
+from stockpipe.lake import ZONES, ensure_bucket, filesystem, zone
+from stockpipe.lease import hold
 from stockpipe.reader import (
     read_quarantined_ticks,
     read_raw_ticks,
     read_stream_metrics,
     read_tick_windows,
-    sink_files,
 )
 from stockpipe.reference import compare_windows, late_pairs, reference_windows, valid
-from stockpipe.sinklog import committed_files
-from stockpipe.spark.streaming import REASONS, StreamOptions, run_stream
+from stockpipe.spark.streaming import REASONS, TABLES, StreamOptions, run_stream
+from stockpipe.tables import open_table
 from stockpipe.ticks import LATE, OUT_OF_ORDER, TickSpec, parse_tick_values, run_producer
 
 pytestmark = pytest.mark.integration
@@ -87,9 +89,13 @@ def _bad_values() -> list[tuple[bytes, bytes, str]]:
     return [(b"AAPL", v, r) for v, r in cases]
 
 
-def _kafka_ticks(s) -> tuple[pd.DataFrame, int]:
-    values = [v for _, _, _, v in read_all(s, s.topic_ticks)]
+def _kafka_ticks(s, topic: str | None = None) -> tuple[pd.DataFrame, int]:
+    values = [v for _, _, _, v in read_all(s, topic or s.topic_ticks)]
     return parse_tick_values(values), len(values)
+
+
+def _via_spark(spark, s, zone_name: str) -> pd.DataFrame:
+    return spark.read.format("delta").load(zone(s, zone_name, spark=True)).toPandas()
 
 
 def _expected(ticks: pd.DataFrame, phases: dict[str, int]) -> pd.DataFrame:
@@ -154,10 +160,9 @@ def test_windows_equal_pandas_with_out_of_order_late_and_bad_ticks(settings, spa
     expected = _expected(ticks, {"phase-1": 0, "phase-2": 1})
     assert len(expected) > 30
 
-    # Outside Spark (pyarrow through the library's reader) and through Spark: equal.
+    # Outside Spark (deltalake through the library's reader) and through Spark: equal.
     assert compare_windows(read_tick_windows(s), expected) == []
-    via_spark = spark.read.parquet(zone(s, "tick_windows", spark=True)).toPandas()
-    assert compare_windows(via_spark, expected) == []
+    assert compare_windows(_via_spark(spark, s, "tick_windows"), expected) == []
     lo, hi = expected["window_start"].iloc[[3, -3]]
     some = expected[(expected["window_start"] >= lo) & (expected["window_start"] < hi)]
     some = some[some["symbol"] == "MSFT"]
@@ -208,13 +213,20 @@ def _stream_cmd(name: str, mode: str, *extra: str) -> list[str]:
     ]  # fmt: skip
 
 
+def _committed(s, zone_name: str) -> list[str]:
+    """Data files of the table's current Delta version (bucket/key paths)."""
+    dt = open_table(s, zone_name)
+    return [] if dt is None else [u.split("://", 1)[-1] for u in dt.file_uris()]
+
+
 def _uncommitted(s, zone_name: str) -> list[str]:
+    """Data files on storage that no Delta version names (a micro-batch that never committed)."""
     fs = filesystem(s)
     root = zone(s, zone_name)
     if not fs.exists(root):
         return []
-    on_storage = {f for f in fs.find(root) if f.endswith(".parquet")}
-    return sorted(on_storage - set(committed_files(fs, root) or []))
+    on_storage = {f for f in fs.find(root) if f.endswith(".parquet") and "/_delta_log/" not in f}
+    return sorted(on_storage - set(_committed(s, zone_name)))
 
 
 def test_sigkill_mid_run_then_restart_gives_exactly_the_pandas_windows(settings, spark, tmp_path):
@@ -252,9 +264,10 @@ def test_sigkill_mid_run_then_restart_gives_exactly_the_pandas_windows(settings,
     windows_before = len(read_tick_windows(s))
 
     orphans = _uncommitted(s, "tick_windows")
+    # the killed job's leases are still there: the restart waits for them to expire
     restart = subprocess.run(
-        _stream_cmd(name, "available-now", "--duration", "300"),
-        env=_child_env(s), capture_output=True, text=True, timeout=360,
+        _stream_cmd(name, "available-now", "--duration", "300", "--lease-wait", "120"),
+        env=_child_env(s), capture_output=True, text=True, timeout=480,
     )  # fmt: skip
     assert restart.returncode == 0, restart.stdout[-3000:] + restart.stderr[-3000:]
 
@@ -262,8 +275,7 @@ def test_sigkill_mid_run_then_restart_gives_exactly_the_pandas_windows(settings,
     expected = _expected(ticks, {"crash-1": 0, "crash-2": 1})
     assert windows_before < len(expected)  # it was killed mid-run
     assert compare_windows(read_tick_windows(s), expected) == []
-    via_spark = spark.read.parquet(zone(s, "tick_windows", spark=True)).toPandas()
-    assert compare_windows(via_spark, expected) == []
+    assert compare_windows(_via_spark(spark, s, "tick_windows"), expected) == []
     metrics = read_stream_metrics(s, name)
     assert metrics["watermark"].max() == pd.Timestamp(
         valid(ticks)["ts"].max() - DELAY_MS, unit="ms", tz="UTC"
@@ -279,8 +291,7 @@ def test_sigkill_mid_run_then_restart_gives_exactly_the_pandas_windows(settings,
     # none behind, leave one the way a killed batch does: a data file not in the log.
     fs = filesystem(s)
     if not orphans:
-        committed = sink_files(s, "tick_windows")
-        src = committed[0]
+        src = _committed(s, "tick_windows")[0]
         orphan = src.rsplit("/", 1)[0] + "/part-99999-uncommitted.c000.zstd.parquet"
         fs.copy(src, orphan)
         orphans = [orphan]
@@ -317,3 +328,78 @@ def _kill_while_writing(s, child: subprocess.Popen, seconds: float) -> bool:
         time.sleep(0.05)
     os.killpg(child.pid, signal.SIGKILL)
     return caught
+
+
+def test_a_second_query_with_another_name_on_a_written_lake_keeps_every_record(settings, spark):
+    """Delta's sink keys its batches by query id: a new checkpoint's batch 0 is not skipped.
+
+    (The Parquet file sink's shared ``_spark_metadata`` log took the new query's
+    batches for committed ones and dropped all its records.)
+    """
+    s = _own(settings, "second")
+    first, second = s.topic_ticks, f"{s.topic_ticks}.b"
+    ensure_topics(s, [second], partitions=3)
+    common = dict(
+        window=WINDOW, slide=SLIDE, watermark=WATERMARK, mode="available-now",
+        duration_s=300, state_partitions=2,
+    )  # fmt: skip
+    run_producer(s, _spec("second-a"), rate=5000, max_ticks=1000)
+    run_a = run_stream(s, StreamOptions(name="t_second_a", **common), spark=spark)
+    assert run_a.stopped_by == "backlog done" and len(read_tick_windows(s)) > 0
+
+    # Other symbols, so each window key belongs to one topic's reference.
+    spec_b = _spec("second-b", seed=3, symbols=("AMZN", "TSLA"))
+    sent_b = run_producer(s, spec_b, rate=5000, max_ticks=500, topic=second).sent
+    bad = _bad_values()
+    with ConfirmedProducer(s, second) as producer:
+        producer.send_many((k, v) for k, v, _ in bad)
+    opts_b = StreamOptions(name="t_second_b", topic=second, **common)
+    run_b = run_stream(s, opts_b, spark=spark)
+    assert run_b.stopped_by == "backlog done"
+    assert run_b.input_rows["t_second_b_raw"] == sent_b + len(bad)
+
+    raw = read_raw_ticks(s)
+    assert not raw.duplicated(["topic", "partition", "offset"]).any()
+    in_kafka = {t: sum(end_offsets(s, t).values()) for t in (first, second)}
+    assert raw["topic"].value_counts().to_dict() == in_kafka
+    assert in_kafka[second] == sent_b + len(bad) == 500 + len(bad)
+    quarantined = read_quarantined_ticks(s)
+    assert sorted(quarantined["reason"]) == sorted(r for _, _, r in bad)
+    assert set(quarantined["topic"]) == {second}
+
+    ticks_a, _ = _kafka_ticks(s, first)
+    ticks_b, _ = _kafka_ticks(s, second)
+    expected_a = _expected(ticks_a, {"second-a": 0})
+    expected_b = _expected(ticks_b, {"second-b": 0})
+    assert len(expected_a) > 10 and len(expected_b) > 10
+    expected = pd.concat([expected_a, expected_b], ignore_index=True)
+    assert compare_windows(read_tick_windows(s), expected) == []
+    assert compare_windows(_via_spark(spark, s, "tick_windows"), expected) == []
+    assert set(read_stream_metrics(s)["query_name"]) == {
+        f"t_second_{q}{r}" for q in "ab" for r in ("", "_raw", "_quarantine")
+    }
+
+
+def test_a_second_streaming_job_fails_naming_the_job_that_holds_the_tables(settings, spark):
+    s = _own(settings, "lease")
+    run_producer(s, _spec("lease-1"), rate=5000, max_ticks=100)
+    opts = StreamOptions(
+        window=WINDOW, slide=SLIDE, watermark=WATERMARK, mode="available-now",
+        name="t_lease", duration_s=300, state_partitions=2,
+    )  # fmt: skip
+    with hold(s, [ZONES[t] for t in TABLES], job="streaming job t_first"):
+        with pytest.raises(LeaseHeldError, match="streaming job t_first"):
+            run_stream(s, opts, spark=spark)
+        # the command line says so too, and waits as long as told first
+        t0 = time.monotonic()
+        cli = subprocess.run(
+            _stream_cmd("t_lease", "available-now", "--lease-wait", "3"),
+            env=_child_env(s), capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert cli.returncode == 3, cli.stdout[-3000:] + cli.stderr[-3000:]
+        assert "streaming job t_first" in cli.stderr and "Traceback" not in cli.stderr
+        assert time.monotonic() - t0 >= 3
+    assert open_table(s, "raw_ticks") is None  # nothing was written
+    # released: the job runs
+    assert run_stream(s, opts, spark=spark).stopped_by == "backlog done"
+    assert len(read_raw_ticks(s)) == 100

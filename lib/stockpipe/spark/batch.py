@@ -177,7 +177,8 @@ class TopicState:
         return self.tables[table].get(self.topic) or TopicProgress({}, None)
 
     def start(self) -> dict[int, int]:
-        """Next offset to read per partition: where the table furthest behind is.
+        """Next offset to read per partition: where the table furthest behind is
+        (one that has read nothing of a partition is at its first offset).
 
         Quarantine is not counted: it is written only when a record fails, and
         its own offsets keep a replay from doubling its rows.
@@ -185,8 +186,7 @@ class TopicState:
         out = {}
         for p in self.end:
             done = [self.progress(t).offsets.get(p) for t in ("raw_bars", "processed_bars")]
-            known = [d for d in done if d is not None]
-            out[p] = min(known) if known else self.first[p]
+            out[p] = min(self.first[p] if d is None else d for d in done)
         return out
 
     def pending(self) -> int:
@@ -473,7 +473,6 @@ class BarsBatchJob:
         new_rows = valid.filter(beyond(self._behind("processed_bars"))).select(*T.VALID_COLUMNS)
         n_valid = sum(n for *_, n in census.valid.values())
         self.report.valid_rows += n_valid
-        path = self.paths["processed_bars"]
         if not census.valid:
             self._record_progress("processed_bars", part)
             return
@@ -481,36 +480,44 @@ class BarsBatchJob:
         existing = self._context(census, new_rows)
         check_all(self.leases)
         metadata = self._metadata("processed_bars", part.end)
-        before = _version(self.spark, path)
+        before = _version(self.settings, "processed_bars")
         if existing is None:  # nothing of these intervals yet: the rows go in as they are
             out = T.for_processed_write(T.add_derived(T.dedupe_bars(new_rows)))
             self._append_processed(out, metadata)
-            metrics = _commit_metrics(self.spark, path, before)
-            written = inserted = int(metrics.get("numOutputRows", 0))
+            written = inserted = _commit_rows(self.settings, before, "numOutputRows")
         else:
-            changes = T.processed_changes(new_rows, existing)
-            from delta.tables import DeltaTable
-
-            target = DeltaTable.forPath(self.spark, path)
-            cond = " AND ".join(
-                [*(f"t.{c} = s.{c}" for c in (*T.BAR_KEY, "year")), self._target_filter(census)]
-            )
-            with _session_conf(self.spark, {USER_METADATA: metadata}):
-                (
-                    target.alias("t")
-                    .merge(changes.alias("s"), cond)
-                    .whenMatchedUpdateAll()
-                    .whenNotMatchedInsertAll()
-                    .execute()
-                )
-            metrics = _commit_metrics(self.spark, path, before)
-            inserted = int(metrics.get("numTargetRowsInserted", 0))
-            written = inserted + int(metrics.get("numTargetRowsUpdated", 0))
+            changes = T.processed_changes(new_rows, existing).persist()
+            counts = {r[0]: r[1] for r in changes.groupBy(T.UPDATE_FLAG).count().collect()}
+            inserted, updated = counts.get(False, 0), counts.get(True, 0)
+            if updated:  # corrections: one MERGE commits them with the new bars
+                self._merge(changes, census, metadata)
+            elif inserted:  # only new bars (the usual day): no row to match, an append
+                self._append_processed(T.for_processed_write(changes), metadata)
+            else:
+                self._record_progress("processed_bars", part)
+            written = inserted + updated
+            changes.unpersist()
             existing.unpersist()
         self._advance("processed_bars", part.end)
         # every valid bar either added a row or met one already there
         self.report.duplicates_removed += n_valid - inserted
         self.report.processed_rows_written += written
+
+    def _merge(self, changes: DataFrame, census: BatchCensus, metadata: str) -> None:
+        from delta.tables import DeltaTable
+
+        target = DeltaTable.forPath(self.spark, self.paths["processed_bars"])
+        keys = [f"t.{c} = s.{c}" for c in (*T.BAR_KEY, "year")]
+        cond = " AND ".join([*keys, self._target_filter(census)])
+        values = {c: f"s.`{c}`" for c in T.PROCESSED_COLUMNS}
+        with _session_conf(self.spark, {USER_METADATA: metadata}):
+            (
+                target.alias("t")
+                .merge(changes.alias("s"), cond)
+                .whenMatchedUpdate(set=values)
+                .whenNotMatchedInsert(values=values)
+                .execute()
+            )
 
     def _append_processed(self, out: DataFrame, metadata: str) -> None:
         (
@@ -657,22 +664,18 @@ def _partitions(settings: Settings, table: str) -> list[dict[str, str]]:
     return [] if dt is None else dt.partitions()
 
 
-def _version(spark: SparkSession, path: str) -> int | None:
-    from delta.tables import DeltaTable
-
-    if not DeltaTable.isDeltaTable(spark, path):
-        return None
-    return DeltaTable.forPath(spark, path).history(1).first()["version"]
+def _version(settings: Settings, table: str) -> int | None:
+    dt = open_table(settings, table)
+    return None if dt is None else dt.version()
 
 
-def _commit_metrics(spark: SparkSession, path: str, before: int | None) -> dict[str, str]:
-    """The operation metrics of the commit made after version ``before`` ({} if none)."""
-    from delta.tables import DeltaTable
-
-    row = DeltaTable.forPath(spark, path).history(1).first()
-    if row is None or (before is not None and row["version"] <= before):
-        return {}
-    return dict(row["operationMetrics"] or {})
+def _commit_rows(settings: Settings, before: int | None, *metrics: str) -> int:
+    """The sum of ``metrics`` of processed/bars' commit after version ``before`` (0 if none)."""
+    dt = open_table(settings, "processed_bars")
+    if dt is None or (before is not None and dt.version() <= before):
+        return 0
+    got = dt.history(1)[0].get("operationMetrics") or {}
+    return sum(int(got.get(m, 0)) for m in metrics)
 
 
 def run_batch_job(

@@ -1,22 +1,30 @@
 """The streaming job: ticks from Kafka to sliding-window aggregates in the lake.
 
-Three queries read the tick topic, each with its own checkpoint and a Parquet
-file sink, so each is exactly-once (the sink's ``_spark_metadata`` log commits a
-micro-batch's files together with its offsets):
+Three queries read the tick topic, each with its own checkpoint and Delta's
+streaming sink, so each is exactly-once: a micro-batch's files are committed to
+the table in one Delta commit that also records (query id, batch id), and a
+batch that the table already holds under that query id is skipped on a replay.
+The query id belongs to the checkpoint, so two queries (another ``name``, a new
+checkpoint) writing one table never mistake each other's batches.
 
 ============================  ==============================  =============================
-query (``queryName``)         writes                          what
+query (``queryName``)         writes (Delta table)            what
 ============================  ==============================  =============================
-``<name>_raw``                ``raw/ticks/``                  every record as received
-``<name>_quarantine``         ``quarantine/ticks/``           invalid ticks, with a reason
-``<name>``                    ``processed/tick_windows/``     windows the watermark closed
+``<name>_raw``                ``raw/ticks``                   every record as received
+``<name>_quarantine``         ``quarantine/ticks``            invalid ticks, with a reason
+``<name>``                    ``processed/tick_windows``      windows the watermark closed
 ============================  ==============================  =============================
 
 Windows are per symbol, sliding (default 1 minute every 15 s), in event time,
 with a watermark (default 30 s): a window is written once, in append mode, when
 the watermark passes its end; ticks that arrive for a window already closed are
 dropped and counted (``late_rows_dropped`` in the metrics). The progress of
-every micro-batch of every query is written to ``processed/stream_metrics/``.
+every micro-batch of every query goes to the Delta table ``processed/stream_metrics``,
+a few batches per commit.
+
+One job writes these four tables at a time (Delta's S3 log store needs a single
+writer): the job holds their leases (``stockpipe.lease``) while it runs, and a
+second job waits ``--lease-wait`` seconds for them or fails naming the holder.
 
 Run it (settings from the environment / ``.env``)::
 
@@ -32,6 +40,7 @@ resumes from the checkpoint without losing or doubling a window.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import queue
 import signal
@@ -44,23 +53,25 @@ from typing import Any
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery, StreamingQueryListener
 
 from stockpipe.config import Settings
-from stockpipe.errors import StreamingError, UnknownNameError
-from stockpipe.lake import filesystem, zone
-from stockpipe.reader import METRICS_SCHEMA
+from stockpipe.errors import LeaseHeldError, StreamingError, UnknownNameError
+from stockpipe.lake import ZONES, storage_options, table_uri, zone
+from stockpipe.lease import Lease, check_all, hold
 from stockpipe.reference import to_ms
-from stockpipe.schemas import SCHEMA_VERSION, TICK_MESSAGE_DDL
+from stockpipe.schemas import METRICS_SCHEMA, SCHEMA_VERSION, TICK_MESSAGE_DDL
 from stockpipe.spark.session import get_spark, kafka_stream, scheduler_pool
 from stockpipe.spark.transforms import fence
 
 log = logging.getLogger(__name__)
 
 RUN_MODES = ("continuous", "available-now")
+
+#: The tables the job writes (lake zone names); it holds their leases while it runs.
+TABLES = ("raw_ticks", "quarantine_ticks", "tick_windows", "stream_metrics")
 
 #: Why a tick is quarantined, in the order the checks run (the first one wins).
 REASONS = {
@@ -130,6 +141,9 @@ class StreamOptions:
     #: Partitions of the window state (fixed by the first run of a checkpoint);
     #: None: the session's ``spark.sql.shuffle.partitions``.
     state_partitions: int | None = None
+    #: Seconds to wait for another job's leases of the tables before failing
+    #: (a crashed job's leases expire by themselves, after ``stockpipe.lease.TTL_S``).
+    lease_wait_s: float = 0.0
 
     def __post_init__(self) -> None:
         if self.mode not in RUN_MODES:
@@ -300,12 +314,13 @@ def progress_row(progress: Any) -> dict[str, Any]:
     watermark = _utc((p.get("eventTime") or {}).get("watermark"))
     if watermark is not None and watermark.value == 0:
         watermark = None  # Spark reports epoch 0 until a watermark exists
+    ts = _utc(p.get("timestamp"))
     return {
         "query_name": p.get("name") or "",
         "query_id": str(p.get("id")),
         "run_id": str(p.get("runId")),
         "batch_id": int(p.get("batchId", -1)),
-        "timestamp": _utc(p.get("timestamp")),
+        "timestamp": ts,
         "num_input_rows": int(p.get("numInputRows") or 0),
         "input_rows_per_second": float(p.get("inputRowsPerSecond") or 0.0),
         "processed_rows_per_second": float(p.get("processedRowsPerSecond") or 0.0),
@@ -315,30 +330,88 @@ def progress_row(progress: Any) -> dict[str, Any]:
         "state_memory_bytes": sum(int(o.get("memoryUsedBytes") or 0) for o in ops),
         "late_rows_dropped": sum(int(o.get("numRowsDroppedByWatermark") or 0) for o in ops),
         "durations_ms": dict(p.get("durationMs") or {}),
+        "end_offsets": end_offsets(p.get("sources") or []),
+        # the metrics table's partition: the UTC day the batch ran
+        "date": (ts or pd.Timestamp.now(tz="UTC")).date(),
     }
 
 
-def write_metrics_row(settings: Settings, row: dict[str, Any]) -> str:
-    """Write one batch's metrics to the lake; a replayed batch overwrites its own file."""
-    path = f"{zone(settings, 'stream_metrics')}/{row['query_name']}/{row['batch_id']:010d}.parquet"
-    table = pa.Table.from_pylist([{k: row[k] for k in METRICS_SCHEMA.names}], schema=METRICS_SCHEMA)
-    with filesystem(settings).open(path, "wb") as fh:
-        pq.write_table(table, fh)
-    return path
+def end_offsets(sources: list[Any]) -> dict[str, dict[str, int]]:
+    """Per topic and partition, the Kafka offset a batch read up to (its sources' ``endOffset``).
+
+    The batch's progress is reported after its commit, so these are the query's
+    committed offsets: what the backlog is measured against.
+    """
+    out: dict[str, dict[str, int]] = {}
+    for source in sources:
+        end = source.get("endOffset") if isinstance(source, dict) else None
+        if isinstance(end, str):
+            try:
+                end = json.loads(end)
+            except ValueError:
+                continue
+        if not isinstance(end, dict):
+            continue
+        for topic, parts in end.items():
+            if isinstance(parts, dict):
+                out.setdefault(topic, {}).update({str(k): int(v) for k, v in parts.items()})
+    return out
+
+
+#: Buffered metrics go to the lake at most this often, every query's rows in one
+#: Delta commit (a commit per micro-batch per query would flood the table's log),
+#: and once more when the run stops.
+METRICS_FLUSH_S = 10.0
+#: Rows kept for another try while the lake refuses metrics writes; older ones are dropped.
+MAX_PENDING_METRICS = 10_000
+
+
+def write_metrics(settings: Settings, rows: list[dict[str, Any]]) -> None:
+    """Append metrics rows to ``processed/stream_metrics`` in one commit (by ``date``).
+
+    A retried write that had in fact committed leaves duplicates, which the
+    reader drops by (query_id, batch_id).
+    """
+    from deltalake import write_deltalake
+
+    table = pa.Table.from_pylist(
+        [{k: row[k] for k in METRICS_SCHEMA.names} for row in rows], schema=METRICS_SCHEMA
+    )
+    write_deltalake(
+        table_uri(settings, "stream_metrics"),
+        table,
+        mode="append",
+        partition_by=["date"],
+        storage_options=storage_options(settings),
+    )
 
 
 class ProgressRecorder(StreamingQueryListener):
-    """Keeps every micro-batch's progress of our queries in the lake and in a queue.
+    """Keeps every micro-batch's progress of our queries: in a queue, and in the lake.
 
     Spark calls it on its listener thread; the queue hands rows to the thread
-    that runs the job (notebook output belongs there).
+    that runs the job (notebook output belongs there), which also calls
+    :meth:`flush`, so a slow lake never holds up Spark's listener bus.
     """
 
-    def __init__(self, settings: Settings, query_names: set[str]) -> None:
+    def __init__(
+        self, settings: Settings, query_names: set[str], flush_every_s: float = METRICS_FLUSH_S
+    ) -> None:
         self.settings = settings
         self.query_names = query_names
+        self.flush_every_s = flush_every_s
         self.rows: queue.Queue[dict[str, Any]] = queue.Queue()
         self.errors: list[str] = []
+        #: Newest batch id seen per query name.
+        self.last_batch: dict[str, int] = {}
+        self.written = 0
+        self._pending: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self._flushed_at = time.monotonic()
+
+    def _error(self, exc: Exception) -> None:
+        self.errors.append(f"{type(exc).__name__}: {exc}")
+        log.warning("stream metrics not written: %s", exc)
 
     def onQueryStarted(self, event: Any) -> None:
         pass
@@ -346,19 +419,47 @@ class ProgressRecorder(StreamingQueryListener):
     def onQueryProgress(self, event: Any) -> None:
         try:
             row = progress_row(event.progress)
-            if row["query_name"] not in self.query_names:
+            name = row["query_name"]
+            if name not in self.query_names:
                 return
-            write_metrics_row(self.settings, row)
+            with self._lock:
+                self._pending.append(row)
+                self.last_batch[name] = max(self.last_batch.get(name, -1), row["batch_id"])
             self.rows.put(row)
         except Exception as exc:  # never let metrics break the stream
-            self.errors.append(f"{type(exc).__name__}: {exc}")
-            log.warning("stream metrics not written: %s", exc)
+            self._error(exc)
 
     def onQueryIdle(self, event: Any) -> None:
         pass
 
     def onQueryTerminated(self, event: Any) -> None:
         pass
+
+    def flush(self, *, force: bool = False) -> int:
+        """Write the buffered rows if ``flush_every_s`` has passed (or ``force``); rows written.
+
+        A failed write is recorded in :attr:`errors` and its rows kept for the next
+        flush: metrics never stop the stream.
+        """
+        if not force and time.monotonic() - self._flushed_at < self.flush_every_s:
+            return 0
+        self._flushed_at = time.monotonic()
+        with self._lock:
+            rows, self._pending = self._pending, []
+        if not rows:
+            return 0
+        try:
+            write_metrics(self.settings, rows)
+        except Exception as exc:
+            self._error(exc)
+            with self._lock:
+                kept = rows + self._pending
+                self._pending = kept[-MAX_PENDING_METRICS:]
+            if len(kept) > MAX_PENDING_METRICS:
+                self.errors.append(f"{len(kept) - MAX_PENDING_METRICS} metrics rows dropped")
+            return 0
+        self.written += len(rows)
+        return len(rows)
 
 
 # ---------------------------------------------------------------------------------------
@@ -456,13 +557,13 @@ def trigger_of(opts: StreamOptions, role: str) -> str:
 def _start(
     df: DataFrame, name: str, path: str, checkpoint: str, partition: str, trigger: str | None
 ) -> StreamingQuery:
-    """Write phase: an append-mode Parquet file sink (exactly-once via its commit log).
+    """Write phase: Delta's streaming sink in append mode (exactly-once by query and batch id).
 
     ``trigger`` None: available-now (the backlog, then stop).
     """
     writer = (
         df.writeStream.queryName(name)
-        .format("parquet")
+        .format("delta")
         .outputMode("append")
         .option("path", path)
         .option("checkpointLocation", checkpoint)
@@ -509,11 +610,27 @@ def run_stream(
     """Run the job until its mode says stop; every batch's progress goes to the lake.
 
     Continuous: until ``duration_s``, ``stop`` or Ctrl-C. Available-now: until the
-    backlog present at start is processed (or ``duration_s`` passes). Raises
-    :class:`StreamingError` if a query fails.
+    backlog present at start is processed (or ``duration_s`` passes). The job holds
+    the leases of :data:`TABLES` throughout; raises :class:`LeaseHeldError` if
+    another job holds one past ``opts.lease_wait_s``, :class:`LeaseLostError` if a
+    lease is lost while running, :class:`StreamingError` if a query fails.
     """
-    if spark is None:
-        spark = get_spark(settings, f"stockpipe-stream-{opts.name}")
+    tables = [ZONES[t] for t in TABLES]
+    job = f"streaming job {opts.name}"
+    with hold(settings, tables, job=job, wait_s=opts.lease_wait_s) as leases:
+        if spark is None:
+            spark = get_spark(settings, f"stockpipe-stream-{opts.name}")
+        return _run(spark, settings, opts, leases, on_progress, stop)
+
+
+def _run(
+    spark: SparkSession,
+    settings: Settings,
+    opts: StreamOptions,
+    leases: list[Lease],
+    on_progress: Callable[[dict[str, Any]], None] | None,
+    stop: threading.Event | None,
+) -> StreamReport:
     names = query_names(opts)
     recorder = ProgressRecorder(settings, set(names.values()))
     spark.streams.addListener(recorder)
@@ -531,10 +648,17 @@ def run_stream(
             if on_progress is not None:
                 on_progress(row)
 
+    def flush(force: bool = False) -> None:
+        # a job whose lease was taken over must not write the table any more
+        if not any(lease.lost for lease in leases):
+            recorder.flush(force=force)
+
     try:
         queries = start_queries(spark, settings, opts)
         while True:
             drain()
+            flush()
+            check_all(leases)
             failed = [(r, q) for r, q in queries.items() if q.exception() is not None]
             if failed:
                 role, q = failed[0]
@@ -555,25 +679,22 @@ def run_stream(
         for q in queries.values():
             if q.isActive:
                 q.stop()
-        _wait_listener(spark, recorder, queries)
+        _wait_listener(recorder, queries)
         spark.streams.removeListener(recorder)
         drain()
+        flush(force=True)
         report.seconds = time.monotonic() - t0
         report.metric_errors = list(recorder.errors)
         _summarise(report, names)
     return report
 
 
-def _wait_listener(
-    spark: SparkSession, recorder: ProgressRecorder, queries: dict[str, StreamingQuery]
-) -> None:
-    """Give the listener thread a moment to write the last batches' metrics."""
+def _wait_listener(recorder: ProgressRecorder, queries: dict[str, StreamingQuery]) -> None:
+    """Give the listener thread a moment to receive the last batches' progress."""
     last = {q.name: (q.lastProgress or {}).get("batchId") for q in queries.values()}
     deadline = time.monotonic() + 10
-    seen: dict[str, int] = {}
     while time.monotonic() < deadline:
-        for row in list(recorder.rows.queue):
-            seen[row["query_name"]] = max(seen.get(row["query_name"], -1), row["batch_id"])
+        seen = dict(recorder.last_batch)
         if all(b is None or seen.get(n, -1) >= b for n, b in last.items()):
             return
         time.sleep(0.1)
@@ -617,6 +738,18 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--topic", default=None)
     p.add_argument("--max-offsets-per-trigger", type=int, default=None)
     p.add_argument("--state-partitions", type=int, default=None)
+    p.add_argument(
+        "--lease-wait",
+        type=float,
+        default=d.lease_wait_s,
+        help="seconds to wait for another job's leases of the tables (default: fail at once)",
+    )
+    p.add_argument(
+        "--progress",
+        choices=("text", "json"),
+        default="text",
+        help="one line per micro-batch: readable, or a JSON object (for tools)",
+    )
     return p
 
 
@@ -638,6 +771,7 @@ def main(argv: list[str] | None = None) -> int:
         topic=args.topic,
         max_offsets_per_trigger=args.max_offsets_per_trigger,
         state_partitions=args.state_partitions,
+        lease_wait_s=args.lease_wait,
     )
 
     def on_sigterm(_signum: int, _frame: Any) -> None:
@@ -646,9 +780,14 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_sigterm)
 
     def show(row: dict[str, Any]) -> None:
-        print(format_progress(row), flush=True)
+        text = json.dumps(row, default=str) if args.progress == "json" else format_progress(row)
+        print(text, flush=True)
 
-    report = run_stream(get_settings(), opts, on_progress=show)
+    try:
+        report = run_stream(get_settings(), opts, on_progress=show)
+    except LeaseHeldError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return 3
     print(report, flush=True)
     return 0
 

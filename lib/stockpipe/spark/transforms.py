@@ -599,8 +599,13 @@ def _same(cols: tuple[str, ...], ref: str) -> Column:
     return out
 
 
+#: Column of ``processed_changes``: true where the row replaces one in the table.
+UPDATE_FLAG = "_update"
+
+
 def processed_changes(new: DataFrame, existing: DataFrame) -> DataFrame:
-    """The processed rows a batch's valid bars change, with their derived columns.
+    """The processed rows a batch's valid bars change, with their derived columns
+    and UPDATE_FLAG (the key is in the table already).
 
     ``new``: the batch's valid bars (VALID_COLUMNS). ``existing``: processed rows
     of the touched (symbol, interval), from at least LOOKBACK_BARS bars before the
@@ -631,8 +636,11 @@ def processed_changes(new: DataFrame, existing: DataFrame) -> DataFrame:
         )
     ).withColumn("_n", F.sum("_vc").over(running))
     recent = F.col("_n") - F.coalesce(F.lag("_n", LOOKBACK_BARS).over(order), F.lit(0))
-    marked = staged.withColumn("_recent", recent > 0)
-    return add_year(marked.filter(F.col("_changed") | F.col("_recent"))).select(*PROCESSED_COLUMNS)
+    marked = staged.withColumns(
+        {"_recent": recent > 0, UPDATE_FLAG: F.col("_old") | F.col("_old_v").isNotNull()}
+    )
+    changed = marked.filter(F.col("_changed") | F.col("_recent"))
+    return add_year(changed).select(*PROCESSED_COLUMNS, UPDATE_FLAG)
 
 
 # 7. processed layout -------------------------------------------------------------------
