@@ -62,6 +62,11 @@ class Settings(BaseSettings):
     s3_access_key: str = ""
     s3_secret_key: SecretStr = SecretStr("")
     bucket: str = "stock-lake"
+    #: One writer per table: a job waits this long for another job's lease of a
+    #: table it writes, then fails naming the holder
+    lease_wait_s: float = 600.0
+    #: A lease not renewed for this long (a crashed job) is free again
+    lease_ttl_s: float = 60.0
 
     # Spark ------------------------------------------------------------------------------
     spark_master: str = "local[*]"
@@ -93,6 +98,7 @@ class Settings(BaseSettings):
     batch_interval: str = "1d"
     stream_schedule: str = "@hourly"  # the available-now run of the streaming job
     stream_symbols: str = "AAPL,MSFT,GOOGL,AMZN"
+    maintenance_schedule: str = "@daily"  # OPTIMIZE + VACUUM of the lake's Delta tables
     task_retries: int = 2  # for tasks where a retry can help (network, stack restarts)
 
     # External APIs (never notebook parameters) ------------------------------------------

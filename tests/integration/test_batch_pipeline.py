@@ -13,6 +13,7 @@ from stockpipe.ingest import ingest, produce_bars
 from stockpipe.kafka import ConfirmedProducer, ensure_topics, read_all
 from stockpipe.lake import ensure_bucket
 from stockpipe.reader import LastRead, read_bars, read_quarantine, read_raw_bars
+from stockpipe.schemas import conform_bars
 from stockpipe.sources import fetch_many, get_source
 from stockpipe.spark import transforms as T
 from stockpipe.spark.batch import BarsBatchJob, pending_records, run_batch_job
@@ -253,3 +254,308 @@ def test_reader_prunes_partitions(lake, spark):
     none = read_bars(lake, None, "1990-01-01", "1990-12-31")
     assert none.empty and list(none.columns)[:3] == ["symbol", "interval", "ts"]
     assert LastRead.files == []
+
+
+# Delta: incremental = full, engines agree, concurrency, crashes, topic lifecycle --------------
+
+
+def make_bars(symbol: str, days: pd.DatetimeIndex, seed: int, batch: str) -> pd.DataFrame:
+    """Daily bars of a random walk (positive prices, high >= open/close >= low)."""
+    rng = np.random.default_rng(seed)
+    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, len(days))))
+    open_ = close * np.exp(rng.normal(0, 0.003, len(days)))
+    high = np.maximum(open_, close) * (1 + rng.uniform(0, 0.01, len(days)))
+    low = np.minimum(open_, close) * (1 - rng.uniform(0, 0.01, len(days)))
+    return conform_bars(
+        pd.DataFrame(
+            {
+                "symbol": symbol,
+                "interval": "1d",
+                "ts": days,
+                "open": open_,
+                "high": high,
+                "low": low,
+                "close": close,
+                "adj_close": np.where(rng.uniform(size=len(days)) < 0.1, np.nan, close * 0.99),
+                "volume": rng.integers(1_000, 1_000_000, len(days)),
+                "source": "synthetic",
+                "ingested_at": pd.Timestamp.now(tz="UTC"),
+                "batch_id": batch,
+            }
+        )
+    )
+
+
+def corrected(rows: pd.DataFrame, rng: np.random.Generator, batch: str) -> pd.DataFrame:
+    fix = rows.copy()
+    fix["close"] = fix["close"] * (1 + rng.uniform(-0.02, 0.02, len(fix)))
+    fix["high"] = np.maximum(fix["high"], fix["close"])
+    fix["low"] = np.minimum(fix["low"], fix["close"])
+    fix["ingested_at"] = pd.Timestamp.now(tz="UTC")
+    fix["batch_id"] = batch
+    return fix
+
+
+def test_incremental_runs_equal_a_full_recomputation(lake, spark):
+    """Random appends, corrections in the middle, filled gaps, a symbol after a long
+    pause and a new symbol: after every run, processed equals pandas over everything sent."""
+    rng = np.random.default_rng(24)
+    days = pd.bdate_range("2019-01-01", "2020-06-30", tz="UTC")
+    hold_back = set(rng.choice(len(days) - 60, 5, replace=False) + 30)  # gaps filled later
+    start = [i for i in range(len(days) - 40) if i not in hold_back]
+    everything = [
+        make_bars("AAA", days[start], 1, "b0"),
+        make_bars("BBB", days[start], 2, "b0"),
+        make_bars("CCC", days[:120], 3, "b0"),  # then silent for a year
+    ]
+    sent = pd.concat(everything, ignore_index=True)
+    produce_bars(lake, sent, progress=False)
+    run_batch_job(lake, spark=spark)
+    assert_same_bars(read_bars(lake, None), expected_processed(sent))
+
+    rounds = [
+        # the next days, two corrections far back, one filled gap
+        lambda: pd.concat(
+            [
+                make_bars("AAA", days[len(days) - 40 : len(days) - 30], 4, "r1"),
+                corrected(sent[sent.symbol == "BBB"].iloc[[50, 200]], rng, "r1"),
+                make_bars("AAA", days[[min(hold_back)]], 5, "r1"),
+            ]
+        ),
+        # CCC comes back after a long pause, DDD is new, the other gaps are filled
+        lambda: pd.concat(
+            [
+                make_bars("CCC", days[-20:], 6, "r2"),
+                make_bars("DDD", days[-30:], 7, "r2"),
+                *[make_bars(s, days[sorted(hold_back)[1:]], 8, "r2") for s in ("AAA", "BBB")],
+                corrected(sent[sent.symbol == "AAA"].iloc[[-1]], rng, "r2"),
+            ]
+        ),
+    ]
+    for make in rounds:
+        new = make()
+        produce_bars(lake, new, progress=False)
+        sent = pd.concat([sent, new], ignore_index=True)
+        job = run_batch_job(lake, spark=spark)
+        assert job.records_read == len(new)
+        assert_same_bars(read_bars(lake, None), expected_processed(sent))
+
+
+def test_every_engine_reads_the_same_rows_without_duplicate_keys(lake, spark):
+    import duckdb
+    import polars as pl
+    from deltalake import DeltaTable
+
+    from stockpipe.lake import storage_options, table_uri
+
+    ingest(lake, "samples", "MSFT,GOOG", start="2016-01-01", end="2016-12-31", progress=False)
+    ingest(lake, "samples", "MSFT", start="2016-06-01", end="2016-06-30", progress=False)
+    with ConfirmedProducer(lake, lake.topic_bars) as p:
+        p.send(b"MSFT", b"{broken")
+    run_batch_job(lake, spark=spark)
+    keys = {"raw_bars": ["topic", "partition", "offset"], "processed_bars": list(T.BAR_KEY)}
+    keys["quarantine_bars"] = keys["raw_bars"]
+    for name, key in keys.items():
+        uri, opts = table_uri(lake, name), storage_options(lake)
+        by_rs = DeltaTable(uri, storage_options=opts).to_pandas()
+        by_polars = pl.read_delta(uri, storage_options=opts).to_pandas()
+        dataset = DeltaTable(uri, storage_options=opts).to_pyarrow_dataset()
+        by_duckdb = duckdb.from_arrow(dataset).df()
+        by_spark = spark.read.format("delta").load(
+            f"s3a://{lake.bucket}/{name.replace('_', '/', 1)}"
+        )
+        n = len(by_rs)
+        assert n > 0 and len(by_polars) == len(by_duckdb) == by_spark.count() == n, name
+        assert not by_rs.duplicated(key).any(), name
+        for other in (by_polars, by_duckdb, by_spark.select(*key).toPandas()):
+            assert sorted(map(tuple, other[key].astype(str).values)) == sorted(
+                map(tuple, by_rs[key].astype(str).values)
+            ), name
+
+
+def test_two_jobs_started_at_once_end_with_the_rows_of_one_run(lake, spark):
+    import threading
+
+    r = ingest(lake, "samples", "MSFT,GOOG", start="2017-01-01", end="2017-12-31", progress=False)
+    sent = fetch_many(
+        get_source("samples"),
+        "MSFT,GOOG",
+        batch_id="t",
+        progress=False,
+        start="2017-01-01",
+        end="2017-12-31",
+    ).bars
+    reports, errors = [], []
+
+    def run() -> None:
+        try:
+            reports.append(run_batch_job(lake, spark=spark))
+        except Exception as exc:  # pragma: no cover - shown by the assert below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert sorted(rep.records_read for rep in reports) == [0, r.sent]  # one waited, found nothing
+    assert len(read_raw_bars(lake)) == r.sent
+    assert_same_bars(read_bars(lake, None), expected_processed(sent))
+
+
+def test_a_second_writer_fails_naming_the_holder_when_told_not_to_wait(lake, spark):
+    from stockpipe.errors import LeaseHeldError
+    from stockpipe.lease import hold
+
+    ingest(lake, "samples", "MSFT", start="2018-01-01", end="2018-01-31", progress=False)
+    with (
+        hold(lake, ["processed/bars"], job="a test holding the table"),
+        pytest.raises(LeaseHeldError, match="processed/bars is being written by a test"),
+    ):
+        run_batch_job(lake.model_copy(update={"lease_wait_s": 0}), spark=spark)
+    assert row_count(lake, "processed_bars") == 0
+    assert run_batch_job(lake, spark=spark).records_read > 0
+
+
+KILL_SCRIPT = """
+import os, signal, sys
+from stockpipe.config import get_settings
+from stockpipe.spark import batch as B
+
+point = sys.argv[1]
+def die():
+    os.kill(os.getpid(), signal.SIGKILL)
+
+if point == "before_quarantine_commit":
+    B.BarsBatchJob._write_quarantine = lambda self, *a: die()
+elif point == "raw_committed_before_merge":
+    def merge(self, valid, census, part):
+        import time
+        while self.state.progress("raw_bars").offsets.get(0, 0) < part.end.get(0, 0):
+            time.sleep(0.2)
+        die()
+    B.BarsBatchJob._merge_processed = merge
+elif point == "after_first_slice":
+    done = B.BarsBatchJob.process_batch
+    def process(self, batch, part):
+        done(self, batch, part)
+        die()
+    B.BarsBatchJob.process_batch = process
+B.run_batch_job(get_settings(), max_offsets_per_trigger=int(sys.argv[2]))
+"""
+
+
+@pytest.mark.parametrize(
+    "point", ["before_quarantine_commit", "raw_committed_before_merge", "after_first_slice"]
+)
+def test_sigkill_of_the_job_then_a_rerun_gives_every_record_exactly_once(lake, spark, point):
+    import os
+    import subprocess
+    import sys
+
+    r = ingest(lake, "samples", "MSFT,GOOG", start="2011-01-01", end="2011-12-31", progress=False)
+    sent = fetch_many(
+        get_source("samples"),
+        "MSFT,GOOG",
+        batch_id="k",
+        progress=False,
+        start="2011-01-01",
+        end="2011-12-31",
+    ).bars
+    bad = [b"{nope", b"\xff\xfe"]
+    with ConfirmedProducer(lake, lake.topic_bars) as p:
+        for value in bad:
+            p.send(b"MSFT", value)
+    fast = lake.model_copy(update={"lease_ttl_s": 5.0})
+    env = {**os.environ, **fast.to_env(), "STOCKPIPE_ENV_FILE": str(lake.state_dir / "no.env")}
+    proc = subprocess.run(
+        [sys.executable, "-c", KILL_SCRIPT, point, str(r.sent // 2)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == -9, proc.stderr[-3000:]
+    job = run_batch_job(fast, spark=spark)
+    assert job.records_read > 0
+    raw = read_raw_bars(lake)
+    assert len(raw) == r.sent + len(bad)
+    assert not raw.duplicated(["topic", "partition", "offset"]).any()
+    assert len(read_quarantine(lake)) == len(bad)
+    assert_same_bars(read_bars(lake, None), expected_processed(sent))
+    assert pending_records(lake) == 0
+
+
+def test_a_replay_on_a_later_utc_date_leaves_no_record_in_two_zones(lake, spark, monkeypatch):
+    from datetime import UTC, datetime
+
+    from stockpipe.lake import filesystem, zone
+    from stockpipe.tables import open_table
+
+    r = ingest(lake, "samples", "GOOG", start="2013-05-01", end="2013-05-31", progress=False)
+    with ConfirmedProducer(lake, lake.topic_bars) as p:
+        p.send(b"GOOG", b"[1, 2]")
+    job = BarsBatchJob(lake, spark)
+    job.now = datetime(2026, 3, 1, 23, 59, 59, tzinfo=UTC)
+    with monkeypatch.context() as m:
+        m.setattr(
+            BarsBatchJob,
+            "_merge_processed",
+            lambda *a: (_ for _ in ()).throw(RuntimeError("died before the merge")),
+        )
+        with pytest.raises(RuntimeError, match="died before the merge"):
+            job.run()
+    assert len(read_quarantine(lake)) == 1
+    again = BarsBatchJob(lake, spark)
+    again.now = datetime(2026, 3, 2, 0, 0, 1, tzinfo=UTC)
+    again.run()
+    raw, q, processed = read_raw_bars(lake), read_quarantine(lake), read_bars(lake, None)
+    assert len(raw) == r.sent + 1 and len(q) == 1 and len(processed) == r.sent
+    assert set(q["offset"]) & set(raw.loc[raw.value.str.startswith("{"), "offset"]) == set()
+    fs = filesystem(lake)
+    for name in ("raw_bars", "quarantine_bars", "processed_bars"):
+        root = zone(lake, name)
+        stored = {f[len(root) + 1 :] for f in fs.find(root) if "/_delta_log/" not in f}
+        assert stored == set(open_table(lake, name).files()), name  # nothing dangling
+
+
+def test_a_recreated_topic_stops_the_job_with_the_documented_reset(lake, spark):
+    import time
+
+    from stockpipe.errors import TopicResetError
+    from stockpipe.kafka import admin_client
+
+    r = ingest(lake, "samples", "MSFT", start="2012-01-01", end="2012-03-31", progress=False)
+    run_batch_job(lake, spark=spark)
+    admin = admin_client(lake)
+    admin.delete_topics([lake.topic_bars])
+    admin.close()
+    time.sleep(2)
+    ensure_topics(lake, [lake.topic_bars], partitions=3)
+    r2 = ingest(lake, "samples", "MSFT", start="2012-04-01", end="2012-04-30", progress=False)
+    with pytest.raises(TopicResetError, match=r"deleted and created again.*--reset-topic earliest"):
+        run_batch_job(lake, spark=spark)
+    with pytest.raises(TopicResetError, match="deleted and created again"):
+        run_batch_job(lake)  # the check comes before the no-Spark shortcut too
+    job = run_batch_job(lake, spark=spark, reset_topic="earliest")
+    assert job.records_read == r2.sent
+    assert len(read_raw_bars(lake)) == r.sent + r2.sent
+    assert len(read_bars(lake, "MSFT")) == r.sent + r2.sent
+
+
+def test_processed_rebuilt_from_raw_equals_the_run_from_kafka(lake, spark):
+    ingest(lake, "samples", "MSFT,GOOG", start="2015-01-01", end="2015-08-31", progress=False)
+    ingest(lake, "samples", "GOOG", start="2015-03-01", end="2015-03-31", progress=False)
+    with ConfirmedProducer(lake, lake.topic_bars) as p:
+        p.send(b"GOOG", b"\xff not utf-8")
+        p.send(b"GOOG", b'{"symbol": "GOOG"}')
+    run_batch_job(lake, spark=spark)
+    from_kafka = read_bars(lake, None)
+    q_kafka = read_quarantine(lake)
+    BarsBatchJob(lake, spark).rebuild()
+    pd.testing.assert_frame_equal(read_bars(lake, None), from_kafka)
+    q = read_quarantine(lake)
+    assert q[["offset", "reason", "value_b64"]].equals(q_kafka[["offset", "reason", "value_b64"]])
+    assert pending_records(lake) == 0
+    assert run_batch_job(lake, spark=spark).noop

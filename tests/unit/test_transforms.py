@@ -108,7 +108,8 @@ RULE_CASES: dict[str, bytes | None] = {
     "high_below_range": message(high=10.2),
     "low_above_range": message(low=10.2),
     "negative_volume": message(volume=-1),
-    "future_ts": message(ts="2024-06-01T12:00:00.001Z"),
+    # KAFKA_TS plus the skew allowance (FUTURE_SKEW_S), plus a millisecond
+    "future_ts": message(ts="2024-01-03T00:05:01.001Z"),
 }
 
 #: Records that are not a JSON object of the message shape, with their reasons.
@@ -148,7 +149,7 @@ GOOD_VARIANTS: dict[str, bytes] = {
     "no adj_close": message(adj_close=None),
     "no optional fields": message(adj_close=DROP, source=DROP, ingested_at=DROP, batch_id=DROP),
     "offset zone": message(ts="2024-01-02T15:30:00+01:00", symbol=" msft "),
-    "at now": message(ts="2024-06-01T12:00:00Z", symbol="now"),
+    "at now": message(ts="2024-01-03T00:05:01Z", symbol="now"),
 }
 
 ALL_CASES: dict[str, bytes | None] = {
@@ -226,8 +227,12 @@ def test_census_counts_and_places_a_batch(spark):
     assert got.records == len(ALL_CASES) + 2
     assert got.quarantined == expected_reasons
     assert got.quarantined_rows == len(ALL_CASES) - len(GOOD_VARIANTS)
-    # every good variant is a 2024 daily bar; the hourly ones start in 2021
-    assert got.valid == {"1d": (2024, len(GOOD_VARIANTS)), "1h": (2021, 2)}
+    # every good variant is a 2024 daily bar; the hourly ones span 2021 to 2024
+    spans = {i: (lo.year, hi.year, n) for i, (lo, hi, n) in got.valid.items()}
+    assert spans == {"1d": (2024, 2024, len(GOOD_VARIANTS)), "1h": (2021, 2024, 2)}
+    assert got.partitions() == {"interval=1d/year=2024"} | {
+        f"interval=1h/year={y}" for y in range(2021, 2025)
+    }
 
 
 def test_quarantine_keeps_the_record_as_received(validated):
@@ -261,8 +266,9 @@ def test_iso_timestamps_are_read_as_utc_instants(validated):
     assert good.ts_us == micros("2024-01-02T14:30:00Z")
     # +01:00 names the same instant as 14:30Z
     assert validated["valid"]["offset zone"].ts_us == micros("2024-01-02T14:30:00Z")
-    # a bar stamped exactly at the run time is not in the future
-    assert validated["valid"]["at now"].ts_us == micros(NOW.isoformat())
+    # a bar stamped exactly at its Kafka time plus the skew allowance is not in the future
+    allowed = pd.Timestamp(KAFKA_TS) + pd.Timedelta(seconds=T.FUTURE_SKEW_S)
+    assert validated["valid"]["at now"].ts_us == micros(allowed)
 
 
 def test_timestamps_do_not_depend_on_the_session_time_zone(spark):

@@ -626,7 +626,7 @@ class BarsBatchJob:
         """Read every record of the topic that the tables do not hold yet."""
         t0 = time.perf_counter()
         job = f"spark batch job on {self.topic}"
-        with hold(self.settings, [zone_label(t) for t in TABLES], job=job) as leases:
+        with self._leases(job) as leases:
             self.leases = leases
             self.state = topic_state(self.settings, self.topic)
             if reset_topic:
@@ -642,6 +642,62 @@ class BarsBatchJob:
         self.report.seconds = time.perf_counter() - t0
         log.info("%s", self.report)
         return self.report
+
+    def rebuild(self) -> BatchJobReport:
+        """Make processed/ and quarantine/ again from raw/ alone, atomically each.
+
+        For when Kafka's retention has dropped the records, or the transform
+        changed. Every record raw/ holds is checked and merged as a run from
+        Kafka would, with the raw zone's Kafka coordinates breaking ties, so the
+        result is the table those runs give; each table takes raw/'s offsets.
+        """
+        t0 = time.perf_counter()
+        with self._leases("rebuild of processed/bars from raw/bars") as leases:
+            self.leases = leases
+            progress = kafka_progress(self.settings, "raw_bars")
+            raw = self.spark.read.format("delta").load(self.paths["raw_bars"])
+            flagged = T.slim_flagged(
+                T.flag_bars(T.parse_bars(T.raw_from_kafka(T.kafka_records(raw))), self.now)
+            ).persist()
+            try:
+                census = BatchCensus.of(T.census(flagged).collect())
+                log.info("rebuild: %d raw records read and checked", census.records)
+                valid, quarantine = T.split_flagged(flagged, self.now)
+                metadata = commit_metadata(progress)
+                check_all(self.leases)
+                q = quarantine.withColumn("quarantine_date", F.to_date("quarantined_at"))
+                self._overwrite(q, "quarantine_bars", metadata)
+                processed = T.add_derived(T.dedupe_bars(valid.select(*T.VALID_COLUMNS)))
+                check_all(self.leases)
+                self._overwrite(T.for_processed_write(processed), "processed_bars", metadata)
+            finally:
+                flagged.unpersist()
+        self.report.records_read = census.records
+        self.report.valid_rows = census.records - census.quarantined_rows
+        self.report.quarantined.update(census.quarantined)
+        self.report.quarantined_rows = census.quarantined_rows
+        self.report.processed_total = row_count(self.settings, "processed_bars")
+        self.report.processed_rows_written = self.report.processed_total
+        self.report.duplicates_removed = self.report.valid_rows - self.report.processed_total
+        self.report.batches = 1
+        self.report.seconds = time.perf_counter() - t0
+        log.info("rebuild: %s", self.report)
+        return self.report
+
+    def _overwrite(self, df: DataFrame, table: str, metadata: str) -> None:
+        (
+            df.write.format("delta")
+            .mode("overwrite")
+            .option("userMetadata", metadata)
+            .partitionBy(*PARTITIONS[table])
+            .save(self.paths[table])
+        )
+
+    def _leases(self, job: str):
+        s = self.settings
+        return hold(
+            s, [zone_label(t) for t in TABLES], job=job, wait_s=s.lease_wait_s, ttl_s=s.lease_ttl_s
+        )
 
     def _reset(self, where: str) -> None:
         """Move every table to the topic's first (``earliest``) or next (``latest``) offsets."""

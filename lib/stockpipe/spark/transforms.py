@@ -119,6 +119,9 @@ ALL_PRICES: tuple[str, ...] = (*PRICE_COLUMNS, "adj_close")
 TS_FORMAT = "yyyy-MM-dd'T'HH:mm:ss[.SSSSSSSSS]XXX"
 _CORRUPT = "_corrupt_record"
 
+#: How far a bar's ts may lie after its Kafka time (producer clocks are not exact).
+FUTURE_SKEW_S = 300
+
 #: Quarantine reason codes, in the order they are listed on a row.
 REASONS: dict[str, str] = {
     "invalid_utf8": "the Kafka value is not valid UTF-8 (original bytes in value_b64)",
@@ -135,7 +138,7 @@ REASONS: dict[str, str] = {
     "high_below_range": "high is below open, close or low",
     "low_above_range": "low is above open or close",
     "negative_volume": "volume is negative",
-    "future_ts": "ts is later than the job's run time",
+    "future_ts": "ts is later than Kafka's receipt of the record (plus a clock skew allowance)",
 }
 
 
@@ -240,6 +243,22 @@ def raw_from_kafka(df: DataFrame) -> DataFrame:
         F.col("timestamp").alias("kafka_timestamp"),
         utc_date(F.col("timestamp")).alias("ingest_date"),
         F.when(~F.is_valid_utf8(value), F.base64(F.col("value"))).alias("value_b64"),
+    )
+
+
+def kafka_records(raw: DataFrame) -> DataFrame:
+    """Raw-zone rows as Spark's Kafka source gave them (the inverse of raw_from_kafka):
+    the value's original bytes from ``value_b64`` where they were not UTF-8."""
+    value = F.when(F.col("value_b64").isNotNull(), F.unbase64("value_b64")).otherwise(
+        F.encode("value", "UTF-8")
+    )
+    return raw.select(
+        F.encode("key", "UTF-8").alias("key"),
+        value.alias("value"),
+        "topic",
+        "partition",
+        "offset",
+        F.col("kafka_timestamp").alias("timestamp"),
     )
 
 
@@ -365,7 +384,10 @@ def _reason_checks(now: Column) -> dict[str, Column]:
         "high_below_range": ohlc_finite & (high < F.greatest(open_, close, low)),
         "low_above_range": ohlc_finite & (low > F.least(open_, close)),
         "negative_volume": F.col("volume") < 0,
-        "future_ts": F.col("ts") > now,
+        # against the record's own Kafka time, not the run's: a replay of a batch
+        # decides as the first run did, so no record ends up in two zones
+        "future_ts": F.col("ts")
+        > F.coalesce(F.col("kafka_timestamp"), now) + F.expr(f"INTERVAL {FUTURE_SKEW_S} SECONDS"),
     }
     return checks
 
