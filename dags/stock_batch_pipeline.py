@@ -49,7 +49,10 @@ with DAG(
         },
     )
     wait = orch.NewRecordsSensor(task_id="wait_for_new_records", retries=0)
-    process = orch.NotebookOperator(notebook="spark_batch", outlets=[PROCESSED_BARS])
+    # the lake writer pool: never beside lake maintenance (stock_lake_maintenance)
+    process = orch.NotebookOperator(
+        notebook="spark_batch", outlets=[PROCESSED_BARS], pool=orch.LAKE_WRITER_POOL
+    )
     charts = orch.NotebookOperator(
         notebook="charts",
         inlets=[PROCESSED_BARS],

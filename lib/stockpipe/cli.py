@@ -197,6 +197,131 @@ def lab() -> None:
         _fail(exc)
 
 
+# The lake's Delta tables ----------------------------------------------------------------------
+
+lake_app = typer.Typer(
+    help="The lake's Delta tables: compaction, vacuum, history.", no_args_is_help=True
+)
+app.add_typer(lake_app, name="lake")
+
+_TABLES_ARG = typer.Argument(
+    None,
+    help="zone names (processed_bars) or paths (processed/bars); none: every Delta table",
+    show_default=False,
+)
+
+
+def _lake_logging() -> None:
+    """Show that a command waits for a lease, and maintenance's warnings (on stderr)."""
+    import logging
+
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    logging.getLogger("stockpipe.lease").setLevel(logging.INFO)
+
+
+_LEASE_WAIT_HELP = (
+    "seconds to wait for another job's lease of a table (default: STOCKPIPE_LEASE_WAIT_S)"
+)
+
+
+@lake_app.command("optimize")
+def lake_optimize(
+    tables: list[str] | None = _TABLES_ARG,
+    lease_wait: float | None = typer.Option(None, help=_LEASE_WAIT_HELP, show_default=False),
+) -> None:
+    """Compact small files (processed_bars also Z-ordered by symbol), under each table's lease."""
+    from stockpipe import maintenance as m
+
+    _lake_logging()
+    settings = _settings()
+    try:
+        for name in m.resolve_tables(tables):
+            result = m.optimize(settings, name, wait_s=lease_wait)
+            typer.echo(f"{name}: {result if result is not None else 'no table yet'}")
+    except StockpipeError as exc:
+        _fail(exc)
+
+
+@lake_app.command("vacuum")
+def lake_vacuum(
+    tables: list[str] | None = _TABLES_ARG,
+    retention_hours: int = typer.Option(
+        168, help="keep files a version of this many hours back needs (at least 168)"
+    ),
+    dry_run: bool = typer.Option(False, "--dry-run", help="list what would be deleted"),
+    force: bool = typer.Option(
+        False, "--force", help="allow a retention under 7 days (only when nothing reads the lake)"
+    ),
+    lease_wait: float | None = typer.Option(None, help=_LEASE_WAIT_HELP, show_default=False),
+) -> None:
+    """Delete files that no version within the retention needs, under each table's lease."""
+    from stockpipe import maintenance as m
+
+    _lake_logging()
+    settings = _settings()
+    try:
+        m.check_retention(retention_hours, force)
+        for name in m.resolve_tables(tables):
+            result = m.vacuum(
+                settings, name, retention_hours, dry_run, force=force, wait_s=lease_wait
+            )
+            typer.echo(f"{name}: {result if result is not None else 'no table yet'}")
+            if result is not None and dry_run:
+                for path in result.files:
+                    typer.echo(f"  {path}")
+    except StockpipeError as exc:
+        _fail(exc)
+
+
+@lake_app.command("maintain")
+def lake_maintain(
+    tables: list[str] | None = _TABLES_ARG,
+    retention_hours: int = typer.Option(168, help="VACUUM retention (at least 168)"),
+    lease_wait: float | None = typer.Option(None, help=_LEASE_WAIT_HELP, show_default=False),
+) -> None:
+    """OPTIMIZE then VACUUM every Delta table that exists (what the maintenance DAG runs)."""
+    from stockpipe.maintenance import maintain
+
+    _lake_logging()
+    settings = _settings()
+    try:
+        report = maintain(settings, tables, retention_hours=retention_hours, wait_s=lease_wait)
+    except StockpipeError as exc:
+        _fail(exc)
+    for line in report.lines():
+        typer.echo(line)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@lake_app.command("history")
+def lake_history(
+    table: str = typer.Argument(..., help="zone name (processed_bars) or path (processed/bars)"),
+    limit: int = typer.Option(20, help="how many commits, newest first"),
+) -> None:
+    """A table's latest commits: version, time, operation, key metrics, Kafka progress."""
+    from stockpipe.maintenance import describe_progress, key_metrics, resolve_tables
+    from stockpipe.tables import history
+
+    settings = _settings()
+    try:
+        [name] = resolve_tables([table])
+        commits = history(settings, name, limit)
+    except StockpipeError as exc:
+        _fail(exc)
+    if not commits:
+        typer.secho(f"{name}: no table yet", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"{'version':>7}  {'time':<19}  {'operation':<20} metrics")
+    for c in commits:
+        typer.echo(
+            f"{c['version']:>7}  {c['timestamp']:<19}  {c['operation'] or '-':<20} "
+            f"{key_metrics(c['metrics']) or '-'}"
+        )
+        if c.get("kafka"):
+            typer.echo(f"{'':>7}  kafka {describe_progress(c['kafka'])}")
+
+
 def main() -> None:  # pragma: no cover
     sys.exit(app())
 

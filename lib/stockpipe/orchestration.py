@@ -37,9 +37,10 @@ from stockpipe.notebooks import (
     notebook_url,
     register_lake_io,
 )
-from stockpipe.stack.airflow import STREAMING_POOL
+from stockpipe.stack.airflow import LAKE_WRITER_POOL, STREAMING_POOL
 
 __all__ = [
+    "LAKE_WRITER_POOL",
     "MACROS",
     "REPORTS_DIR",
     "STREAMING_POOL",
@@ -49,6 +50,8 @@ __all__ = [
     "check_stack",
     "default_args",
     "lake_asset",
+    "maintain_lake",
+    "maintenance_params",
     "schedule",
     "stack_ready",
     "stream_params",
@@ -199,6 +202,56 @@ def stack_ready(settings: Settings, topics: Iterable[str]) -> dict[str, Any]:
 def check_stack(topics: list[str]) -> dict[str, Any]:
     """The bucket and ``topics`` exist (retried with backoff: the stack may be starting)."""
     return stack_ready(get_settings(), topics)
+
+
+# Lake maintenance --------------------------------------------------------------------------
+
+
+@task(task_id="maintain_lake", pool=LAKE_WRITER_POOL)
+def maintain_lake() -> dict[str, Any]:
+    """OPTIMIZE + VACUUM of every Delta table (``params``: ``tables``, ``retention_hours``).
+
+    A table whose lease another job held past the wait fails the task after the
+    others are done, so a retry does it; a table that failed otherwise fails it
+    for good (a retry cannot fix it).
+    """
+    from airflow.sdk import get_current_context
+
+    from stockpipe.maintenance import DEFAULT_RETENTION_HOURS, maintain
+
+    params = get_current_context()["params"]
+    tables = [t.strip() for t in str(params.get("tables") or "").split(",") if t.strip()]
+    retention = int(params.get("retention_hours") or DEFAULT_RETENTION_HOURS)
+    report = maintain(get_settings(), tables or None, retention_hours=retention)
+    for line in report.lines():
+        print(line)
+    if report.failed:
+        raise AirflowFailException(
+            "lake maintenance failed: " + "; ".join(f"{t.table}: {t.error}" for t in report.failed)
+        )
+    if report.held:
+        raise RuntimeError(
+            "lake maintenance skipped tables another job was writing (retried later): "
+            + "; ".join(f"{t.table}: {t.held}" for t in report.held)
+        )
+    return report.to_json()
+
+
+def maintenance_params() -> dict[str, Param]:
+    """Trigger-form parameters of the maintenance DAG (no retention under 7 days here)."""
+    from stockpipe.maintenance import DEFAULT_RETENTION_HOURS
+
+    return {
+        "tables": Param(
+            "", type="string", description="comma separated zone names; empty: every Delta table"
+        ),
+        "retention_hours": Param(
+            DEFAULT_RETENTION_HOURS,
+            type="integer",
+            minimum=DEFAULT_RETENTION_HOURS,
+            description="VACUUM keeps the files of every version this many hours back",
+        ),
+    }
 
 
 # Assets, schedules, defaults, params -------------------------------------------------------

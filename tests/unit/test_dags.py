@@ -32,6 +32,7 @@ def settings(tmp_path_factory):
         batch_symbols="AAPL,IBM",
         batch_schedule="30 6 * * *",
         stream_schedule="*/20 * * * *",
+        maintenance_schedule="15 3 * * *",
     )
 
 
@@ -64,6 +65,7 @@ def test_dag_folder_imports_without_errors(dagbag):
         "stock_stream_pipeline",
         "stock_stream_live",
         "stock_charts",
+        "stock_lake_maintenance",
     }
 
 
@@ -97,7 +99,7 @@ def test_every_notebook_task_is_papermill_writing_to_the_lake(dagbag):
         (dag.dag_id, t)
         for dag in dagbag.dags.values()
         for t in dag.tasks
-        if t.task_id not in ("check_stack", "wait_for_new_records")
+        if t.task_id not in ("check_stack", "wait_for_new_records", "maintain_lake")
     ]
     assert len(notebook_tasks) == 7
     for dag_id, task in notebook_tasks:
@@ -159,6 +161,56 @@ def test_stream_dags_available_now_scheduled_and_live_side_by_side(dagbag):
     for dag in (scheduled, live):
         assert dag.get_task("spark_streaming").pool == "stockpipe_streaming"
         assert dag.max_active_runs == 1
+
+
+def test_lake_maintenance_dag_runs_in_the_lake_writer_pool_beside_no_batch_write(dagbag):
+    dag = dagbag.dags["stock_lake_maintenance"]
+    assert edges(dag) == {("check_stack", "maintain_lake")}
+    assert dag.timetable.expression == "15 3 * * *"  # STOCKPIPE_MAINTENANCE_SCHEDULE
+    assert dag.catchup is False and dag.max_active_runs == 1
+    task = dag.get_task("maintain_lake")
+    assert task.pool == "stockpipe_lake_writer"
+    assert task.retries == 2 and task.retry_exponential_backoff
+    # the batch job's writes take the same one-slot pool
+    assert dagbag.dags["stock_batch_pipeline"].get_task("spark_batch").pool == task.pool
+    # no retention under 7 days from the trigger form
+    assert dag.params["retention_hours"] == 168
+    assert dag.params.get_param("retention_hours").schema["minimum"] == 168
+    assert dag.params["tables"] == ""
+
+
+def test_the_maintenance_schedule_defaults_to_daily():
+    from stockpipe.config import Settings
+
+    assert Settings.model_fields["maintenance_schedule"].default == "@daily"
+
+
+def test_maintenance_task_fails_clearly_and_retries_only_when_a_lease_was_held(monkeypatch):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    import stockpipe.maintenance as m
+    import stockpipe.orchestration as orch
+
+    report = m.MaintenanceReport([m.TableReport("processed_bars")])
+    calls: list[tuple] = []
+
+    def fake_maintain(settings, tables, *, retention_hours):
+        calls.append((tables, retention_hours))
+        return report
+
+    monkeypatch.setattr(m, "maintain", fake_maintain)
+    context = {"params": {"tables": "processed_bars, raw_bars", "retention_hours": 200}}
+    monkeypatch.setattr("airflow.sdk.get_current_context", lambda: context)
+    run = orch.maintain_lake.function
+    assert run()["ok"] is True
+    assert calls == [(["processed_bars", "raw_bars"], 200)]
+
+    report.tables[0].held = "processed/bars is being written by spark batch job"
+    with pytest.raises(RuntimeError, match=r"\(retried later\): processed_bars: processed/bars is"):
+        run()
+    report.tables[0].error = "OPTIMIZE of processed/bars failed: boom"
+    with pytest.raises(AirflowFailException, match="boom"):
+        run()
 
 
 def test_no_secret_in_any_notebook_parameter(dagbag):

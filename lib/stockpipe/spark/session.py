@@ -60,8 +60,6 @@ def spark_conf(
         "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
         # tasks that replay a table's log: Delta's default of 50 is for big clusters
         "spark.databricks.delta.snapshotPartitions": str(settings.spark_shuffle_partitions),
-        # the job caches what it merges: MERGE need not copy its source once more
-        "spark.databricks.delta.merge.materializeSource": "none",
         # pools let the streaming windows query go before the archiving queries
         "spark.scheduler.mode": "FAIR",
         "spark.scheduler.allocation.file": str(SCHEDULER_POOLS),

@@ -38,6 +38,14 @@ SIMPLE_AUTH_MANAGER = (
 ADMIN_USER = "admin"
 #: One slot: the streaming DAGs share the job's checkpoint, so one run at a time.
 STREAMING_POOL = "stockpipe_streaming"
+#: One slot: the batch job's writes and lake maintenance never run side by side.
+#: The tables' leases enforce one writer anyway; the pool spares a task the wait.
+LAKE_WRITER_POOL = "stockpipe_lake_writer"
+#: The pools the DAGs use, with their descriptions (each has one slot).
+POOLS = {
+    STREAMING_POOL: "one streaming job at a time",
+    LAKE_WRITER_POOL: "one writer of the bars tables at a time (batch job, lake maintenance)",
+}
 
 
 def airflow_home(settings: Settings) -> Path:
@@ -119,7 +127,8 @@ def ensure_db(settings: Settings, log: Callable[[str], None] = print) -> bool:
 
     True if anything was done. A fresh state directory starts from a copy of a
     pristine database kept in the download cache (migrating takes a minute);
-    without the streaming pool, streaming tasks would wait forever in a scheduler.
+    without its pools (:data:`POOLS`), the tasks in them would wait forever in a
+    scheduler.
     """
     from importlib.metadata import version
 
@@ -135,8 +144,9 @@ def ensure_db(settings: Settings, log: Callable[[str], None] = print) -> bool:
     todo: list[list[str]] = []
     if not (stamp.exists() and db.exists()):
         todo.append(["db", "migrate"])
-    if todo or not _has_pool(settings, STREAMING_POOL):
-        todo.append(["pools", "set", STREAMING_POOL, "1", "one streaming job at a time"])
+    for pool, description in POOLS.items():
+        if todo or not _has_pool(settings, pool):
+            todo.append(["pools", "set", pool, "1", description])
     if not todo:
         return False
     log(f"airflow: preparing its database in {home} (first run only, ~1 min) ...")
