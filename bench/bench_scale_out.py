@@ -2,7 +2,7 @@
 and 2 workers, and producer throughput against 1 broker vs 3 brokers (replication 3).
 
 Spark: 500 synthetic symbols x 10 years of daily bars (~1.3 M records) are put in
-Kafka once; each mode then runs ``python -m stockpipe.spark.batch`` in a fresh
+Kafka once; each mode then runs ``python -m stockpipe.cli batch`` in a fresh
 process (JVM start included) into a lake of its own. The processed rows of every
 mode are checked equal. Producer: 1,000,000 bars with acks=all and idempotence.
 
@@ -36,7 +36,7 @@ def _batch_job(settings) -> tuple[float, str]:
     env["STOCKPIPE_ENV_FILE"] = str(Path(settings.state_dir) / "no.env")
     t0 = time.perf_counter()
     out = subprocess.run(
-        [sys.executable, "-m", "stockpipe.spark.batch"], env=env, capture_output=True, text=True
+        [sys.executable, "-m", "stockpipe.cli", "batch"], env=env, capture_output=True, text=True
     )
     if out.returncode != 0:
         raise RuntimeError(out.stderr[-3000:])

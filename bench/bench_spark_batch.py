@@ -1,11 +1,15 @@
-"""Spark batch benchmark: 500 symbols x 10 years of daily bars (~1.26 M records).
+"""Spark batch benchmark: 500 symbols x 10 years of daily bars (~1.26 M records) into Delta.
 
 The records are produced to Kafka first (not timed); then one process starts
-Spark and runs the job Kafka -> raw + processed (timed, including Spark start).
-In the same run a single-process pandas implementation of the processed-zone
-transform (JSON parse, validation, de-duplication, derived columns) runs on the
-same records, and finally an incremental run adds one day to the history.
-Target: <= 60 s wall on this 2-core machine.
+Spark and runs the job Kafka -> raw + quarantine + processed (timed, Spark start
+included). In the same run a single-process pandas implementation of the
+processed-zone transform (JSON parse, validation, de-duplication, derived
+columns) runs on the same records: the ratio of the two is the figure to watch.
+Then one day (500 bars) is added to histories of 10, 20 and 40 years, each in a
+lake of its own, and the job's own time (Spark start excluded) is measured for
+that incremental day and for a run with nothing new.
+Targets: ratio <= 2.7; incremental day <= 5 s of job time, within 20 % across
+history lengths; nothing new < 2 s.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -22,7 +27,8 @@ import pandas as pd
 from common import isolated_stack, save
 
 from stockpipe.ingest import produce_bars
-from stockpipe.kafka import read_all
+from stockpipe.kafka import ensure_topics, read_all
+from stockpipe.lake import ensure_bucket
 from stockpipe.sources.synthetic import synthetic_bars
 
 INTERVALS = {"1d", "1h", "5m", "1m"}
@@ -64,45 +70,54 @@ def pandas_processed(values: list[bytes], now: pd.Timestamp) -> pd.DataFrame:
     return df
 
 
-def run_job_in_fresh_process(env: dict[str, str]) -> tuple[float, str]:
-    """Wall time of `python -m stockpipe.spark.batch` (JVM and Spark start included)."""
+def run_job_in_fresh_process(env: dict[str, str]) -> tuple[float, float, str]:
+    """Wall time of `stockpipe batch` (JVM and Spark start included), the job's own
+    time from its report, and the report."""
     t0 = time.perf_counter()
     out = subprocess.run(
-        [sys.executable, "-m", "stockpipe.spark.batch"], env=env, capture_output=True, text=True
+        [sys.executable, "-m", "stockpipe.cli", "batch"], env=env, capture_output=True, text=True
     )
-    steps = [
-        ln for ln in out.stderr.splitlines() if "stockpipe.spark.batch" in ln or "__main__" in ln
-    ]
+    wall = time.perf_counter() - t0
+    steps = [ln for ln in out.stderr.splitlines() if "stockpipe.spark.batch" in ln]
     print("\n".join(s for s in steps if "INFO" in s), flush=True)
     if out.returncode != 0:
         raise RuntimeError(out.stderr[-3000:])
-    return time.perf_counter() - t0, out.stdout.strip().splitlines()[-1]
+    summary = out.stdout.strip().splitlines()[-1]
+    job = re.search(r"([0-9.]+) s\)?$", summary)
+    return wall, float(job.group(1)) if job else wall, summary
+
+
+def lake_env(settings, name: str) -> tuple[object, dict[str, str]]:
+    s = settings.model_copy(update={"bucket": f"bench-{name}", "topic_bars": f"bench.{name}"})
+    ensure_bucket(s)
+    ensure_topics(s, [s.topic_bars], partitions=3)
+    env = {**os.environ, **s.to_env(), "STOCKPIPE_ENV_FILE": str(s.state_dir / "no.env")}
+    return s, env
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--symbols", type=int, default=500)
     parser.add_argument("--years", type=int, default=10)
+    parser.add_argument("--histories", default="10,20,40", help="years of history, incremental")
     args = parser.parse_args()
-    results: dict = {"target_s": 60}
-    end = pd.Timestamp("2025-11-03")  # history in the past: future bars would be quarantined
-    start = end - pd.DateOffset(years=args.years)
-    bars = synthetic_bars(args.symbols, start, end, "1d", seed=3, batch_id="bench")
-    results["records"] = len(bars)
-    print(f"{len(bars)} bars, {args.symbols} symbols x {args.years} years", flush=True)
+    results: dict = {"targets": {"ratio": 2.7, "incremental_s": 5, "noop_s": 2}}
+    end = pd.Timestamp("2025-11-03")  # history in the past
+    day = end + pd.offsets.BDay(1)
     with isolated_stack(
         spark_master="local[2]", spark_driver_memory="4g", spark_shuffle_partitions=4
-    ) as (settings, _stack):
-        rep = produce_bars(settings, bars, settings.topic_bars, progress=False)
-        assert rep.sent == len(bars)
-        env = {**os.environ, **settings.to_env()}
-        env["STOCKPIPE_ENV_FILE"] = str(settings.state_dir / "no.env")
-
-        results["spark_full_s"], summary = run_job_in_fresh_process(env)
-        results["spark_full_summary"] = summary
-        print(
-            f"spark (full, incl. start): {results['spark_full_s']:.1f} s -- {summary}", flush=True
+    ) as (base, _stack):
+        settings, env = lake_env(base, "full")
+        bars = synthetic_bars(
+            args.symbols, end - pd.DateOffset(years=args.years), end, "1d", seed=3, batch_id="b"
         )
+        results["records"] = len(bars)
+        print(f"{len(bars)} bars, {args.symbols} symbols x {args.years} years", flush=True)
+        assert produce_bars(settings, bars, settings.topic_bars, progress=False).sent == len(bars)
+        wall, job, summary = run_job_in_fresh_process(env)
+        results.update(spark_full_s=round(wall, 2), spark_full_job_s=job)
+        results["spark_full_summary"] = summary
+        print(f"spark (full, incl. start): {wall:.1f} s -- {summary}", flush=True)
 
         values = [v for _, _, _, v in read_all(settings, settings.topic_bars)]
         t0 = time.perf_counter()
@@ -110,24 +125,47 @@ def main() -> None:
         results["pandas_s"] = round(time.perf_counter() - t0, 2)
         results["pandas_rows"] = len(ref)
         print(f"pandas (single process): {results['pandas_s']:.1f} s, {len(ref)} rows", flush=True)
+        del values, ref, bars
 
-        day = end + pd.offsets.BDay(1)
         new = synthetic_bars(
-            args.symbols, day, day + pd.Timedelta(days=1), "1d", seed=3, batch_id="bench-incr"
+            args.symbols, day, day + pd.Timedelta(days=1), "1d", seed=3, batch_id="incr"
         )
-        produce_bars(settings, new, settings.topic_bars, progress=False)
         results["incremental_records"] = len(new)
-        results["spark_incremental_s"], summary = run_job_in_fresh_process(env)
-        results["spark_incremental_summary"] = summary
-        print(
-            f"spark (incremental +1 day, incl. start): {results['spark_incremental_s']:.1f} s "
-            f"-- {summary}",
-            flush=True,
-        )
-        results["spark_noop_s"], summary = run_job_in_fresh_process(env)
-        print(f"spark (nothing new): {results['spark_noop_s']:.1f} s -- {summary}")
+        incremental = {}
+        for years in [int(y) for y in args.histories.split(",")]:
+            if years == args.years:
+                s, e = settings, env
+            else:
+                s, e = lake_env(base, f"h{years}")
+                history = synthetic_bars(
+                    args.symbols, end - pd.DateOffset(years=years), end, "1d", seed=3, batch_id="h"
+                )
+                produce_bars(s, history, s.topic_bars, progress=False)
+                wall, job, summary = run_job_in_fresh_process(e)
+                print(f"history of {years} years loaded in {job:.1f} s -- {summary}", flush=True)
+                del history
+            produce_bars(s, new, s.topic_bars, progress=False)
+            wall, job, summary = run_job_in_fresh_process(e)
+            noop_wall, _, _ = run_job_in_fresh_process(e)
+            incremental[years] = {
+                "job_s": job,
+                "wall_s": round(wall, 2),
+                "noop_s": round(noop_wall, 2),
+                "summary": summary,
+            }
+            print(
+                f"+1 day on {years} years: job {job:.1f} s (wall {wall:.1f} s); "
+                f"nothing new: {noop_wall:.1f} s -- {summary}",
+                flush=True,
+            )
+    results["incremental"] = incremental
     results["ratio_spark_to_pandas"] = round(results["spark_full_s"] / results["pandas_s"], 2)
-    print(f"ratio spark/pandas: {results['ratio_spark_to_pandas']}")
+    jobs = [v["job_s"] for v in incremental.values()]
+    results["incremental_spread"] = round(max(jobs) / min(jobs) - 1, 3)
+    print(
+        f"ratio spark/pandas: {results['ratio_spark_to_pandas']}; incremental day "
+        f"{min(jobs):.1f}-{max(jobs):.1f} s (spread {results['incremental_spread']:.0%})"
+    )
     save("spark_batch", results)
 
 

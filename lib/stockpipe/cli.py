@@ -151,6 +151,43 @@ def demo(
 
 
 @app.command()
+def batch(
+    topic: str = typer.Option("", help="the bar topic (default: the setting)"),
+    max_offsets_per_trigger: int = typer.Option(0, help="records per micro-batch (0: all)"),
+    reset_topic: str = typer.Option(
+        "", help="after a topic was recreated: read it from 'earliest' or from 'latest'"
+    ),
+    rebuild: bool = typer.Option(
+        False, "--rebuild", help="make processed/ and quarantine/ again from raw/ alone"
+    ),
+) -> None:
+    """Run the Spark batch job: what is new on the bar topic into the lake."""
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    for noisy in ("kafka", "py4j"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    from stockpipe.spark.batch import BarsBatchJob, run_batch_job
+    from stockpipe.spark.session import get_spark
+
+    settings = _settings()
+    try:
+        if rebuild:
+            job = BarsBatchJob(settings, get_spark(settings, "stockpipe-rebuild"), topic or None)
+            report = job.rebuild()
+        else:
+            report = run_batch_job(
+                settings,
+                topic or None,
+                max_offsets_per_trigger=max_offsets_per_trigger or None,
+                reset_topic=reset_topic or None,
+            )
+    except StockpipeError as exc:
+        _fail(exc)
+    typer.echo(str(report))
+
+
+@app.command()
 def airflow() -> None:
     """Airflow (API server + UI, scheduler, DAG processor, triggerer) on 127.0.0.1."""
     from stockpipe.stack.airflow import run_airflow

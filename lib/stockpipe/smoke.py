@@ -1,4 +1,4 @@
-"""A smoke pipeline: Kafka -> Spark -> Parquet in MinIO -> read back with pyarrow.
+"""A smoke pipeline: Kafka -> Spark -> a Delta table in MinIO -> read back with deltalake.
 
 Proves the local stack end to end in well under a minute.
 """
@@ -9,11 +9,9 @@ import json
 import time
 import uuid
 
-import pyarrow.dataset as ds
-
 from stockpipe.config import Settings
 from stockpipe.kafka import ConfirmedProducer, ensure_topics
-from stockpipe.lake import filesystem
+from stockpipe.lake import storage_options
 
 
 def run_smoke(settings: Settings, records: int = 20, log=print) -> list[dict]:
@@ -39,10 +37,12 @@ def run_smoke(settings: Settings, records: int = 20, log=print) -> list[dict]:
         .selectExpr("CAST(key AS STRING) AS key", "CAST(value AS STRING) AS value", "offset")
     )
     target = f"{settings.bucket}/_smoke/{run}"
-    df.write.mode("overwrite").parquet(f"s3a://{target}")
+    df.write.format("delta").mode("overwrite").save(f"s3a://{target}")
     log(f"spark: wrote {df.count()} rows to s3a://{target} ({time.perf_counter() - t0:.1f} s)")
 
-    rows = ds.dataset(target, filesystem=filesystem(settings), format="parquet").to_table()
-    out = sorted(rows.to_pylist(), key=lambda r: r["offset"])
-    log(f"pyarrow: read {len(out)} rows back; first: {out[0] if out else None}")
+    from deltalake import DeltaTable
+
+    rows = DeltaTable(f"s3://{target}", storage_options=storage_options(settings))
+    out = sorted(rows.to_pyarrow_table().to_pylist(), key=lambda r: r["offset"])
+    log(f"deltalake: read {len(out)} rows back; first: {out[0] if out else None}")
     return out

@@ -145,7 +145,7 @@ def test_batch_job_on_a_standalone_cluster_equals_local_mode(settings, spark, cl
 
     run_batch_job(local, spark=spark)
     before = _executors_ran(cluster)
-    summary = _run([sys.executable, "-m", "stockpipe.spark.batch"], on_cluster)
+    summary = _run([sys.executable, "-m", "stockpipe.cli", "batch"], on_cluster)
     assert _executors_ran(cluster) >= before + 2, "the job did not run on both workers"
     assert f"{len(bars) + len(fix) + 1} records read" in summary
 
