@@ -46,7 +46,7 @@ down: ## stop the local stack
 status: setup ## show each service, its port, pid and health
 	@$(BIN)/stockpipe status
 
-smoke: up ## produce a few records, Spark reads them, Parquet in MinIO, read back
+smoke: up ## produce a few records, Spark reads them, a Delta table in MinIO, read back
 	@$(BIN)/stockpipe smoke
 
 demo: up ## the main job: run the pipeline on the shipped sample data
