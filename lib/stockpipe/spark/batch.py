@@ -83,12 +83,14 @@ READ_TASKS_PER_CORE = 3
 #: Records a read task gets at least: a small batch keeps one task per partition.
 MIN_RECORDS_PER_READ_TASK = 50_000
 
-#: Parquet options of the raw zone: its values are unique strings, for which a
-#: dictionary is built and then abandoned, and whose min/max no reader uses.
-RAW_PARQUET_OPTIONS = {
-    "parquet.enable.dictionary": "false",
+#: Parquet settings of the job's writes. Delta's writer takes Parquet settings from
+#: the session, not from write options. Raw values are unique strings, for which a
+#: dictionary is built and then abandoned, and whose min/max no reader uses; the
+#: same holds for processed prices, volumes and derived values.
+PARQUET_CONF = {
+    **{f"parquet.enable.dictionary#{c}": "false" for c in ("value", "value_b64")},
     "parquet.column.statistics.enabled#value": "false",
-    "parquet.compression.codec.zstd.level": "1",
+    **T.PROCESSED_PARQUET_OPTIONS,
 }
 
 
@@ -333,6 +335,7 @@ def _session_conf(spark: SparkSession, conf: dict[str, str]) -> Iterator[None]:
 
 #: Settings of the batch job's queries.
 JOB_CONF: dict[str, str] = {
+    **PARQUET_CONF,
     # a cache read a few times within seconds: compressing it costs more than it saves
     "spark.sql.inMemoryColumnarStorage.compressed": "false",
     # one task per shuffle partition: AQE's fewer, uneven ones left a core idle
@@ -438,14 +441,13 @@ class BarsBatchJob:
             "batch %s: %d records in %.1f s", part.number, census.records, time.perf_counter() - t0
         )
 
-    def _append(self, df: DataFrame, table: str, part: Slice, **options: str) -> None:
+    def _append(self, df: DataFrame, table: str, part: Slice) -> None:
         """Append a batch's rows to a table, with the offsets it then holds, in one commit."""
         check_all(self.leases)
         (
             df.write.format("delta")
             .mode("append")
             .option("userMetadata", self._metadata(table, part.end))
-            .options(**options)
             .partitionBy(*PARTITIONS[table])
             .save(self.paths[table])
         )
@@ -458,7 +460,7 @@ class BarsBatchJob:
             return
         with scheduler_pool(self.spark, RAW_POOL), _step("raw zone written"):
             raw = T.raw_from_kafka(batch).filter(beyond(behind))
-            self._append(raw, "raw_bars", part, **RAW_PARQUET_OPTIONS)
+            self._append(raw, "raw_bars", part)
             self.report.raw_rows += todo
 
     def _write_quarantine(self, quarantine: DataFrame, census: BatchCensus, part: Slice) -> None:
@@ -524,7 +526,6 @@ class BarsBatchJob:
             out.write.format("delta")
             .mode("append")
             .option("userMetadata", metadata)
-            .options(**T.PROCESSED_PARQUET_OPTIONS)
             .partitionBy(*PARTITIONS["processed_bars"])
             .save(self.paths["processed_bars"])
         )
