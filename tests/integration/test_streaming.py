@@ -297,10 +297,9 @@ def test_sigkill_mid_run_then_restart_gives_exactly_the_pandas_windows(settings,
         orphans = [orphan]
     print(f"uncommitted files ({'left by the kill' if caught else 'made'}): {len(orphans)}")
     assert set(orphans) & set(_uncommitted(s, "tick_windows"))
-    everything = ds.dataset(
-        zone(s, "tick_windows"), filesystem=fs, format="parquet", partitioning="hive"
-    ).to_table()
-    assert everything.num_rows > len(expected)  # a naive reader would double-count
+    # a reader that lists the files instead of reading the log would double-count
+    everything = ds.dataset(zone(s, "tick_windows"), filesystem=fs, format="parquet")
+    assert everything.count_rows() > len(expected)
     assert compare_windows(read_tick_windows(s), expected) == []
 
 
@@ -347,8 +346,9 @@ def test_a_second_query_with_another_name_on_a_written_lake_keeps_every_record(s
     run_a = run_stream(s, StreamOptions(name="t_second_a", **common), spark=spark)
     assert run_a.stopped_by == "backlog done" and len(read_tick_windows(s)) > 0
 
-    # Other symbols, so each window key belongs to one topic's reference.
-    spec_b = _spec("second-b", seed=3, symbols=("AMZN", "TSLA"))
+    # Other symbols, so each window key belongs to one topic's reference; 30 s of
+    # event time, so the watermark closes a few windows of each symbol.
+    spec_b = _spec("second-b", seed=3, symbols=("AMZN", "TSLA"), step_ms=60)
     sent_b = run_producer(s, spec_b, rate=5000, max_ticks=500, topic=second).sent
     bad = _bad_values()
     with ConfirmedProducer(s, second) as producer:
@@ -371,7 +371,7 @@ def test_a_second_query_with_another_name_on_a_written_lake_keeps_every_record(s
     ticks_b, _ = _kafka_ticks(s, second)
     expected_a = _expected(ticks_a, {"second-a": 0})
     expected_b = _expected(ticks_b, {"second-b": 0})
-    assert len(expected_a) > 10 and len(expected_b) > 10
+    assert len(expected_a) >= 6 and len(expected_b) >= 6
     expected = pd.concat([expected_a, expected_b], ignore_index=True)
     assert compare_windows(read_tick_windows(s), expected) == []
     assert compare_windows(_via_spark(spark, s, "tick_windows"), expected) == []

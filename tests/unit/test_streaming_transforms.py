@@ -10,9 +10,11 @@ import pandas as pd
 import pytest
 
 from stockpipe.reference import compare_windows, late_pairs, reference_windows, to_ms
+from stockpipe.spark import streaming
 from stockpipe.spark.streaming import (
     FUTURE_TOLERANCE_MS,
     REASONS,
+    ProgressRecorder,
     StreamOptions,
     _parser,
     needs_checking,
@@ -335,9 +337,13 @@ def test_progress_row_reads_a_progress_event():
             {"numRowsTotal": 40, "memoryUsedBytes": 1000, "numRowsDroppedByWatermark": 3},
             {"numRowsTotal": 2, "memoryUsedBytes": 10, "numRowsDroppedByWatermark": 1},
         ],
+        # a listener event carries endOffset as JSON text, lastProgress as a dict
+        "sources": [{"endOffset": '{"t1": {"0": 5, "1": 7}}'}, {"endOffset": {"t2": {"0": 3}}}],
     }
     row = progress_row(progress)
     assert row["batch_id"] == 7 and row["num_input_rows"] == 500
+    assert row["end_offsets"] == {"t1": {"0": 5, "1": 7}, "t2": {"0": 3}}
+    assert row["date"] == dt.date(2024, 1, 2)  # the metrics table's partition
     assert row["watermark"] == pd.Timestamp("2024-01-02 14:59:30", tz="UTC")
     assert row["state_rows"] == 42 and row["late_rows_dropped"] == 4
     none_yet = progress_row({**progress, "eventTime": {"watermark": "1970-01-01T00:00:00.000Z"}})
@@ -352,3 +358,35 @@ def test_archive_queries_batch_less_often_unless_told_otherwise():
     assert {trigger_of(same, r) for r in ("windows", "raw", "quarantine")} == {"2 seconds"}
     args = _parser().parse_args(["--trigger", "3 seconds", "--archive-trigger", "1 minute"])
     assert (args.trigger, args.archive_trigger) == ("3 seconds", "1 minute")
+
+
+def test_metrics_are_written_a_few_batches_per_commit_and_a_failed_write_keeps_its_rows(
+    monkeypatch,
+):
+    writes: list[list[int]] = []
+    fail = {"now": True}
+
+    def write(_settings, rows):
+        if fail["now"]:
+            raise OSError("lake unreachable")
+        writes.append([r["batch_id"] for r in rows])
+
+    monkeypatch.setattr(streaming, "write_metrics", write)
+    recorder = ProgressRecorder(None, {"q"}, flush_every_s=3600)
+
+    class Event:
+        def __init__(self, batch: int, name: str = "q") -> None:
+            self.progress = {"name": name, "id": "i", "runId": "r", "batchId": batch,
+                             "timestamp": "2024-01-02T15:00:00.000Z"}  # fmt: skip
+
+    for b in range(3):
+        recorder.onQueryProgress(Event(b))
+    recorder.onQueryProgress(Event(9, name="someone else's query"))
+    assert recorder.flush() == 0 and writes == []  # not due yet
+    assert recorder.flush(force=True) == 0  # the write fails: noted, rows kept, no raise
+    assert recorder.errors == ["OSError: lake unreachable"]
+    recorder.onQueryProgress(Event(3))
+    fail["now"] = False
+    assert recorder.flush(force=True) == 4
+    assert writes == [[0, 1, 2, 3]]  # one commit, the failed rows first
+    assert recorder.last_batch == {"q": 3} and recorder.rows.qsize() == 4

@@ -450,11 +450,13 @@ class ProgressRecorder(StreamingQueryListener):
             return 0
         try:
             write_metrics(self.settings, rows)
-        except Exception as exc:
-            self._error(exc)
+        except BaseException as exc:  # an interrupted write keeps its rows too
             with self._lock:
                 kept = rows + self._pending
                 self._pending = kept[-MAX_PENDING_METRICS:]
+            if not isinstance(exc, Exception):
+                raise
+            self._error(exc)
             if len(kept) > MAX_PENDING_METRICS:
                 self.errors.append(f"{len(kept) - MAX_PENDING_METRICS} metrics rows dropped")
             return 0
