@@ -26,7 +26,7 @@ from stockpipe.config import Settings
 from stockpipe.errors import LakeError, LeaseHeldError, StockpipeError, UnknownNameError
 from stockpipe.lake import TABLES, ZONES, filesystem, zone
 from stockpipe.lease import Lease, check_all, hold
-from stockpipe.tables import HISTORY_DEPTH, METADATA_KEY, open_table, parse_metadata
+from stockpipe.tables import METADATA_KEY, open_table, parse_metadata, recent_commits
 
 log = logging.getLogger(__name__)
 
@@ -281,7 +281,7 @@ def _commit_properties(dt: Any) -> Any:
     """Commit properties that carry the table's latest stockpipe metadata (None if none)."""
     from deltalake import CommitProperties
 
-    text = carried_metadata(dt.history(HISTORY_DEPTH))
+    text = carried_metadata(recent_commits(dt))
     return CommitProperties(custom_metadata={"userMetadata": text}) if text else None
 
 

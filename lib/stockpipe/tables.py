@@ -10,6 +10,7 @@ not cover, nor covers one it does not hold. No other offset log exists.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -22,6 +23,8 @@ METADATA_KEY = "stockpipe"
 #: How far back the history is searched for a commit with stockpipe's metadata
 #: (maintenance commits carry it forward, so it is nearly always the latest).
 HISTORY_DEPTH = 100
+#: Commits read at a time while searching: the latest one nearly always has it.
+HISTORY_PAGES = (1, 10)
 
 
 def open_table(
@@ -104,11 +107,23 @@ def kafka_progress(settings: Settings, name: str) -> dict[str, TopicProgress]:
     dt = open_table(settings, name)
     if dt is None:
         return {}
-    for commit in dt.history(HISTORY_DEPTH):
+    for commit in recent_commits(dt):
         meta = parse_metadata(commit.get("userMetadata"))
         if meta is not None:
             return {t: TopicProgress.from_json(p) for t, p in meta.get("kafka", {}).items()}
     return {}
+
+
+def recent_commits(dt: Any) -> Iterator[dict[str, Any]]:
+    """A table's commits, newest first, up to HISTORY_DEPTH, read a few at a time
+    (each commit is one object to fetch, and a search nearly always stops at the first)."""
+    seen = 0
+    for limit in (*(n for n in HISTORY_PAGES if n < HISTORY_DEPTH), HISTORY_DEPTH):
+        commits = dt.history(limit)
+        yield from commits[seen:]
+        if len(commits) < limit:
+            return
+        seen = len(commits)
 
 
 def history(settings: Settings, name: str, limit: int = 20) -> list[dict[str, Any]]:

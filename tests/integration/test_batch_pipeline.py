@@ -12,7 +12,7 @@ import pytest
 
 from stockpipe.ingest import ingest, produce_bars
 from stockpipe.kafka import ConfirmedProducer, ensure_topics, read_all
-from stockpipe.lake import ensure_bucket
+from stockpipe.lake import ensure_bucket, zone
 from stockpipe.reader import LastRead, read_bars, read_quarantine, read_raw_bars
 from stockpipe.schemas import conform_bars
 from stockpipe.sources import fetch_many, get_source
@@ -368,9 +368,7 @@ def test_every_engine_reads_the_same_rows_without_duplicate_keys(lake, spark):
         by_polars = pl.read_delta(uri, storage_options=opts).to_pandas()
         dataset = DeltaTable(uri, storage_options=opts).to_pyarrow_dataset()
         by_duckdb = duckdb.from_arrow(dataset).df()
-        by_spark = spark.read.format("delta").load(
-            f"s3a://{lake.bucket}/{name.replace('_', '/', 1)}"
-        )
+        by_spark = spark.read.format("delta").load(zone(lake, name, spark=True))
         n = len(by_rs)
         assert n > 0 and len(by_polars) == len(by_duckdb) == by_spark.count() == n, name
         assert not by_rs.duplicated(key).any(), name

@@ -39,7 +39,7 @@ from pyspark.sql import functions as F
 from stockpipe.config import Settings
 from stockpipe.errors import TopicResetError
 from stockpipe.kafka import offset_bounds, topic_id
-from stockpipe.lake import zone
+from stockpipe.lake import ZONES, zone
 from stockpipe.lease import Lease, check_all, hold
 from stockpipe.spark import transforms as T
 from stockpipe.spark.session import (
@@ -221,14 +221,14 @@ def check_topic(state: TopicState) -> None:
         if progress.topic_id and state.topic_id and progress.topic_id != state.topic_id:
             raise TopicResetError(
                 f"topic {state.topic} was deleted and created again: its id is now "
-                f"{state.topic_id}, but {zone_label(table)} was read from the topic with id "
+                f"{state.topic_id}, but {ZONES[table]} was read from the topic with id "
                 f"{progress.topic_id}. {how}"
             )
         behind = {p: (o, state.end.get(p)) for p, o in progress.offsets.items()}
         ahead = {p: v for p, v in behind.items() if v[1] is None or v[1] < v[0]}
         if ahead:
             raise TopicResetError(
-                f"topic {state.topic} holds fewer records than {zone_label(table)} has read "
+                f"topic {state.topic} holds fewer records than {ZONES[table]} has read "
                 f"(partition: (offset read up to, topic's end now)): {ahead}; the topic was "
                 f"recreated or its offsets reset. {how}"
             )
@@ -240,10 +240,6 @@ def check_topic(state: TopicState) -> None:
             f"them (partition: (next unread offset, first offset kept)): {lost}. Those records "
             f"are lost to the lake. {how}"
         )
-
-
-def zone_label(table: str) -> str:
-    return table.replace("_", "/", 1)
 
 
 def pending_records(settings: Settings, topic: str | None = None) -> int:
@@ -486,7 +482,7 @@ class BarsBatchJob:
         if existing is None:  # nothing of these intervals yet: the rows go in as they are
             out = T.for_processed_write(T.add_derived(T.dedupe_bars(new_rows)))
             self._append_processed(out, metadata)
-            written = inserted = _commit_rows(self.settings, before, "numOutputRows")
+            written = inserted = _commit_rows(self.settings, before)
         else:
             changes = T.processed_changes(new_rows, existing).persist()
             counts = {r[0]: r[1] for r in changes.groupBy(T.UPDATE_FLAG).count().collect()}
@@ -697,7 +693,7 @@ class BarsBatchJob:
     def _leases(self, job: str):
         s = self.settings
         return hold(
-            s, [zone_label(t) for t in TABLES], job=job, wait_s=s.lease_wait_s, ttl_s=s.lease_ttl_s
+            s, [ZONES[t] for t in TABLES], job=job, wait_s=s.lease_wait_s, ttl_s=s.lease_ttl_s
         )
 
     def _reset(self, where: str) -> None:
@@ -726,13 +722,12 @@ def _version(settings: Settings, table: str) -> int | None:
     return None if dt is None else dt.version()
 
 
-def _commit_rows(settings: Settings, before: int | None, *metrics: str) -> int:
-    """The sum of ``metrics`` of processed/bars' commit after version ``before`` (0 if none)."""
+def _commit_rows(settings: Settings, before: int | None) -> int:
+    """Rows written by processed/bars' commit after version ``before`` (0 if none)."""
     dt = open_table(settings, "processed_bars")
     if dt is None or (before is not None and dt.version() <= before):
         return 0
-    got = dt.history(1)[0].get("operationMetrics") or {}
-    return sum(int(got.get(m, 0)) for m in metrics)
+    return int((dt.history(1)[0].get("operationMetrics") or {}).get("numOutputRows", 0))
 
 
 def run_batch_job(
