@@ -73,6 +73,10 @@ class Settings(BaseSettings):
     spark_remote: str = ""  # Spark Connect URL (sc://host:port); wins over spark_master
     spark_driver_memory: str = "2g"
     spark_shuffle_partitions: int = 4
+    #: A batch-job micro-batch of at most this many records is read from Kafka and
+    #: committed to Delta by the driver (a consumer, ``deltalake``): Spark's Kafka and
+    #: Delta machinery costs seconds per table on a small batch. 0: always by Spark
+    batch_driver_max_records: int = 100_000
     #: False: executors load the connector jars from the cache paths (same machine,
     #: or the project image); True: Spark ships them (executors without the cache)
     spark_ship_jars: bool = False

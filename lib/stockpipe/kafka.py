@@ -144,6 +144,71 @@ def read_all(
         consumer.close()
 
 
+def read_range(
+    settings: Settings,
+    topic: str,
+    start: dict[int, int],
+    end: dict[int, int],
+    *,
+    timeout_s: float = 60.0,
+):
+    """The records of ``topic`` from ``start`` (inclusive) to ``end`` (exclusive) per
+    partition, as a ``pyarrow.Table`` in the columns Spark's Kafka source gives."""
+    import pyarrow as pa
+
+    cols: dict[str, list] = {c: [] for c in ("key", "value", "partition", "offset", "ts", "tt")}
+    todo = {p: (start.get(p, 0), e) for p, e in end.items() if e > start.get(p, 0)}
+    if todo:
+        consumer = KafkaConsumer(
+            bootstrap_servers=settings.bootstrap_servers,
+            enable_auto_commit=False,
+            max_poll_records=5000,
+            fetch_max_bytes=64 * 1024 * 1024,
+        )
+        try:
+            consumer.assign([TopicPartition(topic, p) for p in todo])
+            for p, (first, _) in todo.items():
+                consumer.seek(TopicPartition(topic, p), first)
+            deadline = time.monotonic() + timeout_s
+            while todo:
+                if time.monotonic() > deadline:
+                    raise StackError(
+                        f"reading {topic} timed out after {timeout_s:.0f} s with offsets "
+                        f"{ {p: f'{a}..{b}' for p, (a, b) in todo.items()} } still unread"
+                    )
+                for tp, msgs in consumer.poll(timeout_ms=1000).items():
+                    stop = todo.get(tp.partition, (0, -1))[1]
+                    for m in msgs:
+                        if m.offset >= stop:
+                            break
+                        for c, v in zip(
+                            cols.values(),
+                            (m.key, m.value, m.partition, m.offset, m.timestamp, m.timestamp_type),
+                            strict=True,
+                        ):
+                            c.append(v)
+                    # the position, not the last offset: transaction markers take offsets too
+                    if consumer.position(tp) >= stop:
+                        todo.pop(tp.partition, None)
+                        consumer.pause(tp)
+        finally:
+            consumer.close()
+    n = len(cols["offset"])
+    return pa.table(
+        {
+            "key": pa.array(cols["key"], pa.binary()),
+            "value": pa.array(cols["value"], pa.binary()),
+            "topic": pa.array([topic] * n, pa.string()),
+            "partition": pa.array(cols["partition"], pa.int32()),
+            "offset": pa.array(cols["offset"], pa.int64()),
+            "timestamp": pa.array(cols["ts"], pa.int64())
+            .cast(pa.timestamp("ms", "UTC"))
+            .cast(pa.timestamp("us", "UTC")),
+            "timestampType": pa.array(cols["tt"], pa.int32()),
+        }
+    )
+
+
 @dataclass
 class DeliveryReport:
     """What a producer run sent, as Kafka confirmed it."""

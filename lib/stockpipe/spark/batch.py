@@ -22,7 +22,6 @@ row. One job writes these tables at a time: it holds their leases (``stockpipe.l
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections import Counter
@@ -42,12 +41,8 @@ from stockpipe.kafka import offset_bounds, topic_id
 from stockpipe.lake import ZONES, zone
 from stockpipe.lease import Lease, check_all, hold
 from stockpipe.spark import transforms as T
-from stockpipe.spark.session import (
-    default_parallelism,
-    get_spark,
-    kafka_reader,
-    scheduler_pool,
-)
+from stockpipe.spark.batch_io import DriverIO, Scan, SparkIO, Upsert, partition_rows
+from stockpipe.spark.session import get_spark, scheduler_pool
 from stockpipe.tables import (
     TopicProgress,
     commit_metadata,
@@ -76,12 +71,6 @@ PARTITIONS: dict[str, tuple[str, ...]] = {
 #: raw-zone write, needed only before the run ends, runs on what they leave.
 MAIN_POOL = "batch_main"
 RAW_POOL = "batch_raw"
-
-#: Kafka read tasks per core: one task per topic partition left a core idle
-#: behind the last task of each read.
-READ_TASKS_PER_CORE = 3
-#: Records a read task gets at least: a small batch keeps one task per partition.
-MIN_RECORDS_PER_READ_TASK = 50_000
 
 #: Parquet settings of the job's writes. Delta's writer takes Parquet settings from
 #: the session, not from write options. Raw values are unique strings, for which a
@@ -275,13 +264,6 @@ def beyond(offsets: dict[int, int]) -> Column:
 # The job ---------------------------------------------------------------------------------
 
 
-def read_tasks(records: int, partitions: int, cores: int) -> int | None:
-    """How many tasks read a batch of ``records`` from ``partitions`` Kafka partitions
-    (Spark's ``minPartitions``); None for one per partition, Spark's own choice."""
-    tasks = min(READ_TASKS_PER_CORE * cores, records // MIN_RECORDS_PER_READ_TASK)
-    return tasks if tasks > partitions else None
-
-
 @dataclass
 class BatchCensus:
     """One micro-batch in figures (from ``transforms.census``), gathered in one Spark job."""
@@ -338,9 +320,6 @@ JOB_CONF: dict[str, str] = {
     "spark.sql.adaptive.coalescePartitions.enabled": "false",
 }
 
-#: Session setting that puts a text into the ``userMetadata`` of Delta commits.
-USER_METADATA = "spark.databricks.delta.commitInfo.userMetadata"
-
 
 @contextmanager
 def _step(what: str) -> Iterator[None]:
@@ -362,6 +341,12 @@ class BarsBatchJob:
         self.now = datetime.now(UTC)
         self.leases: list[Lease] = []
         self.state: TopicState | None = None
+        self.spark_io = SparkIO(settings, spark)
+        self.driver_io = DriverIO(settings, spark)
+
+    def _io(self, records: int, context_rows: int = 0) -> SparkIO:
+        """Spark's I/O, or the driver's for a batch that fits it (``batch_io``)."""
+        return self.driver_io if self.driver_io.fits(records, context_rows) else self.spark_io
 
     # progress ---------------------------------------------------------------------------
     def _moved(self, table: str, end: dict[int, int]) -> TopicProgress:
@@ -387,17 +372,6 @@ class BarsBatchJob:
         return self.state.progress(table).offsets
 
     # per micro-batch --------------------------------------------------------------------
-    def read(self, part: Slice) -> DataFrame:
-        """The Kafka records of ``part``, as Spark's Kafka source gives them."""
-        ranges = {
-            which: json.dumps({self.topic: {str(p): o for p, o in offsets.items()}})
-            for which, offsets in (("startingOffsets", part.start), ("endingOffsets", part.end))
-        }
-        cores = default_parallelism(self.spark)
-        if cores and (tasks := read_tasks(part.records, len(part.end), cores)):
-            ranges["minPartitions"] = str(tasks)
-        return kafka_reader(self.spark, self.settings, self.topic).options(**ranges).load()
-
     def process_batch(self, batch: DataFrame, part: Slice) -> None:
         """One micro-batch: every value is parsed and checked once.
 
@@ -440,13 +414,8 @@ class BarsBatchJob:
     def _append(self, df: DataFrame, table: str, part: Slice) -> None:
         """Append a batch's rows to a table, with the offsets it then holds, in one commit."""
         check_all(self.leases)
-        (
-            df.write.format("delta")
-            .mode("append")
-            .option("userMetadata", self._metadata(table, part.end))
-            .partitionBy(*PARTITIONS[table])
-            .save(self.paths[table])
-        )
+        io = self._io(part.records)
+        io.append(table, df, self._metadata(table, part.end), PARTITIONS[table])
         self._advance(table, part.end)
 
     def _write_raw(self, batch: DataFrame, part: Slice) -> None:
@@ -475,56 +444,34 @@ class BarsBatchJob:
             self._record_progress("processed_bars", part)
             return
         self.report.partitions_touched.update(census.partitions())
-        existing = self._context(census, new_rows)
+        years = self._context_years(census)
+        io = self._io(part.records, partition_rows(self.settings, "processed_bars", years))
+        existing = self._context(io, census, new_rows)
         check_all(self.leases)
         metadata = self._metadata("processed_bars", part.end)
-        before = _version(self.settings, "processed_bars")
         if existing is None:  # nothing of these intervals yet: the rows go in as they are
+            before = _version(self.settings, "processed_bars")
             out = T.for_processed_write(T.add_derived(T.dedupe_bars(new_rows)))
-            self._append_processed(out, metadata)
-            written = inserted = _commit_rows(self.settings, before)
+            written = io.append("processed_bars", out, metadata, PARTITIONS["processed_bars"])
+            if written is None:
+                written = _commit_rows(self.settings, before)
+            inserted = written
         else:
-            changes = T.processed_changes(new_rows, existing).persist()
-            counts = {r[0]: r[1] for r in changes.groupBy(T.UPDATE_FLAG).count().collect()}
-            inserted, updated = counts.get(False, 0), counts.get(True, 0)
-            if updated:  # corrections: one MERGE commits them with the new bars
-                self._merge(changes, census, metadata)
-            elif inserted:  # only new bars (the usual day): no row to match, an append
-                self._append_processed(T.for_processed_write(changes), metadata)
-            else:
+            # corrections: one MERGE commits them with the new bars; new bars only
+            # (the usual day) are appended
+            how = Upsert(
+                (*T.BAR_KEY, "year"), years, T.PROCESSED_COLUMNS, PARTITIONS["processed_bars"]
+            )
+            changes = T.processed_changes(new_rows, existing)
+            inserted, updated = io.upsert("processed_bars", changes, how, metadata)
+            if not inserted + updated:
                 self._record_progress("processed_bars", part)
             written = inserted + updated
-            changes.unpersist()
             existing.unpersist()
         self._advance("processed_bars", part.end)
         # every valid bar either added a row or met one already there
         self.report.duplicates_removed += n_valid - inserted
         self.report.processed_rows_written += written
-
-    def _merge(self, changes: DataFrame, census: BatchCensus, metadata: str) -> None:
-        from delta.tables import DeltaTable
-
-        target = DeltaTable.forPath(self.spark, self.paths["processed_bars"])
-        keys = [f"t.{c} = s.{c}" for c in (*T.BAR_KEY, "year")]
-        cond = " AND ".join([*keys, self._target_filter(census)])
-        values = {c: f"s.`{c}`" for c in T.PROCESSED_COLUMNS}
-        with _session_conf(self.spark, {USER_METADATA: metadata}):
-            (
-                target.alias("t")
-                .merge(changes.alias("s"), cond)
-                .whenMatchedUpdate(set=values)
-                .whenNotMatchedInsert(values=values)
-                .execute()
-            )
-
-    def _append_processed(self, out: DataFrame, metadata: str) -> None:
-        (
-            out.write.format("delta")
-            .mode("append")
-            .option("userMetadata", metadata)
-            .partitionBy(*PARTITIONS["processed_bars"])
-            .save(self.paths["processed_bars"])
-        )
 
     def _record_progress(self, table: str, part: Slice) -> None:
         """A batch gave ``table`` no rows: record its offsets in a commit of their own.
@@ -536,17 +483,8 @@ class BarsBatchJob:
         if all(self._behind(table).get(p, -1) >= o for p, o in part.end.items()):
             return
         check_all(self.leases)
-        path = self.paths[table]
         metadata = self._metadata(table, part.end)
-        if open_table(self.settings, table) is None:
-            writer = self._empty(table).write.format("delta").option("userMetadata", metadata)
-            writer.partitionBy(*PARTITIONS[table]).save(path)
-        else:
-            with _session_conf(self.spark, {USER_METADATA: metadata}):
-                self.spark.sql(
-                    f"ALTER TABLE delta.`{path}` SET TBLPROPERTIES "
-                    f"('stockpipe.progress_at' = '{datetime.now(UTC).isoformat()}')"
-                )
+        self.driver_io.mark(table, metadata, lambda: self._empty(table), PARTITIONS[table])
         self._advance(table, part.end)
 
     def _empty(self, table: str) -> DataFrame:
@@ -560,61 +498,43 @@ class BarsBatchJob:
             return quarantine.withColumn("quarantine_date", F.to_date("quarantined_at"))
         return T.for_processed_write(T.add_derived(T.dedupe_bars(valid)))
 
-    def _context(self, census: BatchCensus, new_rows: DataFrame) -> DataFrame | None:
+    @staticmethod
+    def _context_years(census: BatchCensus) -> dict[str, int]:
+        """Per touched interval, the first processed partition year a merge must see."""
+        return {i: (lo - T.lookback(i)).year for i, (lo, _, _) in census.valid.items()}
+
+    def _context(self, io: SparkIO, census: BatchCensus, new_rows: DataFrame) -> DataFrame | None:
         """The processed rows a merge of this batch must see (cached), or None if none exist.
 
-        Per touched interval, the rows from a lookback before the batch's earliest
-        bar on: windows look back up to T.LOOKBACK_BARS bars. A symbol with fewer
-        bars than that in the lookback (new, or after a long gap) gets every older
-        bar of its own too.
+        Per touched symbol and interval, the rows from a lookback before the batch's
+        earliest bar on: windows look back up to T.LOOKBACK_BARS bars. A symbol with
+        fewer bars than that in the lookback (new, or after a long gap) gets every
+        older bar of its own too.
         """
         have = {p.get("interval") for p in _partitions(self.settings, "processed_bars")}
         if not have & set(census.valid):
             return None
-        table = self.spark.read.format("delta").load(self.paths["processed_bars"])
         bounds = {i: lo - T.lookback(i) for i, (lo, _, _) in census.valid.items()}
-        window = F.lit(False)
-        for interval, lo in bounds.items():
-            window = window | (
-                (F.col("interval") == interval)
-                & (F.col("year") >= lo.year)
-                & (F.col("ts") >= T.timestamp_literal(lo))
-            )
-        firsts = T.first_new(new_rows).persist()
-        keys = F.broadcast(firsts.select("symbol", "interval"))
-        existing = (
-            table.filter(window)
-            .join(keys, ["symbol", "interval"], "left_semi")
-            .select(*T.PROCESSED_COLUMNS)
-            .persist()
-        )
-        short = T.short_of_context(existing, firsts).collect()
+        firsts = T.first_new(new_rows).collect()
+        symbols = {i: tuple(sorted({r.symbol for r in firsts if r.interval == i})) for i in bounds}
+        existing = io.scan(
+            "processed_bars",
+            [Scan(i, symbols[i], since=lo) for i, lo in bounds.items() if symbols[i]],
+            T.PROCESSED_COLUMNS,
+        ).persist()
+        schema = "symbol string, interval string, t0 timestamp"
+        short = T.short_of_context(existing, self.spark.createDataFrame(firsts, schema)).collect()
         if short:
-            older = F.lit(False)
-            for interval, lo in bounds.items():
-                syms = sorted({r.symbol for r in short if r.interval == interval})
-                if syms:
-                    older = older | (
-                        (F.col("interval") == interval)
-                        & (F.col("year") <= lo.year)
-                        & (F.col("ts") < T.timestamp_literal(lo))
-                        & F.col("symbol").isin(syms)
-                    )
-            extra = table.filter(older).select(*T.PROCESSED_COLUMNS)
+            older = [
+                Scan(i, syms, before=lo)
+                for i, lo in bounds.items()
+                if (syms := tuple(sorted({r.symbol for r in short if r.interval == i})))
+            ]
+            extra = io.scan("processed_bars", older, T.PROCESSED_COLUMNS)
             combined = existing.unionByName(extra).persist()
             existing.unpersist()
             existing = combined
-        firsts.unpersist()
         return existing
-
-    @staticmethod
-    def _target_filter(census: BatchCensus) -> str:
-        """Literal conditions on the target's partitions, so MERGE opens only those files."""
-        parts = [
-            f"(t.interval = '{i}' AND t.year >= {(lo - T.lookback(i)).year})"
-            for i, (lo, _, _) in census.valid.items()
-        ]
-        return "(" + " OR ".join(parts) + ")"
 
     # run --------------------------------------------------------------------------------
     def run(
@@ -633,7 +553,8 @@ class BarsBatchJob:
                 self.topic, self.state.start(), self.state.end, max_offsets_per_trigger
             ):
                 with _session_conf(self.spark, JOB_CONF), scheduler_pool(self.spark, MAIN_POOL):
-                    self.process_batch(self.read(part), part)
+                    batch = self._io(part.records).read(self.topic, part.start, part.end)
+                    self.process_batch(batch, part)
         self.report.noop = self.report.batches == 0
         self.report.processed_total = row_count(self.settings, "processed_bars")
         self.report.seconds = time.perf_counter() - t0
