@@ -44,12 +44,20 @@ def read_table(
     name: str,
     filt: ds.Expression | None = None,
     *,
+    rows: ds.Expression | None = None,
     columns: list[str] | None = None,
     schema: pa.Schema | None = None,
     version: int | None = None,
     as_of: datetime | str | None = None,
 ) -> pa.Table:
-    """One zone's rows matching ``filt`` as Arrow; ``schema``'s empty table if none exist."""
+    """One zone's rows matching ``filt`` and ``rows`` as Arrow; ``schema``'s empty table
+    if none exist.
+
+    ``filt`` prunes files (partitions, timestamps, numbers); ``rows`` holds the
+    conditions on string columns, applied after the read: pyarrow cannot compare a
+    string with the statistics of a file that stores it as ``string_view`` (files
+    other writers make: deltalake's MERGE and DELETE, polars).
+    """
     dt = open_table(settings, name, version=version, as_of=as_of)
     if dt is None:
         LastRead.files = []
@@ -58,7 +66,10 @@ def read_table(
     dataset = dt.to_pyarrow_dataset()
     fragments = list(dataset.get_fragments(filter=filt))
     LastRead.files = sorted(f.path for f in fragments)
-    return dataset.to_table(filter=filt, columns=columns)
+    if rows is None:
+        return dataset.to_table(filter=filt, columns=columns)
+    table = dataset.to_table(filter=filt).filter(rows)
+    return table.select(columns) if columns else table
 
 
 def _utc(value: Any) -> pd.Timestamp:
@@ -105,10 +116,8 @@ def _frame(table: pa.Table, sort: list[str]) -> pd.DataFrame:
 # processed bars ----------------------------------------------------------------------------
 
 
-def bars_filter(
-    symbols: list[str] | None, start: DateLike, end: DateLike, interval: str | None
-) -> ds.Expression | None:
-    """The filter of a bars query: partition columns first, so whole files are pruned."""
+def bars_filter(start: DateLike, end: DateLike, interval: str | None) -> ds.Expression | None:
+    """The file filter of a bars query: partition columns first, so whole files are pruned."""
     lo, hi = _ts(start), _ts(end, end=True)
     conds = []
     if interval:
@@ -117,9 +126,11 @@ def bars_filter(
         conds += [ds.field("year") >= lo.year, ds.field("ts") >= _scalar(lo)]
     if hi is not None:
         conds += [ds.field("year") <= hi.year, ds.field("ts") <= _scalar(hi)]
-    if symbols:
-        conds.append(ds.field("symbol").isin(symbols))
     return _all(conds)
+
+
+def _of_symbols(symbols: Iterable[str] | None) -> ds.Expression | None:
+    return None if symbols is None else ds.field("symbol").isin(list(symbols))
 
 
 def read_bars(
@@ -138,11 +149,12 @@ def read_bars(
     Sorted by symbol, ts. Unknown symbols give an empty frame and a warning.
     """
     syms = _symbols(symbols)
-    filt = bars_filter(syms, start, end, interval)
+    filt = bars_filter(start, end, interval)
     table = read_table(
         settings,
         "processed_bars",
         filt,
+        rows=_of_symbols(syms),
         schema=PROCESSED_SCHEMA,
         version=version,
         as_of=as_of,
@@ -216,9 +228,10 @@ def read_tick_windows(
         hi = _utc(end)
         conds += [ds.field("date") <= pa.scalar(hi.date(), pa.date32())]
         conds += [ds.field("window_start") < _scalar(hi)]
-    if symbols is not None:
-        conds.append(ds.field("symbol").isin([s.upper() for s in symbols]))
-    table = read_table(settings, "tick_windows", _all(conds), schema=TICK_WINDOWS_SCHEMA)
+    syms = None if symbols is None else [s.upper() for s in symbols]
+    table = read_table(
+        settings, "tick_windows", _all(conds), rows=_of_symbols(syms), schema=TICK_WINDOWS_SCHEMA
+    )
     return _frame(table, ["symbol", "window_start", "window_end"])
 
 
@@ -227,8 +240,8 @@ def read_stream_metrics(settings: Settings, query_name: str | None = None) -> pd
 
     A batch Spark ran twice (a restart replays the last one) keeps its latest run.
     """
-    filt = ds.field("query_name") == query_name if query_name else None
-    table = read_table(settings, "stream_metrics", filt, schema=METRICS_SCHEMA)
+    keep = ds.field("query_name") == query_name if query_name else None
+    table = read_table(settings, "stream_metrics", rows=keep, schema=METRICS_SCHEMA)
     df = table.select(METRICS_SCHEMA.names).to_pandas()
     if df.empty:
         return df
