@@ -8,10 +8,12 @@ Every zone but ``checkpoints``, ``notebooks``, ``reports`` and ``state`` is a De
 from __future__ import annotations
 
 from functools import lru_cache
-
-import s3fs
+from typing import TYPE_CHECKING
 
 from stockpipe.config import Settings
+
+if TYPE_CHECKING:  # s3fs (aiobotocore, aiohttp) takes a second to import: on first use
+    import s3fs
 
 ZONES = {
     "raw_bars": "raw/bars",
@@ -82,6 +84,8 @@ def filesystem(settings: Settings) -> s3fs.S3FileSystem:
 
 @lru_cache(maxsize=8)
 def _fs(endpoint: str, key: str, secret: str, region: str) -> s3fs.S3FileSystem:
+    import s3fs
+
     return s3fs.S3FileSystem(
         key=key,
         secret=secret,

@@ -661,6 +661,7 @@ def run_batch_job(
 ) -> BatchJobReport:
     """Process whatever arrived on ``topic`` since the last run."""
     topic = topic or settings.topic_bars
+    short = False
     if spark is None and not reset_topic:
         t0 = time.perf_counter()
         state = topic_state(settings, topic)
@@ -671,7 +672,8 @@ def run_batch_job(
             report.seconds = time.perf_counter() - t0
             log.info("%s", report)
             return report
-    spark = spark or get_spark(settings, "stockpipe-batch")
+        short = state.pending() <= settings.batch_driver_max_records
+    spark = spark or get_spark(settings, "stockpipe-batch", short_job=short)
     return BarsBatchJob(settings, spark, topic).run(
         max_offsets_per_trigger=max_offsets_per_trigger, reset_topic=reset_topic
     )

@@ -25,18 +25,26 @@ SCHEDULER_POOLS = Path(__file__).with_name("fairscheduler.xml")
 
 
 def spark_conf(
-    settings: Settings, *, ship_jars: bool | None = None, class_archive: bool = True
+    settings: Settings,
+    *,
+    ship_jars: bool | None = None,
+    class_archive: bool = True,
+    short_job: bool = False,
 ) -> dict[str, str]:
     """Every Spark setting stockpipe needs, as plain strings.
 
     ``ship_jars`` (default: the setting) passes the connector jars as
     ``spark.jars`` instead of a class path fixed at JVM launch. ``class_archive``
     lets the driver JVM map this environment's class archive, if made (classcache).
+    ``short_job``: a driver that plans a few small queries and exits compiles only
+    with HotSpot's quick compiler (C1): its time goes to code that runs once, which
+    the optimizing compiler (C2) would compile too late to pay back.
     """
     jars = [str(p) for p in spark_jars(settings.cache_dir)]
     # Large generated methods (wide validation stages) are otherwise left to the
     # JVM's interpreter: HotSpot skips compiling methods over 8,000 bytecodes.
     jvm = "-XX:-DontCompileHugeMethods"
+    driver_jvm = [jvm, "-XX:TieredStopAtLevel=1"] if short_job else [jvm]
     if settings.spark_ship_jars if ship_jars is None else ship_jars:
         # executors lack the cache (Spark serves the jars), or the JVM runs already
         classpath = {"spark.jars": ",".join(jars)}
@@ -47,7 +55,7 @@ def spark_conf(
     return {
         **classpath,
         "spark.driver.extraJavaOptions": " ".join(
-            [jvm, java_options()] if class_archive else [jvm]
+            [*driver_jvm, java_options()] if class_archive else driver_jvm
         ).strip(),
         "spark.executor.extraJavaOptions": jvm,
         "spark.driver.memory": settings.spark_driver_memory,
@@ -103,8 +111,11 @@ def spark_conf(
     }
 
 
-def get_spark(settings: Settings, app_name: str = "stockpipe", **extra: str) -> SparkSession:
-    """A SparkSession for ``settings`` (reuses the running one in this process)."""
+def get_spark(
+    settings: Settings, app_name: str = "stockpipe", *, short_job: bool = False, **extra: str
+) -> SparkSession:
+    """A SparkSession for ``settings`` (reuses the running one in this process);
+    ``short_job`` as in :func:`spark_conf`."""
     os.environ.setdefault("SPARK_LOCAL_IP", settings.host)
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder = SparkSession.builder.appName(app_name)
@@ -115,7 +126,9 @@ def get_spark(settings: Settings, app_name: str = "stockpipe", **extra: str) -> 
         # a JVM started earlier in this process (a plain session) cannot take a new
         # class path any more: add the jars at run time instead
         jvm_running = SparkContext._gateway is not None
-        conf = spark_conf(settings, ship_jars=settings.spark_ship_jars or jvm_running)
+        conf = spark_conf(
+            settings, ship_jars=settings.spark_ship_jars or jvm_running, short_job=short_job
+        )
         for key, value in {**conf, **extra}.items():
             builder = builder.config(key, value)
         if not jvm_running:
