@@ -313,7 +313,7 @@ class ConfirmedProducer:
     def _ok_key(self, key: bytes | None) -> None:
         self.report.sent += 1
         if key is not None:
-            self.report.per_key[key.decode()] += 1
+            self.report.per_key[key.decode(errors="replace")] += 1  # any bytes may be a key
 
     def _failed(self, reason: str) -> None:
         self.report.failed += 1

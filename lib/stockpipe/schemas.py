@@ -130,6 +130,7 @@ QUARANTINE_TICKS_SCHEMA = pa.schema(
         ("kafka_timestamp", pa.timestamp("us", tz="UTC")),
         ("reason", pa.string()),
         ("ingest_date", pa.date32()),
+        ("value_b64", pa.string()),  # the value's bytes when they are not UTF-8
     ]
 )
 

@@ -390,3 +390,37 @@ def test_metrics_are_written_a_few_batches_per_commit_and_a_failed_write_keeps_i
     assert recorder.flush(force=True) == 4
     assert writes == [[0, 1, 2, 3]]  # one commit, the failed rows first
     assert recorder.last_batch == {"q": 3} and recorder.rows.qsize() == 4
+
+
+def test_bytes_that_are_not_utf8_are_quarantined_readable_and_kept_exactly(spark):
+    import base64
+
+    garbage = b"\xff\xfe\x00 not a tick"
+    bad_symbol = _with(symbol="AAXPL").encode().replace(b"AAXPL", b"AA\xffPL")
+    rows = [
+        (b"K\xff", garbage, "stock.ticks", 0, 0, KAFKA_TS),
+        (b"AAPL", bad_symbol, "stock.ticks", 0, 1, KAFKA_TS),
+        (b"AAPL", _with().encode(), "stock.ticks", 0, 2, KAFKA_TS),
+    ]
+    schema = (
+        "key BINARY, value BINARY, topic STRING, partition INT, offset LONG, timestamp TIMESTAMP"
+    )
+    records = spark.createDataFrame(rows, schema)
+    # pyarrow (every reader of the lake) must be able to read what the zones hold
+    raw = streaming.raw_records(records).orderBy("offset").toArrow().to_pylist()
+    assert [base64.b64decode(r["value_b64"]) if r["value_b64"] else None for r in raw] == [
+        garbage,
+        bad_symbol,
+        None,
+    ]
+    assert raw[0]["key"] == "K\ufffd" and raw[2]["value"] == _with()
+    validated = validate_ticks(parse_ticks(records))
+    quarantined = quarantined_ticks(validated).orderBy("offset").toArrow().to_pylist()
+    assert [q["reason"] for q in quarantined] == [REASONS["invalid_utf8"]] * 2
+    assert [base64.b64decode(q["value_b64"]) for q in quarantined] == [garbage, bad_symbol]
+    assert valid_ticks(validated).count() == 1
+
+
+def test_a_tick_may_be_ahead_of_its_kafka_time_by_no_more_than_the_watermark_delay():
+    assert streaming.future_tolerance("30 seconds") == 30_000
+    assert streaming.future_tolerance("1 hour") == FUTURE_TOLERANCE_MS

@@ -64,7 +64,7 @@ from stockpipe.lease import Lease, check_all, hold
 from stockpipe.reference import to_ms
 from stockpipe.schemas import METRICS_SCHEMA, SCHEMA_VERSION, TICK_MESSAGE_DDL
 from stockpipe.spark.session import get_spark, kafka_stream, scheduler_pool
-from stockpipe.spark.transforms import fence
+from stockpipe.spark.transforms import fence, raw_from_kafka
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +75,7 @@ TABLES = ("raw_ticks", "quarantine_ticks", "tick_windows", "stream_metrics")
 
 #: Why a tick is quarantined, in the order the checks run (the first one wins).
 REASONS = {
+    "invalid_utf8": "value is not valid UTF-8 (kept exactly in value_b64)",
     "empty": "empty message",
     "unparsable": "unparsable: not JSON, or a field has the wrong type",
     "schema_version": "unsupported schema_version",
@@ -93,9 +94,16 @@ MAX_SIZE = 1_000_000_000
 #: tick's place in its window (see :func:`window_aggregates`).
 SEQ_BITS = 40
 MAX_SEQ = 2**SEQ_BITS - 1
-#: A tick may be this far ahead of its Kafka timestamp (clock skew); beyond, it would
-#: push the watermark past every real tick, so it is quarantined.
+#: A tick may be this far ahead of its Kafka timestamp (clock skew), and never more
+#: than the watermark delay (``future_tolerance``): beyond, it would push the
+#: watermark past the honest ticks of the same moment, so it is quarantined.
 FUTURE_TOLERANCE_MS = 5 * 60 * 1000
+
+
+def future_tolerance(watermark: str) -> int:
+    """How far (ms) a tick may be ahead of its Kafka time with this watermark delay."""
+    return min(FUTURE_TOLERANCE_MS, to_ms(watermark))
+
 
 #: The exact shape of the library producer's ticks. A value of this shape passes
 #: every check but "future" (symbol, numbers and ranges are in the pattern), so
@@ -156,16 +164,14 @@ class StreamOptions:
 
 
 def raw_records(records: DataFrame) -> DataFrame:
-    """Kafka records as received, typed for the raw zone (partitioned by ingest date)."""
-    return records.select(
-        F.col("key").cast("string").alias("key"),
-        F.col("value").cast("string").alias("value"),
-        "topic",
-        "partition",
-        "offset",
-        F.col("timestamp").alias("kafka_timestamp"),
-        F.to_date("timestamp").alias("ingest_date"),
-    )
+    """Kafka records as received, typed for the raw zone (partitioned by ingest date):
+    the bars' raw rows (``transforms.raw_from_kafka``), bytes that are not UTF-8 kept
+    exactly in ``value_b64``."""
+    return raw_from_kafka(records.select(*KAFKA_FIELDS))
+
+
+#: The Kafka source's columns the raw zone keeps.
+KAFKA_FIELDS = ("key", "value", "topic", "partition", "offset", "timestamp")
 
 
 def parse_ticks(records: DataFrame) -> DataFrame:
@@ -187,6 +193,7 @@ def validate_ticks(
     """Add ``reason``: null for a valid tick, else why it is quarantined."""
     c = F.col
     checks: list[tuple[Column, str]] = [
+        (c("value_b64").isNotNull(), REASONS["invalid_utf8"]),
         (c("value").isNull() | (F.trim(c("value")) == ""), REASONS["empty"]),
         (c(_CORRUPT).isNotNull(), REASONS["unparsable"]),
     ]
@@ -245,7 +252,15 @@ def valid_ticks(validated: DataFrame) -> DataFrame:
 def quarantined_ticks(validated: DataFrame) -> DataFrame:
     """The ticks that failed, as received, with the reason (partitioned by ingest date)."""
     return validated.where(F.col("reason").isNotNull()).select(
-        "key", "value", "topic", "partition", "offset", "kafka_timestamp", "reason", "ingest_date"
+        "key",
+        "value",
+        "topic",
+        "partition",
+        "offset",
+        "kafka_timestamp",
+        "reason",
+        "ingest_date",
+        "value_b64",
     )
 
 
@@ -509,9 +524,15 @@ def start_queries(
     spark.conf.set("spark.sql.streaming.stateStore.rocksdb.changelogCheckpointing.enabled", "true")
     # Timestamps as UTC microseconds, so pyarrow readers get tz-aware columns (not INT96).
     spark.conf.set("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
+    # Delta's sink rebuilds the table's state every batch (for the query's last
+    # transaction): one task does it sooner than several on these small tables
+    spark.conf.set("spark.databricks.delta.snapshotPartitions", "1")
     records = read_ticks(spark, settings, opts)
-    validated = validate_ticks(parse_ticks(records))
-    checked = validate_ticks(parse_ticks(needs_checking(records)))
+    ahead = future_tolerance(opts.watermark)
+    validated = validate_ticks(parse_ticks(records), future_tolerance_ms=ahead)
+    checked = validate_ticks(
+        parse_ticks(needs_checking(records, future_tolerance_ms=ahead)), future_tolerance_ms=ahead
+    )
     outputs = {
         "raw": (raw_records(records), "raw_ticks", "ingest_date"),
         "quarantine": (quarantined_ticks(checked), "quarantine_ticks", "ingest_date"),
@@ -569,6 +590,8 @@ def _start(
         .outputMode("append")
         .option("path", path)
         .option("checkpointLocation", checkpoint)
+        # a column the contract gained (raw ticks' value_b64) joins a table made before
+        .option("mergeSchema", "true")
         .partitionBy(partition)
     )
     if trigger is None:
