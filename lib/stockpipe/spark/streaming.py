@@ -62,7 +62,12 @@ from stockpipe.errors import LeaseHeldError, StreamingError, UnknownNameError
 from stockpipe.lake import ZONES, storage_options, table_uri, zone
 from stockpipe.lease import Lease, check_all, hold
 from stockpipe.reference import to_ms
-from stockpipe.schemas import METRICS_SCHEMA, SCHEMA_VERSION, TICK_MESSAGE_DDL
+from stockpipe.schemas import (
+    METRICS_SCHEMA,
+    QUARANTINE_TICKS_SCHEMA,
+    SCHEMA_VERSION,
+    TICK_MESSAGE_DDL,
+)
 from stockpipe.spark.session import get_spark, kafka_stream, scheduler_pool
 from stockpipe.spark.transforms import fence, raw_from_kafka
 
@@ -251,17 +256,7 @@ def valid_ticks(validated: DataFrame) -> DataFrame:
 
 def quarantined_ticks(validated: DataFrame) -> DataFrame:
     """The ticks that failed, as received, with the reason (partitioned by ingest date)."""
-    return validated.where(F.col("reason").isNotNull()).select(
-        "key",
-        "value",
-        "topic",
-        "partition",
-        "offset",
-        "kafka_timestamp",
-        "reason",
-        "ingest_date",
-        "value_b64",
-    )
+    return validated.where(F.col("reason").isNotNull()).select(*QUARANTINE_TICKS_SCHEMA.names)
 
 
 def window_aggregates(ticks: DataFrame, *, window: str, slide: str, watermark: str) -> DataFrame:
