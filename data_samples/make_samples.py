@@ -238,7 +238,30 @@ def yfinance_frames(msft: pd.DataFrame, goog: pd.DataFrame, intraday: pd.DataFra
         multi.Ticker = real
 
 
+def yahoo_us_export(goog: pd.DataFrame) -> None:
+    """GOOG.csv in the shape of a Yahoo Finance download opened in a US-locale spreadsheet.
+
+    Header ``Date,Open,High,Low,Close,Adj Close,Volume``, dates month first without
+    leading zeros (``8/19/2004``), prices with six decimals as Yahoo's download wrote
+    them; GOOG paid no dividend in these years, so ``Adj Close`` equals ``Close``. The
+    file is not named after its symbol, as a user's download rarely is.
+    """
+    out = pd.DataFrame(
+        {
+            "Date": [f"{d.month}/{d.day}/{d.year}" for d in goog.index],
+            **{c: goog[c].map("{:.6f}".format) for c in ("Open", "High", "Low", "Close")},
+            "Adj Close": goog["Close"].map("{:.6f}".format),
+            "Volume": goog["Volume"].astype("int64"),
+        }
+    )
+    (HERE / "exports").mkdir(exist_ok=True)
+    out.to_csv(HERE / "exports" / "goog-daily-yahoo-us.csv", index=False)
+
+
 def main() -> None:
+    if sys.argv[1:] == ["--exports"]:  # from the shipped CSVs alone, no download
+        yahoo_us_export(pd.read_csv(HERE / "GOOG.csv", index_col=0, parse_dates=True))
+        return
     with tempfile.TemporaryDirectory() as tmp:
         series = read_sources(Path(tmp))
     write_csv(series["MSFT"], HERE / "MSFT.csv", "Date")
@@ -252,6 +275,7 @@ def main() -> None:
     )  # DST ended in New York on 2017-11-05
     alphavantage(msft, intraday)
     yfinance_frames(msft, goog, intraday)
+    yahoo_us_export(goog)
     for path in sorted(HERE.rglob("*")):
         if path.is_file() and path.suffix in (".csv", ".json"):
             print(f"{path.relative_to(HERE)}  {path.stat().st_size:,} bytes")

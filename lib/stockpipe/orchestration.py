@@ -347,7 +347,12 @@ def batch_params(settings: Settings) -> dict[str, Param]:
         "full_history": Param(
             False, type="boolean", description="fetch everything the source has (no window)"
         ),
-        "path": Param("", type="string", description="CSV file or folder (source=csv)"),
+        "path": Param("", type="string", description="CSV file, folder or glob (source=csv)"),
+        "options": Param(
+            "",
+            type="string",
+            description='more source options as JSON, e.g. {"dayfirst": true, "errors": "skip"}',
+        ),
         "report_dir": Param(
             str(REPORTS_DIR), type="string", description="local folder for the HTML report"
         ),
