@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     topic_ticks: str = "stock.ticks"
     topic_partitions: int = 3
     topic_replication: int = 0  # 0: min(3, kafka_nodes)
+    #: Producers and the streaming job create a missing topic (partitions and
+    #: replication above); false: they fail at once naming the command that creates it
+    create_topics: bool = True
 
     # Object store ----------------------------------------------------------------------
     s3_endpoint: str = ""  # empty: the local stack's MinIO

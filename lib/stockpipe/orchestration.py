@@ -172,8 +172,8 @@ class NewRecordsSensor(BaseSensorOperator):
 
 
 def stack_ready(settings: Settings, topics: Iterable[str]) -> dict[str, Any]:
-    """Fail with a fix when the bucket or a topic is missing; else what exists."""
-    from stockpipe.kafka import end_offsets
+    """Fail with a fix when the bucket is missing, or a topic that is not to be created."""
+    from stockpipe.kafka import end_offsets, require_topic
     from stockpipe.lake import filesystem
 
     try:
@@ -187,6 +187,7 @@ def stack_ready(settings: Settings, topics: Iterable[str]) -> dict[str, Any]:
     offsets = {}
     for topic in topics:
         try:
+            require_topic(settings, topic)
             offsets[topic] = sum(end_offsets(settings, topic).values())
         except StackError:
             raise

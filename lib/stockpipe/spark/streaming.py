@@ -59,6 +59,7 @@ from pyspark.sql.streaming import StreamingQuery, StreamingQueryListener
 
 from stockpipe.config import Settings
 from stockpipe.errors import LeaseHeldError, StreamingError, UnknownNameError
+from stockpipe.kafka import require_topic
 from stockpipe.lake import ZONES, storage_options, table_uri, zone
 from stockpipe.lease import Lease, check_all, hold
 from stockpipe.reference import to_ms
@@ -617,6 +618,9 @@ def run_stream(
     another job holds one past ``opts.lease_wait_s``, :class:`LeaseLostError` if a
     lease is lost while running, :class:`StreamingError` if a query fails.
     """
+    # a missing input topic: created, or a clear error before Spark starts (Spark's
+    # Kafka source would wait on it forever without a word)
+    require_topic(settings, opts.topic or settings.topic_ticks)
     tables = [ZONES[t] for t in TABLES]
     job = f"streaming job {opts.name}"
     with hold(settings, tables, job=job, wait_s=opts.lease_wait_s) as leases:
