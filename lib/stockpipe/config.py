@@ -101,6 +101,9 @@ class Settings(BaseSettings):
     batch_interval: str = "1d"
     stream_schedule: str = "@hourly"  # the available-now run of the streaming job
     stream_symbols: str = "AAPL,MSFT,GOOGL,AMZN"
+    stream_source: str = "synthetic"  # the live DAG's default tick source: synthetic | yahoo
+    #: Yahoo Finance's streamer (yfinance's default); a local replay for tests and demos
+    yahoo_stream_url: str = "wss://streamer.finance.yahoo.com/?version=2"
     maintenance_schedule: str = "@daily"  # OPTIMIZE + VACUUM of the lake's Delta tables
     task_retries: int = 2  # for tasks where a retry can help (network, stack restarts)
 

@@ -204,6 +204,20 @@ class DeliveryReport:
         return self.sent / self.seconds if self.seconds else 0.0
 
 
+class Delivered:
+    """``sent`` and ``failed`` of a run report that holds its :class:`DeliveryReport`."""
+
+    delivery: DeliveryReport
+
+    @property
+    def sent(self) -> int:
+        return self.delivery.sent
+
+    @property
+    def failed(self) -> int:
+        return self.delivery.failed
+
+
 PRODUCER_BACKENDS = ("confluent", "kafka-python")
 
 

@@ -373,7 +373,15 @@ def stream_params(settings: Settings, *, live: bool) -> dict[str, Param]:
             1800, type="integer", minimum=10, description="give up on the backlog after this long"
         )
         return params
+    from stockpipe.schemas import TICK_SOURCES
+
     return {
+        "source": Param(
+            settings.stream_source,
+            type="string",
+            enum=list(TICK_SOURCES),
+            description="synthetic ticks, or live trades (yahoo: STOCKPIPE_YAHOO_STREAM_URL)",
+        ),
         "symbols": Param(settings.stream_symbols, type="string"),
         "rate": Param(1000, type="number", minimum=1, description="ticks per second"),
         "duration_s": Param(300, type="integer", minimum=10, description="how long ticks flow"),

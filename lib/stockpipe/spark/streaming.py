@@ -78,6 +78,7 @@ TABLES = ("raw_ticks", "quarantine_ticks", "tick_windows", "stream_metrics")
 REASONS = {
     "empty": "empty message",
     "unparsable": "unparsable: not JSON, or a field has the wrong type",
+    "feed": "undecodable feed frame (feed_error)",
     "schema_version": "unsupported schema_version",
     "missing": "missing field: {}",
     "price": "non-positive price",
@@ -111,7 +112,9 @@ CANONICAL_TICK = (
 )
 
 _CORRUPT = "_corrupt_record"
-_PARSE_DDL = f"{TICK_MESSAGE_DDL}, {_CORRUPT} STRING"
+#: A live feed's record of a frame it could not read (``stockpipe.live.rejected_value``).
+_FEED_ERROR = "feed_error"
+_PARSE_DDL = f"{TICK_MESSAGE_DDL}, {_FEED_ERROR} STRING, {_CORRUPT} STRING"
 
 
 @dataclass(frozen=True)
@@ -190,6 +193,7 @@ def validate_ticks(
     checks: list[tuple[Column, str]] = [
         (c("value").isNull() | (F.trim(c("value")) == ""), REASONS["empty"]),
         (c(_CORRUPT).isNotNull(), REASONS["unparsable"]),
+        (c(_FEED_ERROR).isNotNull(), REASONS["feed"]),
     ]
     for name in REQUIRED_FIELDS:
         missing = c(name).isNull()
