@@ -12,7 +12,8 @@ is recorded. A session is JSON lines (``data_samples/recorded/yahoo_streamer/``)
 * ``{"drop": true}``: close the connection; the next connection carries on after it.
 
 Other fields (``expect``) are for tests and ignored here. With ``rebase`` every
-``time`` is moved so the session starts now (the demo's windows are then live).
+``time`` is moved so the session starts now and runs at the replay's ``speed``
+(the demo's windows are then live).
 
 Run it::
 
@@ -42,8 +43,9 @@ def read_session(path: Path | str) -> list[dict[str, Any]]:
         return [json.loads(line) for line in fh if line.strip()]
 
 
-def shift_frame(frame: str, shift_ms: int) -> str:
-    """A pricing frame with its ``time`` moved by ``shift_ms`` (other frames unchanged)."""
+def retime_frame(frame: str, origin_ms: int, start_ms: int, speed: float = 1.0) -> str:
+    """A pricing frame whose ``time`` is moved from a session starting at ``origin_ms``
+    to one starting at ``start_ms`` and played ``speed`` times as fast (others unchanged)."""
     from yfinance.pricing_pb2 import PricingData
 
     try:
@@ -52,7 +54,7 @@ def shift_frame(frame: str, shift_ms: int) -> str:
         msg.ParseFromString(base64.b64decode(obj["message"], validate=True))
     except Exception:  # a malformed frame is replayed as recorded
         return frame
-    msg.time += shift_ms
+    msg.time = start_ms + round((msg.time - origin_ms) / speed)
     obj["message"] = base64.b64encode(msg.SerializeToString()).decode()
     return json.dumps(obj)
 
@@ -93,7 +95,8 @@ class ReplayServer:
         self.loop = loop
         self._cursor = 0
         self._lock = threading.Lock()
-        self._shift = 0
+        self._origin: int | None = None  # rebase: the session's first time ...
+        self._start = 0  # ... played from this one (epoch ms)
         #: Every subscription received, per connection (in order of connection).
         self.subscriptions: list[list[list[str]]] = []
         #: Set once the last line of the session was served (never with ``loop``).
@@ -131,8 +134,8 @@ class ReplayServer:
                         return
                     self._cursor = 0
                 if self._cursor == 0 and self.rebase:
-                    start = first_time_ms(self.session) or 0
-                    self._shift = int(time.time() * 1000) - start
+                    self._origin = first_time_ms(self.session)
+                    self._start = int(time.time() * 1000)
                 line = self.session[self._cursor]
                 self._cursor += 1
             yield line
@@ -180,7 +183,9 @@ class ReplayServer:
                 symbol = line.get("symbol")
                 if symbol is not None and symbol.upper() not in wanted:
                     continue
-                frame = shift_frame(line["frame"], self._shift) if self._shift else line["frame"]
+                frame = line["frame"]
+                if self._origin is not None:
+                    frame = retime_frame(frame, self._origin, self._start, self.speed)
                 conn.send(frame)
             # the session is over: stay open and silent, as a closed market is
             while conn.state.name != "CLOSED":
