@@ -112,6 +112,12 @@ class Settings(BaseSettings):
         default=None,
         validation_alias=AliasChoices("ALPHAVANTAGE_API_KEY", "STOCKPIPE_ALPHAVANTAGE_API_KEY"),
     )
+    #: The finnhub live feed's key (optional; stream producer source=finnhub)
+    finnhub_api_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("FINNHUB_API_KEY", "STOCKPIPE_FINNHUB_API_KEY"),
+    )
+    finnhub_stream_url: str = "wss://ws.finnhub.io"
 
     # Derived values ----------------------------------------------------------------------
     @property
@@ -158,13 +164,13 @@ class Settings(BaseSettings):
                 continue
             if isinstance(value, SecretStr):
                 value = value.get_secret_value()
-            key = (
-                "ALPHAVANTAGE_API_KEY"
-                if name == "alphavantage_api_key"
-                else f"STOCKPIPE_{name.upper()}"
-            )
+            key = _ENV_NAMES.get(name, f"STOCKPIPE_{name.upper()}")
             env[key] = str(value)
         return env
+
+
+#: Settings read from a variable without the STOCKPIPE_ prefix (as their tools name them).
+_ENV_NAMES = {"alphavantage_api_key": "ALPHAVANTAGE_API_KEY", "finnhub_api_key": "FINNHUB_API_KEY"}
 
 
 def load_settings(env_file: Path | None = None, **overrides: object) -> Settings:

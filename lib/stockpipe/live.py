@@ -1,6 +1,7 @@
 """Live tick feeds behind one interface, looked up by name, and the producer that sends them.
 
-A feed (``yahoo``: Yahoo Finance's streamer) turns a connection into
+A feed (``yahoo``: Yahoo Finance's streamer; ``finnhub``: Finnhub's trades
+websocket, with ``FINNHUB_API_KEY``) turns a connection into
 :class:`Trade` events, plus :class:`Rejected` ones for frames it could not read;
 :func:`run_feed` sends both to ``stock.ticks`` through the idempotent
 :class:`~stockpipe.kafka.ConfirmedProducer`:
@@ -21,6 +22,7 @@ from __future__ import annotations
 import importlib
 import json
 import logging
+import random
 import threading
 import time
 import uuid
@@ -32,7 +34,7 @@ from typing import Any, ClassVar
 
 import pandas as pd
 
-from stockpipe.config import Settings
+from stockpipe.config import Settings, get_settings
 from stockpipe.errors import UnknownNameError
 from stockpipe.kafka import ConfirmedProducer, Delivered, DeliveryReport
 from stockpipe.schemas import SCHEMA_VERSION, TICK_SOURCES
@@ -41,7 +43,10 @@ log = logging.getLogger(__name__)
 
 #: Registry: feed name -> "module:Class" (imported when first asked for); with
 #: ``synthetic`` (the generator, not a feed) these are schemas.TICK_SOURCES.
-FEEDS: dict[str, str] = {"yahoo": "stockpipe.sources.yahoo_stream:YahooFeed"}
+FEEDS: dict[str, str] = {
+    "yahoo": "stockpipe.sources.yahoo_stream:YahooFeed",
+    "finnhub": "stockpipe.sources.finnhub_stream:FinnhubFeed",
+}
 
 
 @dataclass(frozen=True)
@@ -99,6 +104,147 @@ class TickFeed(ABC):
 
         Must notice ``stop`` within about a second, also when nothing arrives.
         """
+
+
+@dataclass(frozen=True)
+class FeedOptions:
+    """Timing of a websocket feed's connection loop (tests shorten every one of them)."""
+
+    heartbeat_s: float = 15.0  # the feed's keep-alive (Yahoo: the subscription again)
+    idle_timeout_s: float = 60.0  # no frame for this long: the connection is stale
+    backoff_initial_s: float = 1.0
+    backoff_max_s: float = 60.0
+    poll_s: float = 0.5  # how soon a stop request is noticed
+
+
+class WebSocketFeed(TickFeed):
+    """A feed over a websocket: the connection loop every live source needs.
+
+    Reconnects with exponential backoff (and jitter) and subscribes again; sends
+    the source's heartbeat every ``heartbeat_s``; after ``idle_timeout_s`` without
+    a frame logs that the market is probably closed and reconnects, idling
+    without failing. Subclasses write :meth:`connect` and :meth:`decode`.
+    """
+
+    #: Why a market may be silent, for the idle log line.
+    closed_hint: ClassVar[str] = "nothing is sent outside trading hours"
+    #: The setting that holds the feed's URL.
+    url_setting: ClassVar[str]
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        symbols: list[str] | tuple[str, ...],
+        url: str | None = None,
+        options: FeedOptions | None = None,
+    ) -> None:
+        super().__init__(symbols)
+        self.settings = settings or get_settings()
+        self.url = url or getattr(self.settings, self.url_setting)
+        self.where = self.url  # for logs: never holds a secret (keys go in connect())
+        self.options = options or FeedOptions()
+
+    @abstractmethod
+    def connect(self) -> Any:
+        """An open connection, subscribed to :attr:`symbols` (``recv(timeout=)``, ``close()``)."""
+
+    @abstractmethod
+    def decode(self, text: str | bytes) -> list[Trade | Rejected]:
+        """The events in one frame; what is no trade is counted in :attr:`stats`."""
+
+    def heartbeat(self, conn: Any) -> None:
+        """Keep the subscription alive (protocol pings are the websocket library's)."""
+
+    def describe(self, exc: BaseException) -> str:
+        """An exception's text fit for logs (subclasses blank their secrets)."""
+        return str(exc)
+
+    def reject(self, text: str | bytes, reason: str) -> Rejected:
+        self.stats.rejected += 1
+        frame = text.decode("utf-8", "replace") if isinstance(text, bytes) else text
+        log.warning("frame not decodable (%s), sent on for quarantine: %.80r", reason, frame)
+        return Rejected(reason=reason, frame=frame)
+
+    def events(self, stop: threading.Event) -> Iterator[Trade | Rejected]:
+        from websockets.exceptions import WebSocketException
+
+        failures = 0
+        while not stop.is_set():
+            try:
+                conn = self.connect()
+            except (OSError, WebSocketException, TimeoutError) as exc:
+                wait = self._backoff(failures)
+                failures += 1
+                log.warning(
+                    "cannot reach %s (%s); trying again in %.1f s",
+                    self.where,
+                    self.describe(exc),
+                    wait,
+                )
+                stop.wait(wait)
+                continue
+            self.stats.connections += 1
+            log.info("connected to %s, subscribed to %s", self.where, ", ".join(self.symbols))
+            frames_before = self.stats.frames
+            try:
+                yield from self._session(conn, stop)
+            finally:
+                _close(conn)
+            if stop.is_set():
+                break
+            failures = 0 if self.stats.frames > frames_before else failures + 1
+            wait = self._backoff(failures)
+            log.info("reconnecting to %s in %.1f s", self.where, wait)
+            stop.wait(wait)
+
+    def _session(self, conn: Any, stop: threading.Event) -> Iterator[Trade | Rejected]:
+        from websockets.exceptions import ConnectionClosed
+
+        opts = self.options
+        last_frame = last_beat = time.monotonic()
+        while not stop.is_set():
+            try:
+                try:
+                    text = conn.recv(timeout=opts.poll_s)
+                except TimeoutError:
+                    now = time.monotonic()
+                    if now - last_beat >= opts.heartbeat_s:
+                        self.heartbeat(conn)
+                        last_beat = now
+                    if now - last_frame >= opts.idle_timeout_s:
+                        self.stats.idle_timeouts += 1
+                        log.info(
+                            "no message from %s for %.0f s: the market is probably closed (%s) "
+                            "or the connection is stale; reconnecting and waiting, nothing has "
+                            "failed",
+                            self.where,
+                            now - last_frame,
+                            self.closed_hint,
+                        )
+                        return
+                    continue
+            except ConnectionClosed as exc:
+                self.stats.drops += 1
+                log.warning("connection to %s closed (%s)", self.where, self.describe(exc))
+                return
+            last_frame = time.monotonic()
+            self.stats.frames += 1
+            yield from self.decode(text)
+
+    def _backoff(self, failures: int) -> float:
+        """Exponential backoff with jitter, so reconnecting clients do not arrive together."""
+        opts = self.options
+        return min(opts.backoff_max_s, opts.backoff_initial_s * 2**failures) * random.uniform(
+            0.8, 1.2
+        )
+
+
+def _close(conn: Any) -> None:
+    try:
+        conn.close()
+    except Exception as exc:  # closing a broken connection may fail; it is gone anyway
+        log.debug("closing a feed connection: %s", exc)
 
 
 def get_feed(name: str, settings: Settings | None = None, **options: Any) -> TickFeed:

@@ -19,7 +19,7 @@ SCHEMA_VERSION = 1
 INTERVALS: tuple[str, ...] = ("1d", "1h", "5m", "1m")
 SOURCES: tuple[str, ...] = ("yahoo", "alphavantage", "csv", "samples", "synthetic")
 #: Where ticks come from: the seeded generator, or a live feed (``stockpipe.live``).
-TICK_SOURCES: tuple[str, ...] = ("synthetic", "yahoo")
+TICK_SOURCES: tuple[str, ...] = ("synthetic", "yahoo", "finnhub")
 
 #: Canonical bar columns, in order, as every source returns them.
 BAR_COLUMNS: tuple[str, ...] = (

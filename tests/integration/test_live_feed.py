@@ -17,11 +17,10 @@ import pytest
 
 from stockpipe.kafka import end_offsets, read_all
 from stockpipe.lake import ensure_bucket
-from stockpipe.live import get_feed, run_feed
+from stockpipe.live import FeedOptions, get_feed, run_feed
 from stockpipe.reader import read_quarantined_ticks, read_raw_ticks, read_tick_windows
 from stockpipe.reference import compare_windows, late_pairs, reference_windows
 from stockpipe.sources.streamer_replay import ReplayServer, read_session
-from stockpipe.sources.yahoo_stream import StreamOptions as FeedOptions
 from stockpipe.spark.streaming import REASONS, StreamOptions, run_stream
 from stockpipe.ticks import parse_tick_values
 

@@ -129,7 +129,7 @@ def test_every_parameter_a_dag_passes_is_one_its_notebook_declares(dagbag):
     assert live.params["archive_trigger"] == "15 seconds"
     assert live.get_task("stream_producer").parameters["source"] == "{{ params.source }}"
     assert live.params["source"] == "synthetic"  # live trades only when asked
-    assert live.params.get_param("source").schema["enum"] == ["synthetic", "yahoo"]
+    assert live.params.get_param("source").schema["enum"] == ["synthetic", "yahoo", "finnhub"]
     batch = dagbag.dags["stock_batch_pipeline"]
     assert batch.get_task("batch_producer").parameters["options"] == "{{ params.options }}"
 

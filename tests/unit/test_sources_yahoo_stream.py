@@ -19,12 +19,12 @@ from yfinance.pricing_pb2 import PricingData
 
 from stockpipe.config import Settings
 from stockpipe.errors import UnknownNameError
-from stockpipe.live import FeedStats, Rejected, Trade, get_feed, produce_ticks
+from stockpipe.live import FeedOptions, FeedStats, Rejected, Trade, get_feed, produce_ticks
 from stockpipe.sources.streamer_replay import ReplayServer, read_session
-from stockpipe.sources.yahoo_stream import FrameError, StreamOptions, TradeMapper, decode_frame
+from stockpipe.sources.yahoo_stream import FrameError, TradeMapper, decode_frame
 
 SESSION = "data_samples/recorded/yahoo_streamer/session.jsonl"
-FAST = StreamOptions(heartbeat_s=0.3, idle_timeout_s=1.0, backoff_initial_s=0.05, poll_s=0.1)
+FAST = FeedOptions(heartbeat_s=0.3, idle_timeout_s=1.0, backoff_initial_s=0.05, poll_s=0.1)
 
 
 def _frame(**fields) -> str:
@@ -133,7 +133,7 @@ def test_the_recorded_session_with_a_drop_gives_the_trades_it_holds():
 
 
 def test_a_silent_streamer_is_a_closed_market_the_feed_idles_and_heartbeats(caplog):
-    caplog.set_level(logging.INFO, logger="stockpipe.sources.yahoo_stream")
+    caplog.set_level(logging.INFO, logger="stockpipe.live")
     with ReplayServer([]) as server:
         feed = get_feed("yahoo", _settings(server.url), symbols=["MSFT"], options=FAST)
         stop = threading.Event()
@@ -157,7 +157,7 @@ def test_an_unreachable_streamer_is_retried_with_backoff_until_stopped(caplog):
 
 
 def test_unknown_feed_and_tick_source_names_list_the_known_ones():
-    with pytest.raises(UnknownNameError, match="unknown live feed 'nosuch'; choose one of: yahoo"):
+    with pytest.raises(UnknownNameError, match="live feed 'nosuch'; choose one of: finnhub, yahoo"):
         get_feed("nosuch", symbols=["MSFT"])
-    with pytest.raises(UnknownNameError, match="choose one of: synthetic, yahoo"):
+    with pytest.raises(UnknownNameError, match="choose one of: finnhub, synthetic, yahoo"):
         produce_ticks(Settings(_env_file=None), "nosuch", symbols="MSFT")

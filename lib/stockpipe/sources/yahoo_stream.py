@@ -26,11 +26,12 @@ The connection is yfinance's ``WebSocket`` (its URL parameter points it at the
 real streamer or a local replay); the receive loop is ours, because yfinance's
 loops cannot serve a long-running feed: the sync one stops at the first frame it
 cannot parse without telling the handler, and the async one, after a drop,
-"reconnects" to the connection that closed and never subscribes again. So this
-loop reconnects with exponential backoff and subscribes again, re-sends the
-subscription as a heartbeat, and treats a silent connection as stale: after
-``idle_timeout_s`` without a frame it logs that the market is probably closed
-(Yahoo sends nothing then) and reconnects, idling without failing.
+"reconnects" to the connection that closed and never subscribes again. So the
+loop is :class:`stockpipe.live.WebSocketFeed`'s: it reconnects with exponential
+backoff and subscribes again, re-sends the subscription as a heartbeat, and
+treats a silent connection as stale: after ``idle_timeout_s`` without a frame it
+logs that the market is probably closed (Yahoo sends nothing then) and
+reconnects, idling without failing.
 """
 
 from __future__ import annotations
@@ -40,16 +41,12 @@ import binascii
 import json
 import logging
 import math
-import random
-import threading
-import time
 from collections import OrderedDict
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from stockpipe.config import Settings, get_settings
-from stockpipe.live import FeedStats, Rejected, TickFeed, Trade
+from stockpipe.config import Settings
+from stockpipe.live import FeedStats, Rejected, Trade, WebSocketFeed
 
 log = logging.getLogger(__name__)
 
@@ -172,17 +169,6 @@ def _rounded(value: float, decimals: int) -> float:
     return round(float(value), decimals) if math.isfinite(value) else float(value)
 
 
-@dataclass(frozen=True)
-class StreamOptions:
-    """Timing of the connection loop (tests shorten every one of them)."""
-
-    heartbeat_s: float = 15.0  # re-send the subscription this often
-    idle_timeout_s: float = 60.0  # no frame for this long: the connection is stale
-    backoff_initial_s: float = 1.0
-    backoff_max_s: float = 60.0
-    poll_s: float = 0.5  # how soon a stop request is noticed
-
-
 def streamer_client(url: str) -> Any:
     """yfinance's WebSocket client for ``url``, with a receive that times out."""
     import yfinance as yf
@@ -194,115 +180,32 @@ def streamer_client(url: str) -> Any:
     return StreamerClient(url=url, verbose=False)
 
 
-class YahooFeed(TickFeed):
+class YahooFeed(WebSocketFeed):
     """Trades of ``symbols`` from Yahoo's streamer (``settings.yahoo_stream_url``)."""
 
     name = "yahoo"
+    closed_hint = "Yahoo sends nothing outside trading hours"
+    url_setting = "yahoo_stream_url"
 
-    def __init__(
-        self,
-        settings: Settings | None = None,
-        *,
-        symbols: list[str] | tuple[str, ...],
-        url: str | None = None,
-        options: StreamOptions | None = None,
-    ) -> None:
-        super().__init__(symbols)
-        self.settings = settings or get_settings()
-        self.url = url or self.settings.yahoo_stream_url
-        self.options = options or StreamOptions()
+    def __init__(self, settings: Settings | None = None, **kw: Any) -> None:
+        super().__init__(settings, **kw)
         self.mapper = TradeMapper(frozenset(self.symbols), self.stats)
 
-    def events(self, stop: threading.Event) -> Iterator[Trade | Rejected]:
-        from websockets.exceptions import WebSocketException
+    def connect(self) -> Any:
+        client = streamer_client(self.url)
+        client.subscribe(list(self.symbols))  # connects, then subscribes
+        return client
 
-        opts = self.options
-        failures = 0
-        while not stop.is_set():
-            try:
-                client = streamer_client(self.url)
-                client.subscribe(list(self.symbols))  # connects, then subscribes
-            except (OSError, WebSocketException, TimeoutError) as exc:
-                wait = _backoff(failures, opts)
-                failures += 1
-                log.warning("cannot reach %s (%s); trying again in %.1f s", self.url, exc, wait)
-                stop.wait(wait)
-                continue
-            self.stats.connections += 1
-            log.info("connected to %s, subscribed to %s", self.url, ", ".join(self.symbols))
-            frames_before = self.stats.frames
-            try:
-                yield from self._session(client, stop)
-            finally:
-                _close(client)
-            if stop.is_set():
-                break
-            failures = 0 if self.stats.frames > frames_before else failures + 1
-            wait = _backoff(failures, opts)
-            log.info("reconnecting to %s in %.1f s", self.url, wait)
-            stop.wait(wait)
+    def heartbeat(self, conn: Any) -> None:
+        conn.subscribe(list(self.symbols))  # as yfinance's AsyncWebSocket does
 
-    def _session(self, client: Any, stop: threading.Event) -> Iterator[Trade | Rejected]:
-        from websockets.exceptions import ConnectionClosed
-
-        opts = self.options
-        last_frame = last_subscribe = time.monotonic()
-        while not stop.is_set():
-            try:
-                text = client.recv(timeout=opts.poll_s)
-            except TimeoutError:
-                now = time.monotonic()
-                if now - last_subscribe >= opts.heartbeat_s:
-                    try:
-                        client.subscribe(list(self.symbols))
-                    except ConnectionClosed as exc:
-                        self.stats.drops += 1
-                        log.warning("connection to %s closed (%s)", self.url, exc)
-                        return
-                    last_subscribe = now
-                if now - last_frame >= opts.idle_timeout_s:
-                    self.stats.idle_timeouts += 1
-                    log.info(
-                        "no message from %s for %.0f s: the market is probably closed (Yahoo "
-                        "sends nothing outside trading hours) or the connection is stale; "
-                        "reconnecting and waiting, nothing has failed",
-                        self.url,
-                        now - last_frame,
-                    )
-                    return
-                continue
-            except ConnectionClosed as exc:
-                self.stats.drops += 1
-                log.warning("connection to %s closed (%s)", self.url, exc)
-                return
-            last_frame = time.monotonic()
-            self.stats.frames += 1
-            event = self._event(text)
-            if event is not None:
-                yield event
-
-    def _event(self, text: str | bytes) -> Trade | Rejected | None:
+    def decode(self, text: str | bytes) -> list[Trade | Rejected]:
         try:
             msg = decode_frame(text)
         except FrameError as exc:
-            self.stats.rejected += 1
-            frame = text.decode("utf-8", "replace") if isinstance(text, bytes) else text
-            log.warning("frame not decodable (%s), sent on for quarantine: %.80r", exc, frame)
-            return Rejected(reason=str(exc), frame=frame)
+            return [self.reject(text, str(exc))]
         if msg is None:
             self.stats.skipped["a frame of another type"] += 1
-            return None
-        return self.mapper.map(msg)
-
-
-def _backoff(failures: int, opts: StreamOptions) -> float:
-    """Exponential backoff with jitter, so reconnecting clients do not arrive together."""
-    base = min(opts.backoff_max_s, opts.backoff_initial_s * 2**failures)
-    return base * random.uniform(0.8, 1.2)
-
-
-def _close(client: Any) -> None:
-    try:
-        client.close()
-    except Exception as exc:  # closing a broken connection may fail; it is gone anyway
-        log.debug("closing the streamer connection: %s", exc)
+            return []
+        trade = self.mapper.map(msg)
+        return [] if trade is None else [trade]
