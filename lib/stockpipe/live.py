@@ -248,7 +248,7 @@ def _close(conn: Any) -> None:
 
 
 def get_feed(name: str, settings: Settings | None = None, **options: Any) -> TickFeed:
-    """A live feed by name (``yahoo``); ``options`` go to its constructor (``symbols=``)."""
+    """A live feed by name (``yahoo``, ``finnhub``); ``options`` go to its constructor."""
     key = str(name).strip().lower()
     if key not in FEEDS:
         raise UnknownNameError("live feed", name, list(FEEDS))
