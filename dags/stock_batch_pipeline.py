@@ -44,6 +44,7 @@ with DAG(
             "end": "{{ window_end(params, data_interval_end) }}",
             "interval": "{{ params.interval }}",
             "path": "{{ params.path }}",
+            "options": "{{ params.options }}",
             # a scheduled day without bars (weekend, holiday) skips the run's tasks
             "allow_empty": True,
         },

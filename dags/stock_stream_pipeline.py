@@ -7,7 +7,8 @@ Two DAGs share the streaming job's checkpoint, so its tasks share the
   check_stack -> spark_streaming in available-now mode: processes whatever
   arrived since the last run, then stops.
 * ``stock_stream_live`` (manual): check_stack -> stream_producer and
-  spark_streaming (continuous) side by side for ``duration_s`` seconds.
+  spark_streaming (continuous) side by side for ``duration_s`` seconds; the
+  producer's ``source`` is synthetic ticks or live trades (``yahoo``).
 """
 
 from __future__ import annotations
@@ -70,6 +71,7 @@ with DAG(
     produce = orch.NotebookOperator(
         notebook="stream_producer",
         parameters={
+            "source": "{{ params.source }}",
             "symbols": "{{ params.symbols }}",
             "rate": "{{ params.rate }}",
             "duration_s": "{{ params.duration_s }}",

@@ -238,7 +238,152 @@ def yfinance_frames(msft: pd.DataFrame, goog: pd.DataFrame, intraday: pd.DataFra
         multi.Ticker = real
 
 
+def yahoo_us_export(goog: pd.DataFrame) -> None:
+    """GOOG.csv in the shape of a Yahoo Finance download opened in a US-locale spreadsheet.
+
+    Header ``Date,Open,High,Low,Close,Adj Close,Volume``, dates month first without
+    leading zeros (``8/19/2004``), prices with six decimals as Yahoo's download wrote
+    them; GOOG paid no dividend in these years, so ``Adj Close`` equals ``Close``. The
+    file is not named after its symbol, as a user's download rarely is.
+    """
+    out = pd.DataFrame(
+        {
+            "Date": [f"{d.month}/{d.day}/{d.year}" for d in goog.index],
+            **{c: goog[c].map("{:.6f}".format) for c in ("Open", "High", "Low", "Close")},
+            "Adj Close": goog["Close"].map("{:.6f}".format),
+            "Volume": goog["Volume"].astype("int64"),
+        }
+    )
+    (HERE / "exports").mkdir(exist_ok=True)
+    out.to_csv(HERE / "exports" / "goog-daily-yahoo-us.csv", index=False)
+
+
+#: The recorded streamer session starts at the New York open of 2017-11-03.
+SESSION_START = pd.Timestamp("2017-11-03 13:30", tz="UTC")
+SESSION_SECONDS = 240
+
+
+def _pricing_frame(**fields: object) -> str:
+    """One streamer frame, encoded with yfinance's own PricingData schema."""
+    import base64
+
+    from yfinance.pricing_pb2 import PricingData
+
+    msg = PricingData(**fields)
+    return json.dumps(
+        {"type": "pricing", "message": base64.b64encode(msg.SerializeToString()).decode()}
+    )
+
+
+def _session_trades(day: pd.Series, date: str, symbol: str, seed: int) -> list[dict]:
+    """Trades of one symbol over the session: prices along the day's first 5-minute bars."""
+    bars = intraday_5m(day, date)
+    rng = np.random.default_rng(seed)
+    trades, t = [], 0.0
+    while True:
+        t += float(rng.exponential(1.4))
+        if t >= SESSION_SECONDS:
+            return trades
+        bar = bars.iloc[int(t // 300)]
+        frac = (t % 300) / 300
+        mid = bar["Open"] + (bar["Close"] - bar["Open"]) * frac
+        price = round(float(mid + rng.normal(0, 0.02 * (bar["High"] - bar["Low"] + 0.01))), 2)
+        size = int(100 * rng.geometric(0.4)) if rng.random() < 0.6 else int(rng.integers(1, 100))
+        ms = int(SESSION_START.value // 1_000_000 + t * 1000)
+        trades.append({"symbol": symbol, "ms": ms, "price": price, "size": size})
+
+
+def yahoo_streamer_session(msft: pd.DataFrame, goog: pd.DataFrame) -> None:
+    """A streamer session in the recorded shape, with the trouble a real one has.
+
+    Trades follow the constructed 5-minute MSFT bars of 2017-11-03 and those of
+    GOOG's last sample day (2013-03-01) placed on the same clock, so one session
+    holds both. Each line says what the feed must make of it (``expect``).
+    """
+    trades = sorted(
+        _session_trades(msft.loc["2017-11-03"], "2017-11-03", "MSFT", 1)
+        + _session_trades(goog.loc["2013-03-01"], "2013-03-01", "GOOG", 2),
+        key=lambda r: r["ms"],
+    )
+    rng = np.random.default_rng(3)
+    volume = {"MSFT": 1_204_300, "GOOG": 310_200}
+    newest: dict[str, int] = {}
+    lines: list[dict] = []
+    prev_ms = trades[0]["ms"]
+
+    def add(frame: str, ms: int, expect: dict, symbol: str | None = None) -> None:
+        nonlocal prev_ms
+        line: dict = {"frame": frame, "after_ms": max(0, ms - prev_ms), "expect": expect}
+        if symbol:
+            line["symbol"] = symbol
+        prev_ms = max(prev_ms, ms)
+        lines.append(line)
+
+    def fields(tr: dict, day_volume: int, **more: object) -> dict:
+        return dict(
+            id=tr["symbol"], price=tr["price"], time=tr["ms"], currency="USD",
+            exchange="NMS", quote_type=8, market_hours=1, day_volume=day_volume,
+            price_hint=2, **more,
+        )  # fmt: skip
+
+    for i, tr in enumerate(trades):
+        sym = tr["symbol"]
+        if sym not in newest:  # the first message only sets the day-volume baseline
+            add(_pricing_frame(**fields(tr, volume[sym])), tr["ms"], {"skip": "first"}, sym)
+            newest[sym] = tr["ms"]
+            continue
+        volume[sym] += tr["size"]
+        with_size = rng.random() < 0.35
+        quote = {"bid": tr["price"] - 0.01, "ask": tr["price"] + 0.01} if i % 4 == 0 else {}
+        if with_size:
+            quote["last_size"] = tr["size"]
+        frame = _pricing_frame(**fields(tr, volume[sym]), **quote)
+        tick = {k: tr[k] for k in ("symbol", "price", "size")} | {"ts": tr["ms"]}
+        add(frame, tr["ms"], {"tick": tick}, sym)
+        newest[sym] = tr["ms"]
+        if i == 40:  # the same message twice
+            add(frame, tr["ms"], {"skip": "duplicate"}, sym)
+        if i % 25 == 7:  # a quote update: no trade, day volume unchanged
+            add(
+                _pricing_frame(**fields(tr, volume[sym]), bid=tr["price"], ask=tr["price"] + 0.02),
+                tr["ms"],
+                {"skip": "quote"},
+                sym,
+            )
+        if i == 150:  # a trade reported 2 s late (within the watermark) ...
+            late = {**tr, "ms": tr["ms"] - 2_000, "size": 300}
+            tick = {"symbol": sym, "price": tr["price"], "size": 300, "ts": late["ms"]}
+            frame = _pricing_frame(**fields(late, volume[sym] - 1), last_size=300)
+            add(frame, tr["ms"], {"tick": tick}, sym)
+        if i == 300:  # ... and one 2 minutes late (beyond it: the job drops it)
+            late = {**tr, "ms": tr["ms"] - 120_000, "size": 500}
+            tick = {"symbol": sym, "price": tr["price"], "size": 500, "ts": late["ms"]}
+            frame = _pricing_frame(**fields(late, volume[sym] - 2), last_size=500)
+            add(frame, tr["ms"], {"tick": tick}, sym)
+        if i == 100:  # frames that are no PricingData
+            whole = json.loads(frame)["message"]
+            import base64
+
+            cut = base64.b64encode(base64.b64decode(whole)[:9]).decode()
+            for bad in (frame[: len(frame) // 2], '{"type":"pricing","message":"@@@"}',
+                        json.dumps({"type": "pricing", "message": cut})):  # fmt: skip
+                add(bad, tr["ms"], {"rejected": True})
+        if i == 200:
+            lines.append({"drop": True})
+    out = RECORDED / "yahoo_streamer" / "session.jsonl"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+
 def main() -> None:
+    if sys.argv[1:] == ["--exports"]:  # from the shipped CSVs alone, no download
+        yahoo_us_export(pd.read_csv(HERE / "GOOG.csv", index_col=0, parse_dates=True))
+        return
+    if sys.argv[1:] == ["--streamer"]:  # from the shipped CSVs alone, no download
+        msft = pd.read_csv(HERE / "MSFT.csv", index_col=0, parse_dates=True)
+        goog = pd.read_csv(HERE / "GOOG.csv", index_col=0, parse_dates=True)
+        yahoo_streamer_session(msft, goog)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         series = read_sources(Path(tmp))
     write_csv(series["MSFT"], HERE / "MSFT.csv", "Date")
@@ -252,6 +397,8 @@ def main() -> None:
     )  # DST ended in New York on 2017-11-05
     alphavantage(msft, intraday)
     yfinance_frames(msft, goog, intraday)
+    yahoo_us_export(goog)
+    yahoo_streamer_session(msft, goog)
     for path in sorted(HERE.rglob("*")):
         if path.is_file() and path.suffix in (".csv", ".json"):
             print(f"{path.relative_to(HERE)}  {path.stat().st_size:,} bytes")

@@ -140,12 +140,21 @@ def env() -> None:
 def demo(
     stream_seconds: float = typer.Option(150, help="how long ticks flow in the live session"),
     symbols: str = typer.Option("MSFT,GOOG", help="sample symbols for the batch pipeline"),
+    stream_source: str = typer.Option(
+        "synthetic", help="ticks of the live session: synthetic, or yahoo (its streamer URL)"
+    ),
 ) -> None:
     """The batch DAG on the sample data, a live streaming session, the charts, a summary."""
     from stockpipe.demo import run_demo
 
     try:
-        run_demo(_settings(), stream_seconds=stream_seconds, symbols=symbols, log=typer.echo)
+        run_demo(
+            _settings(),
+            stream_seconds=stream_seconds,
+            symbols=symbols,
+            stream_source=stream_source,
+            log=typer.echo,
+        )
     except StockpipeError as exc:
         _fail(exc)
 

@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     topic_ticks: str = "stock.ticks"
     topic_partitions: int = 3
     topic_replication: int = 0  # 0: min(3, kafka_nodes)
+    #: Producers and the streaming job create a missing topic (partitions and
+    #: replication above); false: they fail at once naming the command that creates it
+    create_topics: bool = True
 
     # Object store ----------------------------------------------------------------------
     s3_endpoint: str = ""  # empty: the local stack's MinIO
@@ -102,6 +105,9 @@ class Settings(BaseSettings):
     batch_interval: str = "1d"
     stream_schedule: str = "@hourly"  # the available-now run of the streaming job
     stream_symbols: str = "AAPL,MSFT,GOOGL,AMZN"
+    stream_source: str = "synthetic"  # the live DAG's default tick source: synthetic | yahoo
+    #: Yahoo Finance's streamer (yfinance's default); a local replay for tests and demos
+    yahoo_stream_url: str = "wss://streamer.finance.yahoo.com/?version=2"
     maintenance_schedule: str = "@daily"  # OPTIMIZE + VACUUM of the lake's Delta tables
     task_retries: int = 2  # for tasks where a retry can help (network, stack restarts)
 
@@ -110,6 +116,12 @@ class Settings(BaseSettings):
         default=None,
         validation_alias=AliasChoices("ALPHAVANTAGE_API_KEY", "STOCKPIPE_ALPHAVANTAGE_API_KEY"),
     )
+    #: The finnhub live feed's key (optional; stream producer source=finnhub)
+    finnhub_api_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("FINNHUB_API_KEY", "STOCKPIPE_FINNHUB_API_KEY"),
+    )
+    finnhub_stream_url: str = "wss://ws.finnhub.io"
 
     # Derived values ----------------------------------------------------------------------
     @property
@@ -156,13 +168,13 @@ class Settings(BaseSettings):
                 continue
             if isinstance(value, SecretStr):
                 value = value.get_secret_value()
-            key = (
-                "ALPHAVANTAGE_API_KEY"
-                if name == "alphavantage_api_key"
-                else f"STOCKPIPE_{name.upper()}"
-            )
+            key = _ENV_NAMES.get(name, f"STOCKPIPE_{name.upper()}")
             env[key] = str(value)
         return env
+
+
+#: Settings read from a variable without the STOCKPIPE_ prefix (as their tools name them).
+_ENV_NAMES = {"alphavantage_api_key": "ALPHAVANTAGE_API_KEY", "finnhub_api_key": "FINNHUB_API_KEY"}
 
 
 def load_settings(env_file: Path | None = None, **overrides: object) -> Settings:

@@ -126,6 +126,7 @@ class LiveSession:
         logs_dir: Path,
         symbols: str = STREAM_SYMBOLS,
         rate: int = 500,
+        source: str = "synthetic",
     ) -> None:
         self.settings = settings
         self.run_id = "demo__" + datetime.now(UTC).strftime("%Y-%m-%dT%H-%M-%SZ")
@@ -137,6 +138,7 @@ class LiveSession:
                 "duration_s": int(duration_s + 20),
             },
             "stream_producer": {
+                "source": source,
                 "symbols": symbols,
                 "rate": rate,
                 "duration_s": int(duration_s),
@@ -291,6 +293,7 @@ def run_demo(
     *,
     stream_seconds: float = 150,
     symbols: str = DEMO_SYMBOLS,
+    stream_source: str = "synthetic",
     log: Log = print,
 ) -> DemoResult:
     """Run every step, print progress in plain words, end with the summary."""
@@ -316,10 +319,18 @@ def run_demo(
     streaming = [notebook_path(n) for n in ("stream_producer", "spark_streaming")]
     if all(Path(p).exists() for p in streaming):
         log(
-            f"2/5 live streaming session in the background: ticks for {stream_seconds:.0f} s, "
-            "the streaming job alongside"
+            f"2/5 live streaming session in the background: {stream_source} ticks for "
+            f"{stream_seconds:.0f} s, the streaming job alongside"
         )
-        live = LiveSession(settings, duration_s=stream_seconds, logs_dir=logs_dir)
+        # the recorded Yahoo session (a replay of it) holds the sample symbols
+        stream_symbols = STREAM_SYMBOLS if stream_source == "synthetic" else DEMO_SYMBOLS
+        live = LiveSession(
+            settings,
+            duration_s=stream_seconds,
+            logs_dir=logs_dir,
+            symbols=stream_symbols,
+            source=stream_source,
+        )
         live.start(log)
     else:
         log("2/5 live streaming session SKIPPED: the streaming notebooks are not there yet")

@@ -5,12 +5,15 @@ The notebook ``batch_producer.ipynb`` is a thin shell over :func:`ingest`.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import uuid
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from typing import Any
 
 import pandas as pd
 from tqdm import tqdm
@@ -91,10 +94,10 @@ class IngestReport:
         return self.delivery.failed == 0 and self.sent == self.fetched
 
     def summary(self) -> pd.DataFrame:
-        """One row per symbol: fetched, sent (confirmed), date range, failure."""
+        """One row per symbol: fetched, sent (confirmed), date range, failure, note."""
         df = self.fetch_summary.copy()
         df["sent"] = [self.delivery.per_key.get(s, 0) for s in df["symbol"]]
-        return df.loc[:, ["symbol", "bars", "sent", "first", "last", "error"]].rename(
+        return df.loc[:, ["symbol", "bars", "sent", "first", "last", "error", "note"]].rename(
             columns={"bars": "fetched"}
         )
 
@@ -111,6 +114,19 @@ class IngestReport:
         return text
 
 
+def _options(options: Mapping[str, Any] | str | None) -> dict[str, Any]:
+    if not options:
+        return {}
+    if isinstance(options, str):
+        try:
+            options = json.loads(options)
+        except ValueError as exc:
+            raise ValueError(f"source options are not JSON: {options!r} ({exc})") from None
+    if not isinstance(options, Mapping):
+        raise ValueError(f"source options must be a JSON object, not {options!r}")
+    return dict(options)
+
+
 def ingest(
     settings: Settings,
     source: str = "samples",
@@ -124,15 +140,20 @@ def ingest(
     batch_id: str | None = None,
     backend: str = "confluent",
     progress: bool = True,
-    **source_options,
+    options: Mapping[str, Any] | str | None = None,
+    **source_options: Any,
 ) -> IngestReport:
-    """Fetch bars for ``symbols`` from ``source`` and send them to Kafka."""
+    """Fetch bars for ``symbols`` from ``source`` and send them to Kafka.
+
+    ``options`` are more of the source's options, as a mapping or JSON text (as a
+    notebook parameter carries them), e.g. ``'{"dayfirst": true, "errors": "skip"}'``.
+    """
     from stockpipe.sources import fetch_many, get_source
 
     t0 = time.perf_counter()
     batch_id = batch_id or new_batch_id()
     topic = topic or settings.topic_bars
-    options = dict(source_options)
+    options = {**_options(options), **source_options}
     if path:
         options["path"] = path
     src = get_source(source, settings, **options)

@@ -90,6 +90,50 @@ def ensure_topics(
         admin.close()
 
 
+def create_topic_command(settings: Settings, topic: str) -> str:
+    """The shell command that creates ``topic`` as the settings say."""
+    return (
+        f"kafka-topics.sh --bootstrap-server {settings.bootstrap_servers} --create "
+        f"--topic {topic} --partitions {settings.topic_partitions} "
+        f"--replication-factor {settings.replication_factor}"
+    )
+
+
+def require_topic(settings: Settings, topic: str) -> bool:
+    """Make sure ``topic`` exists before anything is sent to or read from it.
+
+    Kafka here does not create topics on first use (a producer would wait out its
+    metadata timeout, then fail every record with UNKNOWN_TOPIC_OR_PART), so a
+    missing topic is created with the configured partitions and replication, or,
+    when ``create_topics`` is off, is a :class:`StackError` naming the command.
+    Returns True when this call created it.
+    """
+    admin = admin_client(settings)
+    try:
+        exists = topic in set(admin.list_topics())
+    finally:
+        admin.close()
+    if exists:
+        return False
+    if not settings.create_topics:
+        raise StackError(
+            f"topic {topic!r} does not exist on {settings.bootstrap_servers}, and creating "
+            f"topics is off (STOCKPIPE_CREATE_TOPICS=false). Create it with:\n"
+            f"  {create_topic_command(settings, topic)}\n"
+            "(the local stack's Kafka has no scripts: `stockpipe init` creates the configured "
+            "topics, or run the same arguments with java -cp '<kafka>/libs/*' "
+            "org.apache.kafka.tools.TopicCommand)"
+        )
+    created = ensure_topics(settings, [topic])
+    log.info(
+        "created topic %s (%d partitions, replication %d)",
+        topic,
+        settings.topic_partitions,
+        settings.replication_factor,
+    )
+    return bool(created)
+
+
 @contextlib.contextmanager
 def _partitions(settings: Settings, topic: str) -> Iterator[tuple[KafkaConsumer, list]]:
     """A consumer and the partitions of ``topic``, which must exist."""
@@ -225,6 +269,20 @@ class DeliveryReport:
         return self.sent / self.seconds if self.seconds else 0.0
 
 
+class Delivered:
+    """``sent`` and ``failed`` of a run report that holds its :class:`DeliveryReport`."""
+
+    delivery: DeliveryReport
+
+    @property
+    def sent(self) -> int:
+        return self.delivery.sent
+
+    @property
+    def failed(self) -> int:
+        return self.delivery.failed
+
+
 PRODUCER_BACKENDS = ("confluent", "kafka-python")
 
 
@@ -304,6 +362,11 @@ class ConfirmedProducer:
                     f"Kafka at {settings.bootstrap_servers} cannot be reached ({exc}); "
                     "is the stack up? Run `make up`."
                 ) from exc
+        try:
+            require_topic(settings, topic)
+        except BaseException:
+            self._producer.close()  # no client threads left behind
+            raise
         self._started = time.perf_counter()
 
     # callbacks ----------------------------------------------------------------------------

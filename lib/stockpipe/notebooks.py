@@ -83,8 +83,9 @@ def register_lake_io(settings: Settings) -> None:
 def secret_values(settings: Settings) -> list[str]:
     """The secrets a notebook may use but must never receive as a parameter."""
     values = [settings.s3_secret_key.get_secret_value()]
-    if settings.alphavantage_api_key is not None:
-        values.append(settings.alphavantage_api_key.get_secret_value())
+    for key in (settings.alphavantage_api_key, settings.finnhub_api_key):
+        if key is not None:
+            values.append(key.get_secret_value())
     return [v for v in values if len(v) >= 8]
 
 

@@ -172,8 +172,8 @@ class NewRecordsSensor(BaseSensorOperator):
 
 
 def stack_ready(settings: Settings, topics: Iterable[str]) -> dict[str, Any]:
-    """Fail with a fix when the bucket or a topic is missing; else what exists."""
-    from stockpipe.kafka import end_offsets
+    """Fail with a fix when the bucket is missing, or a topic that is not to be created."""
+    from stockpipe.kafka import end_offsets, require_topic
     from stockpipe.lake import filesystem
 
     try:
@@ -187,6 +187,7 @@ def stack_ready(settings: Settings, topics: Iterable[str]) -> dict[str, Any]:
     offsets = {}
     for topic in topics:
         try:
+            require_topic(settings, topic)
             offsets[topic] = sum(end_offsets(settings, topic).values())
         except StackError:
             raise
@@ -347,7 +348,12 @@ def batch_params(settings: Settings) -> dict[str, Param]:
         "full_history": Param(
             False, type="boolean", description="fetch everything the source has (no window)"
         ),
-        "path": Param("", type="string", description="CSV file or folder (source=csv)"),
+        "path": Param("", type="string", description="CSV file, folder or glob (source=csv)"),
+        "options": Param(
+            "",
+            type="string",
+            description='more source options as JSON, e.g. {"dayfirst": true, "errors": "skip"}',
+        ),
         "report_dir": Param(
             str(REPORTS_DIR), type="string", description="local folder for the HTML report"
         ),
@@ -367,7 +373,15 @@ def stream_params(settings: Settings, *, live: bool) -> dict[str, Param]:
             1800, type="integer", minimum=10, description="give up on the backlog after this long"
         )
         return params
+    from stockpipe.schemas import TICK_SOURCES
+
     return {
+        "source": Param(
+            settings.stream_source,
+            type="string",
+            enum=list(TICK_SOURCES),
+            description="synthetic ticks, or live trades (yahoo: STOCKPIPE_YAHOO_STREAM_URL)",
+        ),
         "symbols": Param(settings.stream_symbols, type="string"),
         "rate": Param(1000, type="number", minimum=1, description="ticks per second"),
         "duration_s": Param(300, type="integer", minimum=10, description="how long ticks flow"),

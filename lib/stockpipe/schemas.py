@@ -18,6 +18,8 @@ SCHEMA_VERSION = 1
 
 INTERVALS: tuple[str, ...] = ("1d", "1h", "5m", "1m")
 SOURCES: tuple[str, ...] = ("yahoo", "alphavantage", "csv", "samples", "synthetic")
+#: Where ticks come from: the seeded generator, or a live feed (``stockpipe.live``).
+TICK_SOURCES: tuple[str, ...] = ("synthetic", "yahoo", "finnhub")
 
 #: Canonical bar columns, in order, as every source returns them.
 BAR_COLUMNS: tuple[str, ...] = (
@@ -46,8 +48,10 @@ BAR_MESSAGE_DDL = (
 #: One bar per key in processed/.
 BAR_KEY: tuple[str, ...] = ("symbol", "interval", "ts")
 
-#: Tick contract.
+#: Tick contract. A live feed's ticks may also carry TICK_OPTIONAL_FIELDS (the streaming
+#: job reads the contract's fields; raw/ticks keeps the whole value).
 TICK_COLUMNS: tuple[str, ...] = ("symbol", "ts", "price", "size", "seq", "producer_id")
+TICK_OPTIONAL_FIELDS: tuple[str, ...] = ("bid", "ask", "bid_size", "ask_size", "source")
 TICK_MESSAGE_DDL = (
     "schema_version INT, symbol STRING, ts LONG, price DOUBLE, size LONG, "
     "seq LONG, producer_id STRING"

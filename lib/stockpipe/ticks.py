@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from stockpipe.config import Settings
-from stockpipe.kafka import ConfirmedProducer, DeliveryReport
+from stockpipe.kafka import ConfirmedProducer, Delivered, DeliveryReport
 from stockpipe.schemas import SCHEMA_VERSION
 
 #: Trading seconds in a year (252 sessions of 6.5 h): the GBM's time unit.
@@ -270,7 +270,7 @@ class TickGenerator:
 
 
 @dataclass
-class TickRunReport:
+class TickRunReport(Delivered):
     """What one producer run sent (as Kafka confirmed it) and how fast."""
 
     producer_id: str
@@ -285,14 +285,6 @@ class TickRunReport:
     max_ts: int | None = None
     send_seconds: float = 0.0
     stopped_by: str = ""
-
-    @property
-    def sent(self) -> int:
-        return self.delivery.sent
-
-    @property
-    def failed(self) -> int:
-        return self.delivery.failed
 
     @property
     def rate(self) -> float:

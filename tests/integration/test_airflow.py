@@ -113,6 +113,26 @@ def stream_run(af_settings, log_dir, produced_ticks) -> DagTestResult:
     return run_dag(af_settings, "stock_stream_pipeline", conf, log_dir)
 
 
+#: A Yahoo download in a US-locale layout (1/4/1999 dates), named for no symbol.
+EXPORT = PROJECT_ROOT / "data_samples" / "exports" / "goog-daily-yahoo-us.csv"
+
+
+@pytest.fixture(scope="module")
+def export_run(af_settings, log_dir, report_dir) -> tuple[Settings, DagTestResult]:
+    """The batch DAG on the whole export (8.5 years), in a bucket and topic of its own."""
+    from stockpipe.kafka import ensure_topics
+    from stockpipe.lake import ensure_bucket
+
+    own = af_settings.model_copy(
+        update={"bucket": "itest-airflow-csv", "topic_bars": "itest.airflow.csvbars"}
+    )
+    ensure_bucket(own)
+    ensure_topics(own, [own.topic_bars])
+    conf = {"source": "csv", "path": str(EXPORT), "symbols": "GOOG", "full_history": True}
+    conf["report_dir"] = str(report_dir)
+    return own, run_dag(own, "stock_batch_pipeline", conf, log_dir)
+
+
 @pytest.fixture(scope="module")
 def failed_run(af_settings, log_dir, report_dir) -> DagTestResult:
     conf = {"source": "nosuch", "symbols": SYMBOL, "start": START, "end": END}
@@ -146,6 +166,35 @@ def test_batch_dag_run_succeeds_and_leaves_processed_bars_and_notebooks(
     assert producer["parameters"]["start"] == START and producer["parameters"]["symbols"] == SYMBOL
     assert all(nb["metadata"]["papermill"]["exception"] is None for nb in notebooks.values())
     assert list(report_dir.glob("*/market-report-*.html"))
+
+
+def test_a_us_dated_yahoo_export_goes_through_the_batch_dag_as_pandas_reads_it(export_run):
+    from bars_reference import assert_same_bars, expected_processed
+
+    from stockpipe.reader import read_bars
+
+    settings, run = export_run
+    assert run.ok, run.log_file.read_text()[-5000:]
+    # the reference: pandas told the layout, not the source's detection
+    ref = pd.read_csv(EXPORT)
+    bars = pd.DataFrame(
+        {
+            "symbol": "GOOG",
+            "interval": "1d",
+            "ts": pd.to_datetime(ref["Date"], format="%m/%d/%Y", utc=True),
+            "open": ref["Open"],
+            "high": ref["High"],
+            "low": ref["Low"],
+            "close": ref["Close"],
+            "adj_close": ref["Adj Close"],
+            "volume": ref["Volume"],
+            "ingested_at": pd.Timestamp("2000-01-01", tz="UTC"),
+        }
+    )
+    actual = read_bars(settings, "GOOG")
+    assert len(actual) == len(ref) == 2148
+    assert actual["ts"].min() == pd.Timestamp("2004-08-19", tz="UTC")
+    assert_same_bars(actual, expected_processed(bars))
 
 
 def test_stream_dag_available_now_processes_the_produced_ticks(

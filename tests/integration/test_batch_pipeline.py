@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
+from bars_reference import assert_same_bars, expected_processed  # tests/integration/
 
 from stockpipe.ingest import ingest, produce_bars
 from stockpipe.kafka import ConfirmedProducer, ensure_topics, read_all
@@ -21,52 +22,6 @@ from stockpipe.spark.batch import BarsBatchJob, pending_records, run_batch_job
 from stockpipe.tables import history, row_count
 
 pytestmark = pytest.mark.integration
-
-
-def expected_processed(bars: pd.DataFrame) -> pd.DataFrame:
-    """The processed zone computed independently with pandas."""
-    df = bars.sort_values("ingested_at", kind="stable")
-    df = df.drop_duplicates(["symbol", "interval", "ts"], keep="last")
-    df = df.sort_values(["symbol", "interval", "ts"]).reset_index(drop=True)
-    price = df["adj_close"].fillna(df["close"])
-    g = price.groupby([df["symbol"], df["interval"]])
-    prev = g.shift(1)
-    df["return"] = price / prev - 1
-    df["log_return"] = np.log(price / prev)
-    df["sma_20"] = g.transform(lambda s: s.rolling(20).mean())
-    df["sma_50"] = g.transform(lambda s: s.rolling(50).mean())
-    df["volatility_20"] = df.groupby(["symbol", "interval"])["log_return"].transform(
-        lambda s: s.rolling(20).std()
-    )
-    df["range_pct"] = (df["high"] - df["low"]) / df["close"] * 100
-    return df
-
-
-def assert_same_bars(actual: pd.DataFrame, expected: pd.DataFrame) -> None:
-    cols = [
-        "symbol",
-        "interval",
-        "ts",
-        "open",
-        "high",
-        "low",
-        "close",
-        "adj_close",
-        "volume",
-        "return",
-        "log_return",
-        "sma_20",
-        "sma_50",
-        "volatility_20",
-        "range_pct",
-    ]
-    a = actual.loc[:, cols].sort_values(["symbol", "ts"]).reset_index(drop=True)
-    e = expected.loc[:, cols].sort_values(["symbol", "ts"]).reset_index(drop=True)
-    a["volume"] = a["volume"].astype("int64")
-    e["volume"] = e["volume"].astype("int64")
-    a["ts"] = pd.to_datetime(a["ts"], utc=True).astype("datetime64[us, UTC]")
-    e["ts"] = pd.to_datetime(e["ts"], utc=True).astype("datetime64[us, UTC]")
-    pd.testing.assert_frame_equal(a, e, check_exact=False, rtol=1e-9, atol=1e-12)
 
 
 @pytest.fixture

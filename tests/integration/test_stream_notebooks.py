@@ -90,3 +90,38 @@ def test_producer_then_streaming_notebook_bounded(settings, monkeypatch, tmp_pat
     assert len(read_stream_metrics(s, "nb_windows")) >= 2
     for path in (produced, streamed):
         assert s.s3_secret_key.get_secret_value() not in path.read_text()
+
+
+def test_producer_notebook_with_source_yahoo_sends_the_streamers_trades(
+    settings, monkeypatch, tmp_path
+):
+    """As the demo's live session runs it: the notebook on a replay of the recorded session."""
+    from stockpipe.sources.streamer_replay import ReplayServer, read_session
+
+    session = read_session(PROJECT_ROOT / "data_samples/recorded/yahoo_streamer/session.jsonl")
+    expected = [line["expect"]["tick"] for line in session if "tick" in line.get("expect", {})]
+    topic = "test.notebooks.yahoo"
+    monkeypatch.setenv("STOCKPIPE_TOPIC_TICKS", topic)
+    with ReplayServer(session, speed=60, rebase=True) as server:
+        monkeypatch.setenv("STOCKPIPE_YAHOO_STREAM_URL", server.url)
+        produced = tmp_path / "stream_producer_yahoo.ipynb"
+        pm.execute_notebook(
+            NOTEBOOKS / "stream_producer.ipynb",
+            produced,
+            parameters=dict(source="yahoo", symbols="MSFT,GOOG", duration_s=12),
+            kernel_name="stockpipe",
+            cwd=str(tmp_path),
+            progress_bar=False,
+        )
+        assert server.done.is_set()
+    s = settings.model_copy(update={"topic_ticks": topic})
+    ticks = parse_tick_values([v for *_, v in read_all(s, topic)])
+    # the same trades, moved to now by the replay (as the demo sees them)
+    assert sorted(zip(ticks["symbol"], ticks["price"], ticks["size"], strict=True)) == sorted(
+        (t["symbol"], t["price"], t["size"]) for t in expected
+    )
+    now_ms = pd.Timestamp.now(tz="UTC").value // 10**6
+    assert now_ms - 120_000 < ticks["ts"].max() <= now_ms
+    shown = _outputs(produced)
+    assert f"{len(expected)} ticks and 3 undecodable frames from yahoo" in shown
+    assert "1 reconnects" in shown

@@ -127,6 +127,11 @@ def test_every_parameter_a_dag_passes_is_one_its_notebook_declares(dagbag):
         "{{ params.archive_trigger }}"
     )
     assert live.params["archive_trigger"] == "15 seconds"
+    assert live.get_task("stream_producer").parameters["source"] == "{{ params.source }}"
+    assert live.params["source"] == "synthetic"  # live trades only when asked
+    assert live.params.get_param("source").schema["enum"] == ["synthetic", "yahoo", "finnhub"]
+    batch = dagbag.dags["stock_batch_pipeline"]
+    assert batch.get_task("batch_producer").parameters["options"] == "{{ params.options }}"
 
 
 def test_processed_data_are_assets_that_schedule_the_charts(dagbag):

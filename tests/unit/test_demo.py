@@ -25,3 +25,20 @@ def test_progress_prints_one_line_per_task_start_and_end_and_nothing_else():
     assert printed[0] == "    check_stack: running"
     assert printed[1].startswith("    check_stack: finished (")
     assert len(printed) == 2
+
+
+def test_the_live_session_hands_its_tick_source_to_the_producer_notebook(tmp_path):
+    from stockpipe.config import Settings
+    from stockpipe.demo import LiveSession
+
+    live = LiveSession(
+        Settings(_env_file=None), duration_s=30, logs_dir=tmp_path, symbols="MSFT", source="yahoo"
+    )
+    assert live.jobs["stream_producer"]["source"] == "yahoo"
+    assert live.jobs["stream_producer"]["symbols"] == "MSFT"
+    assert (
+        LiveSession(Settings(_env_file=None), duration_s=30, logs_dir=tmp_path).jobs[
+            "stream_producer"
+        ]["source"]
+        == "synthetic"
+    )

@@ -82,7 +82,7 @@ def test_fetch_many_records_a_failure_and_keeps_the_others():
     result = fetch_many(_Flaky(OFFLINE), "ok1, bad, ok2", batch_id="b7", progress=False)
     assert isinstance(result, FetchResult)
     summary = result.summary()
-    assert list(summary.columns) == ["symbol", "bars", "first", "last", "error"]
+    assert list(summary.columns) == ["symbol", "bars", "first", "last", "error", "note"]
     assert summary["symbol"].tolist() == ["OK1", "BAD", "OK2"]
     assert summary["bars"].tolist() == [2, 0, 2]
     assert summary.loc[1, "error"] == "flaky: BAD: boom"

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from stockpipe.live import Rejected, rejected_value
 from stockpipe.reference import compare_windows, late_pairs, reference_windows, to_ms
 from stockpipe.spark import streaming
 from stockpipe.spark.streaming import (
@@ -95,6 +96,10 @@ CASES = [
     (_with(ts=int(KAFKA_TS.timestamp() * 1000) + FUTURE_TOLERANCE_MS + 1), REASONS["future"]),
     (_with(ts=int(KAFKA_TS.timestamp() * 1000) + FUTURE_TOLERANCE_MS), None),
     (_with(ts=2**62), REASONS["future"]),
+    # a live feed's frame that was no PricingData (stockpipe.live.rejected_value)
+    (rejected_value(Rejected("not JSON", "{x"), 7, "yahoo-1", "yahoo").decode(), REASONS["feed"]),
+    # a live tick with the contract's optional fields
+    (_with(bid=84.04, ask=84.06, bid_size=3, source="yahoo"), None),
 ]
 
 

@@ -11,6 +11,7 @@ Sources are imported on first use, so looking up ``samples`` never imports yfina
 from __future__ import annotations
 
 import importlib
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +22,8 @@ from stockpipe.config import Settings
 from stockpipe.errors import EmptyWindowError, SetupError, SourceError, UnknownNameError
 from stockpipe.schemas import empty_bars
 from stockpipe.sources.base import Bound, Source, check_interval, now_utc
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "FetchResult",
@@ -100,6 +103,8 @@ class SymbolResult:
     error: str | None = None
     #: the failure is only that the asked window holds no bars
     empty_window: bool = False
+    #: what the source says about a fetch that worked (e.g. rows it skipped)
+    note: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -123,7 +128,7 @@ class FetchResult:
         return bool(self.results) and all(r.empty_window for r in self.results)
 
     def summary(self) -> pd.DataFrame:
-        """One row per symbol: ``symbol, bars, first, last, error``."""
+        """One row per symbol: ``symbol, bars, first, last, error, note``."""
         rows = [
             {
                 "symbol": r.symbol,
@@ -131,10 +136,11 @@ class FetchResult:
                 "first": r.first_ts,
                 "last": r.last_ts,
                 "error": r.error,
+                "note": r.note,
             }
             for r in self.results
         ]
-        cols = ["symbol", "bars", "first", "last", "error"]
+        cols = ["symbol", "bars", "first", "last", "error", "note"]
         return pd.DataFrame(rows, columns=cols)
 
 
@@ -164,6 +170,7 @@ def fetch_many(
                 f"source {source.name!r} needs symbols (it lists none for interval {interval!r})"
             )
         wanted = listed
+    source.expect_symbols(wanted)
     ingested_at = now_utc()
     frames: list[pd.DataFrame] = []
     results: list[SymbolResult] = []
@@ -185,7 +192,10 @@ def fetch_many(
             results.append(SymbolResult(symbol, 0, None, None, str(exc), empty_window=empty))
             continue
         frames.append(bars)
-        results.append(SymbolResult(symbol, len(bars), bars["ts"].min(), bars["ts"].max()))
+        first, last = bars["ts"].min(), bars["ts"].max()
+        results.append(SymbolResult(symbol, len(bars), first, last, note=source.note(symbol)))
+        if results[-1].note:
+            log.warning("%s: %s: %s", source.name, symbol, results[-1].note)
     bar.close()
     merged = pd.concat(frames, ignore_index=True) if frames else empty_bars()
     return FetchResult(bars=merged, results=results)

@@ -158,6 +158,13 @@ class Source(ABC):
         """Symbols this source can list for ``interval`` (empty: give symbols; an API decides)."""
         return []
 
+    def expect_symbols(self, symbols: list[str]) -> None:  # noqa: B027 (optional hook)
+        """Told the symbols of a run before the first fetch (e.g. to name a one-symbol file)."""
+
+    def note(self, symbol: str) -> str | None:
+        """What a reader should know about the last fetch of ``symbol`` (e.g. rows skipped)."""
+        return None
+
     def fetch(
         self,
         symbol: str,

@@ -59,6 +59,7 @@ from pyspark.sql.streaming import StreamingQuery, StreamingQueryListener
 
 from stockpipe.config import Settings
 from stockpipe.errors import LeaseHeldError, StreamingError, UnknownNameError
+from stockpipe.kafka import require_topic
 from stockpipe.lake import ZONES, storage_options, table_uri, zone
 from stockpipe.lease import Lease, check_all, hold
 from stockpipe.reference import to_ms
@@ -83,6 +84,7 @@ REASONS = {
     "invalid_utf8": "value is not valid UTF-8 (kept exactly in value_b64)",
     "empty": "empty message",
     "unparsable": "unparsable: not JSON, or a field has the wrong type",
+    "feed": "undecodable feed frame (feed_error)",
     "schema_version": "unsupported schema_version",
     "missing": "missing field: {}",
     "price": "non-positive price",
@@ -123,7 +125,9 @@ CANONICAL_TICK = (
 )
 
 _CORRUPT = "_corrupt_record"
-_PARSE_DDL = f"{TICK_MESSAGE_DDL}, {_CORRUPT} STRING"
+#: A live feed's record of a frame it could not read (``stockpipe.live.rejected_value``).
+_FEED_ERROR = "feed_error"
+_PARSE_DDL = f"{TICK_MESSAGE_DDL}, {_FEED_ERROR} STRING, {_CORRUPT} STRING"
 
 
 @dataclass(frozen=True)
@@ -201,6 +205,7 @@ def validate_ticks(
         (c("value_b64").isNotNull(), REASONS["invalid_utf8"]),
         (c("value").isNull() | (F.trim(c("value")) == ""), REASONS["empty"]),
         (c(_CORRUPT).isNotNull(), REASONS["unparsable"]),
+        (c(_FEED_ERROR).isNotNull(), REASONS["feed"]),
     ]
     for name in REQUIRED_FIELDS:
         missing = c(name).isNull()
@@ -635,6 +640,9 @@ def run_stream(
     another job holds one past ``opts.lease_wait_s``, :class:`LeaseLostError` if a
     lease is lost while running, :class:`StreamingError` if a query fails.
     """
+    # a missing input topic: created, or a clear error before Spark starts (Spark's
+    # Kafka source would wait on it forever without a word)
+    require_topic(settings, opts.topic or settings.topic_ticks)
     tables = [ZONES[t] for t in TABLES]
     job = f"streaming job {opts.name}"
     with hold(settings, tables, job=job, wait_s=opts.lease_wait_s) as leases:
