@@ -76,8 +76,10 @@ def read_changes(dt: Any, name: str, start: int, end: int, columns: Sequence[str
 
     wanted = [*columns, "_change_type", "_commit_version"]
     try:
-        reader = dt.load_cdf(starting_version=start, ending_version=end, columns=wanted)
-        return pa.RecordBatchReader.from_stream(reader).read_all()
+        # every column, then a projection: delta-rs puts a projection's names into SQL
+        # unquoted, and processed/bars has a column named "return"
+        reader = dt.load_cdf(starting_version=start, ending_version=end)
+        return pa.RecordBatchReader.from_stream(reader).read_all().select(wanted)
     except (DeltaError, pa.ArrowException, OSError) as exc:
         raise ChangeFeedUnavailable(ZONES[name], start, end, _short(exc)) from exc
 

@@ -137,7 +137,8 @@ def test_export_equals_delta_a_correction_updates_one_row_and_nothing_new_is_qui
     run_batch_job(lake, spark=spark)
     second = export(lake, "bars")
     [inc] = second.sources
-    assert inc.mode == "incremental" and inc.rows_written == 1 and inc.rows_deleted == 0
+    assert inc.mode == "incremental", inc.reason
+    assert inc.rows_written == 1 and inc.rows_deleted == 0
     after = assert_bars_equal(lake)
     changed = (before != after) & ~(before.isna() & after.isna())
     assert changed.any(axis=1).sum() == 1
