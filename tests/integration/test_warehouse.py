@@ -20,6 +20,7 @@ from deltalake import DeltaTable
 from stockpipe.ingest import ingest, produce_bars
 from stockpipe.kafka import ConfirmedProducer, ensure_topics
 from stockpipe.lake import ensure_bucket, storage_options, table_uri
+from stockpipe.reference import WINDOW_COLUMNS
 from stockpipe.sources import fetch_many, get_source
 from stockpipe.spark.batch import BarsBatchJob, run_batch_job
 from stockpipe.warehouse.connection import read_sql
@@ -256,20 +257,7 @@ def test_tick_windows_and_quarantined_ticks_after_the_streaming_job(lake, spark)
     run_stream(lake, opts, spark=spark)
     report = export(lake, "tick_windows,quarantine_counts")
     key = WAREHOUSE_TABLES["tick_windows"].key
-    columns = [
-        "symbol",
-        "window_start",
-        "window_end",
-        "open",
-        "high",
-        "low",
-        "close",
-        "vwap",
-        "volume",
-        "trade_count",
-        "price_std",
-        "date",
-    ]
+    columns = [*WINDOW_COLUMNS, "date"]
     expected = delta_frame(lake, "tick_windows", columns, key)
     got = warehouse_frame(lake, "tick_windows", columns, key)
     assert len(got) == len(expected) == report.counts["tick_windows"] > 10

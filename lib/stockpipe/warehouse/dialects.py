@@ -36,6 +36,24 @@ class UnsupportedTypeError(StockpipeError, TypeError):
         super().__init__(f"{dialect}: no column type for {column} ({dtype})")
 
 
+def type_kind(dtype: pa.DataType) -> str | None:
+    """The kind of an Arrow type that the dialects map to a SQL type (None: no mapping)."""
+    t = pa.types
+    checks = (
+        ("string", t.is_string(dtype) or t.is_large_string(dtype) or t.is_string_view(dtype)),
+        ("float64", t.is_float64(dtype)),
+        ("float32", t.is_float32(dtype)),
+        ("int64", t.is_int64(dtype)),
+        ("int32", t.is_int32(dtype) or t.is_int16(dtype) or t.is_int8(dtype)),
+        ("bool", t.is_boolean(dtype)),
+        ("timestamptz", t.is_timestamp(dtype) and dtype.tz is not None),
+        ("timestamp", t.is_timestamp(dtype)),
+        ("date", t.is_date(dtype)),
+        ("binary", t.is_binary(dtype) or t.is_large_binary(dtype)),
+    )
+    return next((kind for kind, match in checks if match), None)
+
+
 def literal(value: str | int | None) -> str:
     """A SQL literal: NULL, an integer, or a quoted string (quotes doubled)."""
     if value is None:
@@ -66,27 +84,25 @@ class Dialect:
     def table(self, schema: str, name: str) -> str:
         return f"{self.ident(schema)}.{self.ident(name)}"
 
+    #: SQL type of each kind of Arrow type (:func:`type_kind`)
+    types: tuple[tuple[str, str], ...] = (
+        ("string", "TEXT"),
+        ("float64", "DOUBLE PRECISION"),
+        ("float32", "REAL"),
+        ("int64", "BIGINT"),
+        ("int32", "INTEGER"),
+        ("bool", "BOOLEAN"),
+        ("timestamptz", "TIMESTAMPTZ"),
+        ("timestamp", "TIMESTAMP"),
+        ("date", "DATE"),
+        ("binary", "BYTEA"),
+    )
+
     def column_type(self, column: str, dtype: pa.DataType) -> str:
-        t = pa.types
-        if t.is_string(dtype) or t.is_large_string(dtype) or t.is_string_view(dtype):
-            return "TEXT"
-        if t.is_float64(dtype):
-            return "DOUBLE PRECISION"
-        if t.is_float32(dtype):
-            return "REAL"
-        if t.is_int64(dtype):
-            return "BIGINT"
-        if t.is_int32(dtype) or t.is_int16(dtype) or t.is_int8(dtype):
-            return "INTEGER"
-        if t.is_boolean(dtype):
-            return "BOOLEAN"
-        if t.is_timestamp(dtype):
-            return "TIMESTAMPTZ" if dtype.tz else "TIMESTAMP"
-        if t.is_date(dtype):
-            return "DATE"
-        if t.is_binary(dtype) or t.is_large_binary(dtype):
-            return "BYTEA"
-        raise UnsupportedTypeError(self.name, column, dtype)
+        name = dict(self.types).get(type_kind(dtype) or "")
+        if name is None:
+            raise UnsupportedTypeError(self.name, column, dtype)
+        return name
 
     # DDL ------------------------------------------------------------------------------
     def create_schema(self, schema: str) -> str:
@@ -122,6 +138,17 @@ class Dialect:
             f"{left}.{self.ident(c)} IS DISTINCT FROM {right}.{self.ident(c)}" for c in columns
         )
 
+    def _assignments(
+        self, values: Sequence[str], additive: Sequence[str], target: str, new: str
+    ) -> str:
+        """``SET`` items: a new value, or for ``additive`` columns the sum of both."""
+        out = []
+        for c in values:
+            name = self.ident(c)
+            value = f"t.{name} + {new}.{name}" if c in additive else f"{new}.{name}"
+            out.append(f"{target}{name} = {value}")
+        return ", ".join(out)
+
     def upsert(
         self,
         schema: str,
@@ -135,20 +162,15 @@ class Dialect:
         """Apply the staging rows: delete the flagged keys, insert or update the others.
 
         ``additive`` columns are added to the row's value instead of replacing it
-        (counts exported as differences).
+        (counts exported as differences). Unchanged rows are not rewritten.
         """
-        tgt, stg = self.table(schema, target), self.ident(stage)
-        names = ", ".join(self.ident(c) for c in columns)
         values = [c for c in columns if c not in key]
-        sets = ", ".join(
-            f"{self.ident(c)} = "
-            + (
-                f"t.{self.ident(c)} + EXCLUDED.{self.ident(c)}"
-                if c in additive
-                else f"EXCLUDED.{self.ident(c)}"
-            )
-            for c in values
-        )
+        tables = (self.table(schema, target), self.ident(stage))
+        return self._upsert(*tables, columns, values, key, additive)
+
+    def _upsert(self, tgt, stg, columns, values, key, additive) -> list[str]:
+        names = ", ".join(self.ident(c) for c in columns)
+        sets = self._assignments(values, additive, "", "EXCLUDED")
         where = "" if additive else f" WHERE {self._changed(values, 't', 'EXCLUDED')}"
         conflict = ", ".join(self.ident(k) for k in key)
         return [
@@ -254,19 +276,18 @@ class Snowflake(Dialect):
     def column_name(self, name: str) -> str:
         return name.upper()
 
-    def column_type(self, column: str, dtype: pa.DataType) -> str:
-        t = pa.types
-        if t.is_string(dtype) or t.is_large_string(dtype) or t.is_string_view(dtype):
-            return "VARCHAR"
-        if t.is_floating(dtype):
-            return "FLOAT"
-        if t.is_integer(dtype):
-            return "NUMBER(19,0)"
-        if t.is_timestamp(dtype):
-            return "TIMESTAMP_TZ" if dtype.tz else "TIMESTAMP_NTZ"
-        if t.is_binary(dtype) or t.is_large_binary(dtype):
-            return "BINARY"
-        return super().column_type(column, dtype)
+    types: tuple[tuple[str, str], ...] = (
+        ("string", "VARCHAR"),
+        ("float64", "FLOAT"),
+        ("float32", "FLOAT"),
+        ("int64", "NUMBER(19,0)"),
+        ("int32", "NUMBER(10,0)"),
+        ("bool", "BOOLEAN"),
+        ("timestamptz", "TIMESTAMP_TZ"),
+        ("timestamp", "TIMESTAMP_NTZ"),
+        ("date", "DATE"),
+        ("binary", "BINARY"),
+    )
 
     def create_stage(self, schema: str, stage: str, target: str) -> list[str]:
         like = self.table(schema, target)
@@ -275,23 +296,8 @@ class Snowflake(Dialect):
             f"ALTER TABLE {self.ident(stage)} ADD COLUMN {self.ident(DELETED)} BOOLEAN",
         ]
 
-    def upsert(
-        self,
-        schema: str,
-        target: str,
-        stage: str,
-        columns: Sequence[str],
-        key: Sequence[str],
-        *,
-        additive: Sequence[str] = (),
-    ) -> list[str]:
-        tgt, stg = self.table(schema, target), self.ident(stage)
-        values = [c for c in columns if c not in key]
-        sets = ", ".join(
-            f"t.{self.ident(c)} = "
-            + (f"t.{self.ident(c)} + s.{self.ident(c)}" if c in additive else f"s.{self.ident(c)}")
-            for c in values
-        )
+    def _upsert(self, tgt, stg, columns, values, key, additive) -> list[str]:
+        sets = self._assignments(values, additive, "t.", "s")
         changed = "" if additive else f" AND ({self._changed(values, 't', 's')})"
         names = ", ".join(self.ident(c) for c in columns)
         news = ", ".join(f"s.{self.ident(c)}" for c in columns)
