@@ -242,7 +242,7 @@ def test_tick_windows_and_quarantined_ticks_after_the_streaming_job(lake, spark)
     spec = TickSpec(
         symbols=("AAPL", "MSFT"), seed=3, rate=100, start_ms=base, step_ms=20, producer_id="wh"
     )
-    run_producer(lake, spec, rate=5000, max_ticks=1500)
+    run_producer(lake, spec, rate=5000, max_ticks=4000)
     with ConfirmedProducer(lake, lake.topic_ticks) as p:
         p.send(b"AAPL", b"not json")
     opts = StreamOptions(
