@@ -214,7 +214,7 @@ def test_snowflake_load_stages_through_adbc_ingest_then_one_merge_and_the_state(
     kinds = [entry[0] for entry in conn.log]
     assert kinds == ["execute", "execute", "ingest", "execute", "execute"]
     _, name, mode, temporary, data = conn.log[2]
-    assert (name, mode, temporary) == ("STAGE_BARS", "append", True)
+    assert (name, mode, temporary) == ("STAGE_BARS", "append", False)
     assert data.column_names == ["SYMBOL", "INTERVAL", "TS", "CLOSE", "_DELETED"]
     assert conn.log[3][1].startswith('MERGE INTO "STOCKPIPE"."BARS"')
     update = conn.log[4][1]

@@ -272,6 +272,9 @@ class Snowflake(Dialect):
     """
 
     name: str = "snowflake"
+    #: ingest by the stage's plain name: Snowflake resolves it to the session's
+    #: temporary table (which shadows any table of that name)
+    temporary_stage: bool = False
 
     def column_name(self, name: str) -> str:
         return name.upper()
