@@ -50,18 +50,24 @@ def ensure_change_feed(settings: Settings, name: str, *, wait_s: float | None = 
 
     Under the table's lease (one writer per table), waiting up to ``wait_s``.
     """
-    from stockpipe.maintenance import _commit_properties, _leased
+    from deltalake import CommitProperties
+
+    from stockpipe.lease import hold
+    from stockpipe.maintenance import carried_metadata
+    from stockpipe.tables import recent_commits
 
     dt = open_table(settings, name)
     if dt is None or feed_enabled(dt):
         return False
-    with _leased(settings, name, wait_s):
+    wait = settings.lease_wait_s if wait_s is None else wait_s
+    with hold(settings, [ZONES[name]], job=JOB, wait_s=wait, ttl_s=settings.lease_ttl_s):
         dt = open_table(settings, name)
         if feed_enabled(dt):
             return False
-        dt.alter.set_table_properties(
-            {CDF_PROPERTY: "true"}, commit_properties=_commit_properties(dt)
-        )
+        # the batch job finds its Kafka offsets in the latest commit that has them
+        text = carried_metadata(recent_commits(dt))
+        props = CommitProperties(custom_metadata={"userMetadata": text}) if text else None
+        dt.alter.set_table_properties({CDF_PROPERTY: "true"}, commit_properties=props)
     log.info("%s: change data feed turned on at version %d", ZONES[name], dt.version())
     return True
 

@@ -271,3 +271,32 @@ def test_tick_windows_and_quarantined_ticks_after_the_streaming_job(lake, spark)
         )
         == 1
     )
+
+
+def test_a_table_made_before_the_feed_gets_it_and_keeps_its_kafka_progress(lake, spark):
+    from stockpipe.changefeed import CDF_PROPERTY, SPARK_DEFAULT
+    from stockpipe.tables import kafka_progress
+
+    spark.conf.set(SPARK_DEFAULT, "false")  # as tables made before this setting
+    try:
+        ingest(lake, "samples", "GOOG", start="2018-01-01", end="2018-03-31", progress=False)
+        run_batch_job(lake, spark=spark)
+    finally:
+        spark.conf.set(SPARK_DEFAULT, "true")
+    uri, options = table_uri(lake, "processed_bars"), storage_options(lake)
+    assert CDF_PROPERTY not in DeltaTable(uri, storage_options=options).metadata().configuration
+    progress = kafka_progress(lake, "processed_bars")
+
+    [first] = export(lake, "bars").sources
+    dt = DeltaTable(uri, storage_options=options)
+    assert dt.metadata().configuration[CDF_PROPERTY] == "true"
+    assert dt.history(1)[0]["operation"] == "SET TBLPROPERTIES"
+    assert kafka_progress(lake, "processed_bars") == progress  # carried forward
+    assert first.mode == "full"
+    assert_bars_equal(lake)
+
+    ingest(lake, "samples", "GOOG", start="2018-04-01", end="2018-04-30", progress=False)
+    run_batch_job(lake, spark=spark)
+    [second] = export(lake, "bars").sources
+    assert second.mode == "incremental" and second.rows_written > 10
+    assert_bars_equal(lake)
