@@ -12,6 +12,7 @@ import stat
 from datetime import UTC, datetime
 
 import pytest
+from pydantic import SecretStr
 
 from stockpipe.config import get_settings, load_settings
 from stockpipe.stack.airflow import airflow_env, ensure_password, password_file
@@ -242,6 +243,9 @@ def test_a_secret_passed_as_parameter_is_refused(settings):
         check_no_secrets({"symbols": "MSFT", "token": f"key={API_KEY}"}, settings)
     with pytest.raises(SecretParameterError, match="environment"):
         check_no_secrets({"x": SECRET}, settings)
+    warehouse = settings.model_copy(update={"postgres_password": SecretStr("pg-password-1")})
+    with pytest.raises(SecretParameterError, match="'target'"):
+        check_no_secrets({"target": "postgresql://u:pg-password-1@h/db"}, warehouse)
 
 
 def test_run_window_follows_the_data_interval_unless_params_say_otherwise():
