@@ -73,8 +73,15 @@ def main() -> None:
             full_rows=rows,
             full_rows_per_s=round(rows / seconds),
             full_mode=full.mode,
+            full_read_s=round(full.read_s, 2),
+            full_stage_s=round(full.stage_s, 2),
+            full_apply_s=round(full.apply_s, 2),
         )
         print(f"full export: {rows:,} rows in {seconds:.1f} s = {rows / seconds:,.0f} rows/s")
+        print(
+            f"  read {full.read_s:.1f} s, bulk load {full.stage_s:.1f} s, "
+            f"insert + commit {full.apply_s:.1f} s"
+        )
 
         new = synthetic_bars(
             args.symbols, day, day + pd.Timedelta(days=1), "1d", seed=3, batch_id="incr"
@@ -87,6 +94,7 @@ def main() -> None:
             incremental_day_s=round(seconds, 2),
             incremental_rows=inc.rows_loaded,
             incremental_mode=inc.mode,
+            incremental_read_s=round(inc.read_s, 2),
         )
         print(f"incremental day: {inc.rows_loaded} rows ({inc.mode}) in {seconds:.2f} s")
 

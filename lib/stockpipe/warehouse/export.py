@@ -72,6 +72,10 @@ class SourceExport:
     rows_written: int = 0
     reason: str = ""
     seconds: float = 0.0
+    #: where the time went: reading the lake, the bulk load, the upsert and commit
+    read_s: float = 0.0
+    stage_s: float = 0.0
+    apply_s: float = 0.0
 
     def __str__(self) -> str:
         head = f"{self.table} <- {self.source}"
@@ -296,19 +300,24 @@ def export_source(
         loader.ensure_tables(spec, target_schema(spec, dt))
         was = loader.state(spec, source)
         result.to_version = dt.version()
+        t_read = time.perf_counter()
         p = plan(spec, source, dt, was)
+        result.read_s = time.perf_counter() - t_read
         if p is None:
             result.seconds = time.perf_counter() - t0
             return result
         result.mode, result.reason, result.rows_read = p.mode, p.reason, p.rows_read
         result.from_version = was[1] + 1 if p.mode == "incremental" and was else None
         try:
+            t_stage = time.perf_counter()
             if p.rows.num_rows or p.mode == "full":
                 stage = loader.stage(spec, p.rows)
+                result.stage_s = time.perf_counter() - t_stage
                 result.rows_written, result.rows_deleted = loader.apply(spec, source, stage, p)
             # commits without row changes (OPTIMIZE, property commits) only move the version
             loader.record(spec, source, dt, p, was)
             loader.commit()
+            result.apply_s = time.perf_counter() - t_stage - result.stage_s
         except ConcurrentExportError:
             loader.rollback()
             if attempt == ATTEMPTS:
