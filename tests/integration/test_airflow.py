@@ -64,6 +64,7 @@ def af_settings(settings) -> Settings:
             "bucket": "itest-airflow",
             "topic_bars": "itest.airflow.bars",
             "topic_ticks": "itest.airflow.ticks",
+            "warehouse_schema": "itest_airflow",
         }
     )
     ensure_bucket(own)
