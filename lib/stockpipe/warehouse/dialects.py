@@ -9,7 +9,7 @@ deleted); the upsert applies it to the target in one statement per kind.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, astuple, dataclass
 
 import pyarrow as pa
 
@@ -28,6 +28,18 @@ STATE_COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
     ("rows", pa.int64()),
     ("exported_at", pa.timestamp("us", "UTC")),
 )
+
+
+@dataclass(frozen=True)
+class StateRow:
+    """What the state table records of one export (STATE_COLUMNS but the time)."""
+
+    target: str
+    source: str
+    table_id: str
+    version: int
+    mode: str
+    rows: int
 
 
 class UnsupportedTypeError(StockpipeError, TypeError):
@@ -212,52 +224,22 @@ class Dialect:
             f"{self.table(schema, STATE_TABLE)} WHERE {self._state_key(target, source)}"
         )
 
-    def insert_state(
-        self,
-        schema: str,
-        target: str,
-        source: str,
-        table_id: str,
-        version: int,
-        mode: str,
-        rows: int,
-    ) -> str:
+    def insert_state(self, schema: str, row: StateRow) -> str:
         names = ", ".join(self.ident(c) for c, _ in STATE_COLUMNS)
-        values = ", ".join(
-            [
-                *(literal(v) for v in (target, source, table_id, version, mode, rows)),
-                "CURRENT_TIMESTAMP",
-            ]
-        )
+        values = ", ".join([*(literal(v) for v in astuple(row)), "CURRENT_TIMESTAMP"])
         return f"INSERT INTO {self.table(schema, STATE_TABLE)} ({names}) VALUES ({values})"
 
-    def update_state(
-        self,
-        schema: str,
-        target: str,
-        source: str,
-        table_id: str,
-        version: int,
-        mode: str,
-        rows: int,
-        *,
-        was: tuple[str, int],
-    ) -> str:
+    def update_state(self, schema: str, row: StateRow, *, was: tuple[str, int]) -> str:
         """Move the recorded version on, only from ``was`` (table id, version): a
         concurrent export that got there first leaves this one updating no row."""
+        values = {k: literal(v) for k, v in asdict(row).items() if k not in ("target", "source")}
         sets = ", ".join(
             f"{self.ident(c)} = {v}"
-            for c, v in (
-                ("table_id", literal(table_id)),
-                ("version", literal(version)),
-                ("mode", literal(mode)),
-                ("rows", literal(rows)),
-                ("exported_at", "CURRENT_TIMESTAMP"),
-            )
+            for c, v in {**values, "exported_at": "CURRENT_TIMESTAMP"}.items()
         )
         return (
             f"UPDATE {self.table(schema, STATE_TABLE)} SET {sets} WHERE "
-            f"{self._state_key(target, source)} AND {self.ident('table_id')} = "
+            f"{self._state_key(row.target, row.source)} AND {self.ident('table_id')} = "
             f"{literal(was[0])} AND {self.ident('version')} = {literal(was[1])}"
         )
 

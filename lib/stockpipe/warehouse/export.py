@@ -38,7 +38,7 @@ from stockpipe.lake import ZONES
 from stockpipe.tables import open_table
 from stockpipe.warehouse import changes as C
 from stockpipe.warehouse.connection import connect, resolve_target
-from stockpipe.warehouse.dialects import DELETED, Dialect, dialect_for
+from stockpipe.warehouse.dialects import DELETED, Dialect, StateRow, dialect_for
 from stockpipe.warehouse.tables import COUNT_SCHEMA, QUARANTINE_DATE, WarehouseTable, resolve
 
 log = logging.getLogger(__name__)
@@ -264,11 +264,14 @@ class Loader:
         p: Plan,
         was: tuple[str, int] | None,
     ) -> None:
-        d, args = self.dialect, (dt.metadata().id, dt.version(), p.mode, p.rows.num_rows)
+        d = self.dialect
+        row = StateRow(
+            spec.name, ZONES[source], dt.metadata().id, dt.version(), p.mode, p.rows.num_rows
+        )
         if was is None:
-            self.execute(d.insert_state(self.schema, spec.name, ZONES[source], *args))
+            self.execute(d.insert_state(self.schema, row))
             return
-        if self.execute(d.update_state(self.schema, spec.name, ZONES[source], *args, was=was)) != 1:
+        if self.execute(d.update_state(self.schema, row, was=was)) != 1:
             raise ConcurrentExportError(
                 f"{spec.name} <- {ZONES[source]}: another export recorded a version first"
             )
