@@ -8,7 +8,7 @@ UV_VERSION := 0.13.8
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help browser setup up down status smoke demo test test-unit lint format bench lab airflow clean
+.PHONY: help browser postgres setup up down status smoke demo test test-unit lint format bench lab airflow clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -29,6 +29,7 @@ $(STAMP): requirements.txt pyproject.toml
 setup: $(STAMP) ## create .venv, fetch Kafka + Spark jars and build MinIO (cached per user)
 	@$(BIN)/stockpipe setup
 	@command -v chromium >/dev/null || $(MAKE) -s browser
+	@ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || command -v postgres >/dev/null || $(MAKE) -s postgres
 
 browser: ## install Debian's headless Chromium for the report browser test (needs root)
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
@@ -37,7 +38,14 @@ browser: ## install Debian's headless Chromium for the report browser test (need
 	  && echo "setup: chromium ready"; \
 	else echo "note: chromium is not installed (sudo apt-get install chromium); the browser test will be skipped"; fi
 
-up: setup ## start Kafka and MinIO on 127.0.0.1 (no-op when up)
+postgres: ## install Debian's PostgreSQL server, the local warehouse (needs root)
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "setup: installing postgresql (Debian package) for the local warehouse ..."; \
+	  apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null \
+	  && echo "setup: postgresql ready"; \
+	else echo "error: PostgreSQL is not installed (sudo apt-get install postgresql): the warehouse needs it" >&2; exit 1; fi
+
+up: setup ## start Kafka, MinIO and PostgreSQL on 127.0.0.1 (no-op when up)
 	@$(BIN)/stockpipe up
 
 down: ## stop the local stack

@@ -21,7 +21,7 @@ RESULTS = Path(__file__).parent / "results"
 
 @contextlib.contextmanager
 def isolated_stack(**overrides) -> Iterator[tuple[Settings, Stack]]:
-    """A throwaway Kafka + MinIO on free ports (never the user's stack)."""
+    """A throwaway Kafka + MinIO + PostgreSQL on free ports (never the user's stack)."""
     with tempfile.TemporaryDirectory(prefix="stockpipe-bench-") as tmp:
         settings = isolated_settings(Path(tmp), **overrides)
         stack = Stack(settings)

@@ -1,6 +1,6 @@
 """Daily batch pipeline: bars from a source through Kafka and Spark into the lake, then charts.
 
-check_stack -> batch_producer -> wait_for_new_records -> spark_batch -> charts
+check_stack -> batch_producer -> wait_for_new_records -> spark_batch -> export, charts
 
 Each run fetches its own data interval (``@daily``: the previous day, UTC) unless
 the ``start``/``end``/``full_history`` params say otherwise. Executed notebooks go
@@ -20,6 +20,8 @@ from stockpipe.config import get_settings
 settings = get_settings()
 PROCESSED_BARS = orch.lake_asset(settings, "processed_bars")
 REPORTS = orch.lake_asset(settings, "reports")
+#: What the export after the job loads into the warehouse (an asset per table).
+EXPORTED = ("bars", "quarantine_counts")
 
 with DAG(
     dag_id="stock_batch_pipeline",
@@ -66,4 +68,11 @@ with DAG(
         },
     )
 
-    check >> produce >> wait >> process >> charts
+    export = orch.NotebookOperator(
+        notebook="export",
+        inlets=[PROCESSED_BARS],
+        outlets=orch.warehouse_assets(settings, EXPORTED),
+        parameters={"target": "", "tables": ",".join(EXPORTED)},
+    )
+
+    check >> produce >> wait >> process >> [export, charts]

@@ -5,7 +5,8 @@ Two DAGs share the streaming job's checkpoint, so its tasks share the
 
 * ``stock_stream_pipeline`` (scheduled, ``STOCKPIPE_STREAM_SCHEDULE``):
   check_stack -> spark_streaming in available-now mode: processes whatever
-  arrived since the last run, then stops.
+  arrived since the last run, then stops -> export of the tick windows (and the
+  quarantine counts) into the warehouse.
 * ``stock_stream_live`` (manual): check_stack -> stream_producer and
   spark_streaming (continuous) side by side for ``duration_s`` seconds; the
   producer's ``source`` is synthetic ticks or live trades (``yahoo``).
@@ -20,6 +21,8 @@ from stockpipe.config import get_settings
 
 settings = get_settings()
 TICK_WINDOWS = orch.lake_asset(settings, "tick_windows")
+#: What the export after the available-now run loads into the warehouse.
+EXPORTED = ("tick_windows", "quarantine_counts")
 
 WINDOWING = {
     "window": "{{ params.window }}",
@@ -52,7 +55,13 @@ with DAG(
             "duration_s": "{{ params.duration_s }}",
         },
     )
-    check >> stream
+    export = orch.NotebookOperator(
+        notebook="export",
+        inlets=[TICK_WINDOWS],
+        outlets=orch.warehouse_assets(settings, EXPORTED),
+        parameters={"target": "", "tables": ",".join(EXPORTED)},
+    )
+    check >> stream >> export
 
 with DAG(
     dag_id="stock_stream_live",

@@ -18,7 +18,7 @@ from stockpipe.stack.manager import Stack, isolated_settings
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory) -> Iterator[Stack]:
-    """A running isolated stack (Kafka + MinIO), stopped after the session."""
+    """A running isolated stack (Kafka, MinIO, PostgreSQL), stopped after the session."""
     settings = isolated_settings(tmp_path_factory.mktemp("stack"))
     st = Stack(settings)
     saved = dict(os.environ)

@@ -23,7 +23,7 @@ def _settings():
 
     env_file = _default_env_file()
     if ensure_credentials(env_file):
-        typer.echo(f"generated MinIO credentials into {env_file} (mode 0600)")
+        typer.echo(f"generated credentials (MinIO, PostgreSQL) into {env_file} (mode 0600)")
     return load_settings(env_file)
 
 
@@ -48,7 +48,7 @@ def setup(verbose: bool = typer.Option(False, "--verbose", "-v")) -> None:
 
 @app.command()
 def up() -> None:
-    """Start Kafka and MinIO on 127.0.0.1 (a no-op when already up)."""
+    """Start Kafka, MinIO and PostgreSQL on 127.0.0.1 (a no-op when already up)."""
     from stockpipe.stack.manager import Stack
 
     settings = _settings()
@@ -60,8 +60,14 @@ def up() -> None:
     typer.echo(
         f"stack is up ({time.perf_counter() - t0:.1f} s): Kafka {settings.bootstrap_servers}, "
         f"MinIO {settings.s3_url} (console http://{settings.host}:{settings.minio_console_port}), "
-        f"bucket {settings.bucket}"
+        f"bucket {settings.bucket}, warehouse {_warehouse_url(settings)}"
     )
+
+
+def _warehouse_url(settings) -> str:
+    from stockpipe.warehouse.connection import postgres_url
+
+    return postgres_url(settings) + " (password: STOCKPIPE_POSTGRES_PASSWORD in .env)"
 
 
 @app.command()
@@ -131,7 +137,7 @@ def smoke(records: int = 20) -> None:
 def env() -> None:
     """Print the settings as environment variables (secrets masked)."""
     for key, value in sorted(_settings().to_env().items()):
-        if "SECRET" in key or "API_KEY" in key:
+        if any(w in key for w in ("SECRET", "API_KEY", "PASSWORD", "PRIVATE_KEY", "PASSPHRASE")):
             value = "****"
         typer.echo(f"{key}={value}")
 
@@ -194,6 +200,28 @@ def batch(
     except StockpipeError as exc:
         _fail(exc)
     typer.echo(str(report))
+
+
+@app.command()
+def export(
+    tables: str = typer.Option(
+        "", help="warehouse tables, comma separated (bars, tick_windows, quarantine_counts)"
+    ),
+    target: str = typer.Option("", help="postgresql or snowflake (default: STOCKPIPE_WAREHOUSE)"),
+) -> None:
+    """Export what changed in the lake's processed tables into the SQL warehouse."""
+    import logging
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from stockpipe.warehouse.export import export as run_export
+
+    try:
+        report = run_export(_settings(), tables or None, target=target or None)
+    except StockpipeError as exc:
+        _fail(exc)
+    typer.echo(str(report))
+    for table, rows in report.counts.items():
+        typer.echo(f"  {table}: {rows:,} rows")
 
 
 @app.command()

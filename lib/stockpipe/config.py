@@ -48,6 +48,8 @@ class Settings(BaseSettings):
     kafka_nodes: int = 1  # 3: a KRaft cluster of three broker+controller nodes
     minio_port: int = 9000
     minio_console_port: int = 9001
+    #: The local stack's PostgreSQL (the warehouse); not 5432, which a system cluster takes
+    postgres_port: int = 5433
 
     # Kafka -----------------------------------------------------------------------------
     kafka_bootstrap: str = ""  # empty: the local stack's broker
@@ -70,6 +72,30 @@ class Settings(BaseSettings):
     lease_wait_s: float = 600.0
     #: A lease not renewed for this long (a crashed job) is free again
     lease_ttl_s: float = 60.0
+
+    # Warehouse (the export of processed data) -----------------------------------------------
+    #: Where `stockpipe export` loads: "postgresql" (the local stack's, or postgres_url)
+    #: or "snowflake" (the snowflake_* settings)
+    warehouse: str = "postgresql"
+    #: Schema of the warehouse tables (PostgreSQL; Snowflake uses snowflake_schema)
+    warehouse_schema: str = "stockpipe"
+    #: A PostgreSQL URL without the password (postgresql://user@host:port/db); empty:
+    #: the local stack's server
+    postgres_url: str = ""
+    postgres_user: str = "stockpipe"
+    postgres_password: SecretStr = SecretStr("")
+    postgres_db: str = "stockpipe"
+    snowflake_account: str = ""
+    snowflake_user: str = ""
+    snowflake_warehouse: str = ""
+    snowflake_database: str = ""
+    snowflake_schema: str = "STOCKPIPE"
+    snowflake_role: str = ""
+    #: Key-pair authentication (preferred): the PEM private key, or a path to it
+    snowflake_private_key: SecretStr | None = None
+    snowflake_private_key_path: str = ""
+    snowflake_private_key_passphrase: SecretStr | None = None
+    snowflake_password: SecretStr | None = None
 
     # Spark ------------------------------------------------------------------------------
     spark_master: str = "local[*]"

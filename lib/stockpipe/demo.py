@@ -8,9 +8,12 @@
 3. meanwhile the batch pipeline DAG runs end to end (``airflow dags test``:
    in-process, no scheduler) on the sample bars: producer, sensor, Spark batch
    job, charts; then the demo waits for the streaming session to end;
-4. the charts DAG turns bars and tick windows into the HTML report;
-5. the summary: rows per zone, quarantine reasons, executed notebooks and the
-   report (in MinIO and local copies), and how to open the UIs.
+4. the charts DAG turns bars and tick windows into the HTML report, and the
+   export loads bars, tick windows and quarantine counts into the warehouse
+   (PostgreSQL; the batch DAG's export task has loaded the bars already);
+5. the summary: rows per zone and per warehouse table, quarantine reasons,
+   executed notebooks and the report (in MinIO and local copies), and how to
+   open the UIs.
 
 Warm (setup done, stack up) it needs no network.
 """
@@ -60,6 +63,8 @@ class DemoResult:
     live_run_id: str | None = None
     report_s3: str | None = None
     report_local: Path | None = None
+    #: rows per warehouse table after the demo's export
+    warehouse: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
 
 
@@ -257,6 +262,15 @@ def summary(settings: Settings, result: DemoResult) -> list[str]:
     late = late_ticks_dropped(settings)
     if late:
         lines.append(f"  ticks dropped as late (behind the watermark, counted): {late:,}")
+    if result.warehouse:
+        from stockpipe.warehouse.connection import postgres_url
+
+        lines.append("")
+        lines.append(
+            f"Rows in the warehouse ({postgres_url(settings)}, schema "
+            f"{settings.warehouse_schema}; password STOCKPIPE_POSTGRES_PASSWORD in .env):"
+        )
+        lines += [f"  {table:<44} {rows:>9,}" for table, rows in result.warehouse.items()]
     lines.append("")
     lines.append("Executed notebooks (MinIO -> local copy):")
     for s3, local in result.notebooks.items():
@@ -365,10 +379,18 @@ def run_demo(
         raise
 
     t = time.perf_counter()
-    log("4/5 charts DAG: the HTML report from bars and tick windows")
+    log("4/5 charts DAG: the HTML report from bars and tick windows; the warehouse export")
     charts = _dag_run(settings, "stock_charts", {"report_dir": str(REPORTS_DIR)}, log, logs_dir)
     result.runs.append(charts)
     step("charts", t)
+
+    t = time.perf_counter()
+    log("    export to the warehouse (what the batch DAG's export left: the tick windows)")
+    from stockpipe.warehouse.export import export
+
+    exported = export(settings, log_line=lambda m: log(f"    {m}"))
+    result.warehouse = {t: exported.counts[t] for t in sorted(exported.counts)}
+    step("export", t)
 
     log("5/5 summary")
     for run in result.runs:

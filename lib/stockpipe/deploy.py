@@ -37,6 +37,7 @@ def docker_secrets() -> dict[str, str]:
         "STOCKPIPE_S3_ACCESS_KEY": f"stockpipe-{generate_secret(8).lower()}",
         "STOCKPIPE_S3_SECRET_KEY": generate_secret(40),
         "POSTGRES_PASSWORD": generate_secret(32),
+        "STOCKPIPE_POSTGRES_PASSWORD": generate_secret(32),
         # Fernet: 32 url-safe base64-encoded bytes
         "AIRFLOW_FERNET_KEY": base64.urlsafe_b64encode(os.urandom(32)).decode(),
         "AIRFLOW_JWT_SECRET": generate_secret(48),

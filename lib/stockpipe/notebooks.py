@@ -81,11 +81,11 @@ def register_lake_io(settings: Settings) -> None:
 
 
 def secret_values(settings: Settings) -> list[str]:
-    """The secrets a notebook may use but must never receive as a parameter."""
-    values = [settings.s3_secret_key.get_secret_value()]
-    for key in (settings.alphavantage_api_key, settings.finnhub_api_key):
-        if key is not None:
-            values.append(key.get_secret_value())
+    """The secrets a notebook may use but must never receive as a parameter: every
+    secret setting (MinIO key, API key, warehouse passwords and keys)."""
+    from pydantic import SecretStr
+
+    values = [v.get_secret_value() for _, v in settings if isinstance(v, SecretStr)]
     return [v for v in values if len(v) >= 8]
 
 

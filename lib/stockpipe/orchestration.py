@@ -55,6 +55,8 @@ __all__ = [
     "schedule",
     "stack_ready",
     "stream_params",
+    "warehouse_asset",
+    "warehouse_assets",
 ]
 
 DAGS_DIR = PROJECT_ROOT / "dags"
@@ -263,6 +265,30 @@ def lake_asset(settings: Settings, zone_name: str) -> Asset:
     from stockpipe.lake import ZONES
 
     return Asset(name=zone_name, uri=f"s3://{settings.bucket}/{ZONES[zone_name]}")
+
+
+def warehouse_asset(settings: Settings, table: str) -> Asset:
+    """A warehouse table as an Airflow asset, so downstream DAGs can schedule on it:
+    ``postgres://host:port/db/schema/table``, or ``snowflake://account/db/schema/table``."""
+    from urllib.parse import urlsplit
+
+    from stockpipe.warehouse.connection import postgres_url, resolve_target
+
+    if resolve_target(settings) == "snowflake":
+        where = (
+            f"snowflake://{settings.snowflake_account}/{settings.snowflake_database}/"
+            f"{settings.snowflake_schema}"
+        )
+    else:
+        url = urlsplit(postgres_url(settings))
+        where = (
+            f"postgres://{url.hostname}:{url.port or 5432}{url.path}/{settings.warehouse_schema}"
+        )
+    return Asset(name=f"warehouse_{table}", uri=f"{where}/{table}")
+
+
+def warehouse_assets(settings: Settings, tables: Iterable[str]) -> list[Asset]:
+    return [warehouse_asset(settings, t) for t in tables]
 
 
 def schedule(expression: str) -> CronDataIntervalTimetable | None:

@@ -64,6 +64,7 @@ def af_settings(settings) -> Settings:
             "bucket": "itest-airflow",
             "topic_bars": "itest.airflow.bars",
             "topic_ticks": "itest.airflow.ticks",
+            "warehouse_schema": "itest_airflow",
         }
     )
     ensure_bucket(own)
@@ -151,6 +152,7 @@ def test_batch_dag_run_succeeds_and_leaves_processed_bars_and_notebooks(
         "batch_producer": "success",
         "wait_for_new_records": "success",
         "spark_batch": "success",
+        "export": "success",
         "charts": "success",
     }
 
@@ -160,8 +162,18 @@ def test_batch_dag_run_succeeds_and_leaves_processed_bars_and_notebooks(
     assert len(bars) == len(expected) > 20
     assert list(bars.close.round(6)) == list(expected.Close.round(6))
 
+    # the export task left the warehouse holding exactly the processed bars
+    from stockpipe.warehouse.connection import read_sql
+
+    schema = af_settings.warehouse_schema
+    exported = read_sql(
+        af_settings,
+        f"SELECT ts, close FROM \"{schema}\".bars WHERE symbol = '{SYMBOL}' ORDER BY ts",
+    )
+    assert list(exported.close) == list(bars.sort_values("ts").close)
+
     notebooks = executed_notebooks(af_settings, batch_run)
-    assert set(notebooks) == {"batch_producer", "spark_batch", "charts"}
+    assert set(notebooks) == {"batch_producer", "spark_batch", "export", "charts"}
     producer = notebooks["batch_producer"]["metadata"]["papermill"]
     assert producer["parameters"]["start"] == START and producer["parameters"]["symbols"] == SYMBOL
     assert all(nb["metadata"]["papermill"]["exception"] is None for nb in notebooks.values())
@@ -215,14 +227,20 @@ def test_stream_dag_available_now_processes_the_produced_ticks(
     ts = pd.to_datetime(ticks.ts, unit="ms", utc=True)  # event time, epoch ms
     inside = ticks[(ts >= first.window_start) & (ts < first.window_end)]
     assert first.trade_count == len(inside)
-    assert set(executed_notebooks(af_settings, stream_run)) == {"spark_streaming"}
+    assert set(executed_notebooks(af_settings, stream_run)) == {"spark_streaming", "export"}
+    from stockpipe.warehouse.connection import read_sql
+
+    in_warehouse = read_sql(
+        af_settings, f'SELECT count(*) AS n FROM "{af_settings.warehouse_schema}".tick_windows'
+    )
+    assert int(in_warehouse["n"].iloc[0]) == len(read_tick_windows(af_settings))
 
 
 def test_failing_notebook_fails_its_task_with_the_cells_error_in_the_log(af_settings, failed_run):
     states = {t.task_id: t.state for t in failed_run.tasks}
     assert failed_run.state == "failed"
     assert states["batch_producer"] == "failed"
-    assert states["spark_batch"] == states["charts"] == "upstream_failed"
+    assert states["spark_batch"] == states["charts"] == states["export"] == "upstream_failed"
     producer = next(t for t in failed_run.tasks if t.task_id == "batch_producer")
     assert producer.tries == 1  # an unknown source cannot be fixed by retrying
 
@@ -246,7 +264,8 @@ def test_a_day_without_bars_skips_the_run_instead_of_failing_it(af_settings, log
     assert run.state == "success", states
     assert states["check_stack"] == "success"
     assert states["batch_producer"] == "skipped"
-    assert {states[t] for t in ("wait_for_new_records", "spark_batch", "charts")} == {"skipped"}
+    skipped = ("wait_for_new_records", "spark_batch", "export", "charts")
+    assert {states[t] for t in skipped} == {"skipped"}
     producer = next(t for t in run.tasks if t.task_id == "batch_producer")
     assert producer.tries == 1
     assert "the market was closed (a weekend or a holiday)" in run.log_file.read_text()

@@ -63,6 +63,14 @@ def test_batch_notebooks_produce_process_and_chart(settings, tmp_path, monkeypat
     processed = read_bars(s, None)
     assert len(processed) == len(consumed)  # samples are clean: nothing quarantined
 
+    monkeypatch.setenv("STOCKPIPE_WAREHOUSE_SCHEMA", f"nb_{run_id}")
+    nb = run("export.ipynb", tmp_path, tables="bars")
+    text = outputs_text(nb)
+    assert "bars <- processed/bars: full export of version" in text
+    assert f"{len(consumed)} staged, {len(consumed)} written" in text
+    assert "postgresql://stockpipe@127.0.0.1:" in text  # the BI tool's URL, no password
+    assert "GOOG" in text and "MSFT" in text  # the notebook's query of the warehouse
+
     nb = run("charts.ipynb", tmp_path, symbols="MSFT,GOOG", output_dir=str(tmp_path / "reports"))
     local = list((tmp_path / "reports").rglob("*.html"))
     assert len(local) == 1
@@ -71,6 +79,7 @@ def test_batch_notebooks_produce_process_and_chart(settings, tmp_path, monkeypat
     html = local[0].read_text()
     assert filesystem(s).cat(remote[0]).decode() == html
     assert html.count('class="plotly-graph-div"') >= 8
-    secret = s.s3_secret_key.get_secret_value()
+    secrets = (s.s3_secret_key.get_secret_value(), s.postgres_password.get_secret_value())
     for executed in tmp_path.glob("*.ipynb"):
-        assert secret not in executed.read_text(), f"{executed.name} leaks the MinIO secret"
+        for secret in secrets:
+            assert secret not in executed.read_text(), f"{executed.name} leaks a secret"

@@ -49,3 +49,30 @@ def test_the_readers_in_the_readme_read_the_lake(settings, spark):
     assert per_year["bars"].sum() == len(read_bars(lake, None))
     assert set(per_year["year"]) == {2014, 2015}
     assert namespace["spark_bars"].count() == len(read_bars(lake, None))
+
+
+def test_the_warehouse_query_in_the_readme_reads_the_exported_bars(settings, spark):
+    from stockpipe.warehouse.export import export
+
+    run = uuid.uuid4().hex[:8]
+    lake = settings.model_copy(
+        update={
+            "bucket": f"readme-{run}",
+            "topic_bars": f"bars.{run}",
+            "warehouse_schema": f"r_{run}",
+        }
+    )
+    ensure_bucket(lake)
+    ensure_topics(lake, [lake.topic_bars], partitions=3)
+    ingest(lake, "samples", "MSFT,GOOG", start="2014-01-01", end="2014-12-31", progress=False)
+    run_batch_job(lake, spark=spark)
+    export(lake, "bars")
+
+    [code] = readme_snippets("The warehouse export")
+    namespace: dict = {}
+    code = code.replace("settings = get_settings()", "settings = lake")
+    exec(code.replace("FROM stockpipe.bars", f"FROM r_{run}.bars"), {"lake": lake}, namespace)
+    per_symbol = namespace["per_symbol"].set_index("symbol")
+    bars = read_bars(lake, None)
+    assert per_symbol["bars"].to_dict() == bars.groupby("symbol").size().to_dict()
+    assert per_symbol.loc["MSFT", "last"] == bars[bars.symbol == "MSFT"]["ts"].max()

@@ -105,8 +105,48 @@ def test_stack_manager_up_twice_status_sigkill_restart_keeps_kafka_data(tmp_path
         values = [v for _, _, _, v in read_all(settings, "test.persist")]
         assert values == [f"v{i}".encode() for i in range(50)]
     finally:
-        assert set(st.down(log=lambda _m: None)) == {"kafka", "minio"}
+        assert set(st.down(log=lambda _m: None)) == {"kafka", "minio", "postgres"}
     assert all(s.state == "stopped" for s in st.status())
+
+
+def test_postgres_on_loopback_with_its_password_keeps_its_data_across_a_sigkill(tmp_path):
+    import psutil
+    from pydantic import SecretStr
+
+    from stockpipe.stack.services import PostgreSQL
+    from stockpipe.warehouse.connection import connect_postgres, ensure_database, read_sql
+
+    settings = isolated_settings(tmp_path / "pg")
+    pg = PostgreSQL("postgres", settings)
+    try:
+        pg.start()
+        pg.wait_healthy(60)
+        assert ensure_database(settings) and not ensure_database(settings)
+        conn = connect_postgres(settings)
+        with conn.cursor() as cur:
+            cur.execute("CREATE TABLE kept (n integer)")
+            cur.execute("INSERT INTO kept VALUES (42)")
+        conn.commit()
+        conn.close()
+        listening = {
+            c.laddr for c in psutil.Process(pg.pid()).net_connections() if c.status == "LISTEN"
+        }
+        assert listening == {("127.0.0.1", settings.postgres_port)}  # no socket, no 0.0.0.0
+        wrong = settings.model_copy(update={"postgres_password": SecretStr("wrong")})
+        with pytest.raises(Exception, match="password authentication failed"):
+            connect_postgres(wrong).close()
+
+        os.kill(pg.pid(), signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and pg.pid() is not None:
+            time.sleep(0.2)
+        assert pg.pid() is None
+        pg.start()
+        pg.wait_healthy(60)  # crash recovery replays the WAL
+        assert read_sql(settings, "SELECT n FROM kept")["n"].tolist() == [42]
+    finally:
+        pg.stop()
+    assert pg.pid() is None
 
 
 def test_port_in_use_names_port_and_setting(tmp_path):

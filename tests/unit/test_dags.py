@@ -12,6 +12,7 @@ import stat
 from datetime import UTC, datetime
 
 import pytest
+from pydantic import SecretStr
 
 from stockpipe.config import get_settings, load_settings
 from stockpipe.stack.airflow import airflow_env, ensure_password, password_file
@@ -76,6 +77,7 @@ def test_batch_dag_tasks_in_order_with_schedule_and_params_from_settings(dagbag)
         ("batch_producer", "wait_for_new_records"),
         ("wait_for_new_records", "spark_batch"),
         ("spark_batch", "charts"),
+        ("spark_batch", "export"),
     }
     assert dag.catchup is False
     assert dag.timetable.expression == "30 6 * * *"  # STOCKPIPE_BATCH_SCHEDULE
@@ -101,7 +103,7 @@ def test_every_notebook_task_is_papermill_writing_to_the_lake(dagbag):
         for t in dag.tasks
         if t.task_id not in ("check_stack", "wait_for_new_records", "maintain_lake")
     ]
-    assert len(notebook_tasks) == 7
+    assert len(notebook_tasks) == 9
     for dag_id, task in notebook_tasks:
         assert isinstance(task, PapermillOperator), (dag_id, task.task_id)
         assert task.output_nb == (
@@ -121,7 +123,7 @@ def test_every_parameter_a_dag_passes_is_one_its_notebook_declares(dagbag):
             declared = set(inspect_notebook(str(task.input_nb)))
             assert set(task.parameters or {}) <= declared, (dag.dag_id, task.task_id)
             checked += 1
-    assert checked == 7
+    assert checked == 9
     live = dagbag.dags["stock_stream_live"]
     assert live.get_task("spark_streaming").parameters["archive_trigger"] == (
         "{{ params.archive_trigger }}"
@@ -149,9 +151,20 @@ def test_processed_data_are_assets_that_schedule_the_charts(dagbag):
     assert [t.task_id for t in charts.tasks] == ["charts"]
 
 
+def test_exports_after_the_jobs_with_a_warehouse_asset_per_table(dagbag):
+    batch = dagbag.dags["stock_batch_pipeline"].get_task("export")
+    stream = dagbag.dags["stock_stream_pipeline"].get_task("export")
+    assert batch.parameters == {"target": "", "tables": "bars,quarantine_counts"}
+    assert stream.parameters["tables"] == "tick_windows,quarantine_counts"
+    uris = {a.name: a.uri for t in (batch, stream) for a in t.outlets}
+    assert set(uris) == {"warehouse_bars", "warehouse_tick_windows", "warehouse_quarantine_counts"}
+    assert all(u.startswith("postgres://127.0.0.1:") for u in uris.values())
+    assert uris["warehouse_bars"].endswith("/stockpipe/stockpipe/bars")
+
+
 def test_stream_dags_available_now_scheduled_and_live_side_by_side(dagbag):
     scheduled = dagbag.dags["stock_stream_pipeline"]
-    assert edges(scheduled) == {("check_stack", "spark_streaming")}
+    assert edges(scheduled) == {("check_stack", "spark_streaming"), ("spark_streaming", "export")}
     assert scheduled.timetable.expression == "*/20 * * * *"
     assert scheduled.get_task("spark_streaming").parameters["run_mode"] == "available-now"
 
@@ -235,6 +248,9 @@ def test_a_secret_passed_as_parameter_is_refused(settings):
         check_no_secrets({"symbols": "MSFT", "token": f"key={API_KEY}"}, settings)
     with pytest.raises(SecretParameterError, match="environment"):
         check_no_secrets({"x": SECRET}, settings)
+    warehouse = settings.model_copy(update={"postgres_password": SecretStr("pg-password-1")})
+    with pytest.raises(SecretParameterError, match="'target'"):
+        check_no_secrets({"target": "postgresql://u:pg-password-1@h/db"}, warehouse)
 
 
 def test_run_window_follows_the_data_interval_unless_params_say_otherwise():

@@ -27,6 +27,7 @@ from typing import Any
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from stockpipe.changefeed import CDF_PROPERTY
 from stockpipe.config import Settings
 from stockpipe.lake import storage_options, table_uri, zone
 from stockpipe.spark import transforms as T
@@ -217,6 +218,8 @@ class DriverIO(SparkIO):
             arrow,
             mode="append",
             partition_by=list(partitions),
+            # a table made here records its changes, as the tables Spark makes do
+            configuration={CDF_PROPERTY: "true"},
             storage_options=storage_options(self.settings),
             commit_properties=CommitProperties(custom_metadata={"userMetadata": metadata}),
         )

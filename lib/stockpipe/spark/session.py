@@ -66,6 +66,9 @@ def spark_conf(
         # every zone of the lake is a Delta table
         "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
         "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+        # every table Spark creates records its row changes: the warehouse export
+        # reads only what changed (stockpipe.changefeed)
+        "spark.databricks.delta.properties.defaults.enableChangeDataFeed": "true",
         # tasks that replay a table's log: Delta's default of 50 is for big clusters
         "spark.databricks.delta.snapshotPartitions": str(settings.spark_shuffle_partitions),
         # pools let the streaming windows query go before the archiving queries

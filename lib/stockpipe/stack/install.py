@@ -26,11 +26,13 @@ _FIX = {
     "java": "install OpenJDK 17: apt-get install -y openjdk-17-jdk-headless",
     "mvn": "install Maven: apt-get install -y maven",
     "go": "install Go >= 1.24 (https://go.dev/doc/install) and put it on PATH",
+    "postgres": "install PostgreSQL: apt-get install -y postgresql (`make setup` does, as root)",
 }
 _PURPOSE = {
     "java": "run the Kafka broker and Spark",
     "mvn": "fetch the Kafka broker and Spark connector jars from Maven Central",
     "go": "build the MinIO server from source",
+    "postgres": "run the warehouse (PostgreSQL) that `stockpipe export` loads",
 }
 _MARKER = ".complete"
 
@@ -41,6 +43,27 @@ def require_tool(tool: str) -> str:
     if not path:
         raise MissingToolError(tool, _PURPOSE[tool], _FIX[tool])
     return path
+
+
+#: Where Debian puts each PostgreSQL major version's server binaries (not on PATH).
+POSTGRES_BIN_GLOB = "/usr/lib/postgresql/*/bin"
+
+
+def postgres_bin_dir() -> Path:
+    """The folder of the newest PostgreSQL server binaries (postgres, initdb, pg_ctl).
+
+    Debian keeps them out of PATH, one folder per major version; elsewhere they are
+    found on PATH.
+    """
+    import glob
+
+    found = [Path(d) for d in glob.glob(POSTGRES_BIN_GLOB) if (Path(d) / "postgres").exists()]
+    if found:
+        return max(found, key=lambda d: int(d.parent.name) if d.parent.name.isdigit() else 0)
+    on_path = shutil.which("postgres")
+    if on_path:
+        return Path(on_path).resolve().parent
+    raise MissingToolError("postgres", _PURPOSE["postgres"], _FIX["postgres"])
 
 
 @dataclass(frozen=True)

@@ -53,6 +53,21 @@ class Service:
 
     # Filled in by subclasses -----------------------------------------------------------
     marker: str = ""  # a string that appears in this service's command line
+    stop_signal: int = signal.SIGTERM
+
+    def run_as(self) -> str | None:
+        """The user the process runs as (None: the caller's)."""
+        return None
+
+    def _identity(self) -> dict[str, object]:
+        """Popen's user, group and groups for ``run_as`` (root's groups are dropped)."""
+        user = self.run_as()
+        if user is None:
+            return {}
+        import pwd
+
+        entry = pwd.getpwnam(user)
+        return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
 
     @property
     def dir(self) -> Path:
@@ -123,6 +138,7 @@ class Service:
                 stdin=subprocess.DEVNULL,
                 env={**os.environ, **env},
                 start_new_session=True,  # survives the CLI, and Ctrl-C in a notebook
+                **self._identity(),
             )
         self.pid_file.write_text(f"{proc.pid}\n")
         return proc.pid
@@ -148,7 +164,7 @@ class Service:
         if pid is None:
             return False
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGTERM)
+            os.killpg(pid, self.stop_signal)
         try:
             psutil.Process(pid).wait(timeout)
         except psutil.TimeoutExpired:
@@ -346,6 +362,105 @@ class MinIO(Service):
             return False
 
 
+def _allow_traverse(path: Path) -> None:
+    """Let other users pass through ``path`` and its parents (x bit only, no listing).
+
+    PostgreSQL refuses to run as root, so as root it runs as the ``postgres`` user,
+    which must reach its data directory under the state dir (pytest's are 0700).
+    """
+    for p in [path, *path.parents]:
+        mode = p.stat().st_mode
+        if not mode & 0o001:
+            os.chmod(p, mode | 0o001)
+
+
+@dataclass
+class PostgreSQL(Service):
+    """Debian's PostgreSQL server as the warehouse: its own data directory, TCP on
+    127.0.0.1 only (no Unix socket), password (SCRAM) authentication for every user."""
+
+    stop_signal: int = signal.SIGINT  # "fast" shutdown: SIGTERM waits for clients
+
+    def __post_init__(self) -> None:
+        s = self.settings
+        self.marker = str(self.data_dir)
+        if not self.ports:
+            self.ports = {s.postgres_port: "STOCKPIPE_POSTGRES_PORT"}
+
+    def run_as(self) -> str | None:
+        return "postgres" if os.geteuid() == 0 else None
+
+    def _bin(self, tool: str) -> str:
+        return str(install.postgres_bin_dir() / tool)
+
+    def prepare(self) -> None:
+        s = self.settings
+        if os.geteuid() == 0:
+            import pwd
+
+            user = pwd.getpwnam("postgres")
+            _allow_traverse(self.dir)
+            for p in (self.dir, self.data_dir):
+                os.chown(p, user.pw_uid, user.pw_gid)
+            os.chmod(self.data_dir, 0o700)
+        if (self.data_dir / "PG_VERSION").exists():
+            return
+        password = s.postgres_password.get_secret_value()
+        if not password:
+            raise StackError(
+                "the PostgreSQL password is not set (STOCKPIPE_POSTGRES_PASSWORD); "
+                "`stockpipe up` generates it into .env on first run."
+            )
+        pwfile = self.dir / ".initdb-password"
+        pwfile.write_text(password + "\n")
+        os.chmod(pwfile, 0o600)
+        if os.geteuid() == 0:
+            os.chown(pwfile, user.pw_uid, user.pw_gid)
+        try:
+            res = subprocess.run(
+                [
+                    self._bin("initdb"),
+                    "-D",
+                    str(self.data_dir),
+                    "-U",
+                    s.postgres_user,
+                    f"--pwfile={pwfile}",
+                    "--auth=scram-sha-256",
+                    "--encoding=UTF8",
+                    "--locale=C.UTF-8",
+                ],
+                capture_output=True,
+                text=True,
+                **self._identity(),
+            )
+        finally:
+            pwfile.unlink(missing_ok=True)
+        if res.returncode != 0:
+            raise StackError(f"initdb failed:\n{res.stdout}\n{res.stderr}")
+
+    def command(self) -> tuple[list[str], dict[str, str]]:
+        s = self.settings
+        cmd = [
+            self._bin("postgres"),
+            "-D",
+            str(self.data_dir),
+            "-p",
+            str(self.main_port),
+            "-c",
+            f"listen_addresses={s.host}",
+            "-c",
+            "unix_socket_directories=",
+            "-c",
+            "shared_buffers=128MB",
+        ]
+        return cmd, {}
+
+    def healthy(self) -> bool:
+        from stockpipe.warehouse.connection import server_answers
+
+        return server_answers(self.settings)
+
+
 ServiceFactory = Callable[[Settings], Service]
 
 
@@ -380,7 +495,11 @@ def kafka_services(settings: Settings) -> list[Service]:
 
 
 def local_services(settings: Settings) -> list[Service]:
-    services = [*kafka_services(settings), MinIO("minio", settings)]
+    services = [
+        *kafka_services(settings),
+        MinIO("minio", settings),
+        PostgreSQL("postgres", settings),
+    ]
     if settings.spark_cluster:
         from stockpipe.stack.spark_cluster import spark_cluster_services
 
