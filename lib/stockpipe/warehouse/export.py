@@ -89,8 +89,9 @@ class SourceExport:
             else f"version {self.to_version}"
         )
         why = f" because {self.reason}" if self.reason else ""
+        read = "change rows" if self.mode == "incremental" else "rows"
         return (
-            f"{head}: {self.mode} export of {span}{why}: {self.rows_read} change rows read, "
+            f"{head}: {self.mode} export of {span}{why}: {self.rows_read} {read} read, "
             f"{self.rows_loaded} staged, {self.rows_written} written, {self.rows_deleted} "
             f"deleted ({self.seconds:.1f} s)"
         )
