@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
+from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from stockpipe.config import Settings
 from stockpipe.errors import DeliveryError, StackError
@@ -99,6 +100,22 @@ def create_topic_command(settings: Settings, topic: str) -> str:
     )
 
 
+@retry(
+    retry=retry_if_exception_type(KafkaError),
+    stop=stop_after_attempt(4),
+    wait=wait_exponential(multiplier=1, max=8),
+    reraise=True,
+)
+def _topic_names(settings: Settings) -> set[str]:
+    """The cluster's topics; retried, so a broker restarting (a rolling restart, one
+    of three brokers down) does not fail a producer that is starting."""
+    admin = admin_client(settings)
+    try:
+        return set(admin.list_topics())
+    finally:
+        admin.close()
+
+
 def require_topic(settings: Settings, topic: str) -> bool:
     """Make sure ``topic`` exists before anything is sent to or read from it.
 
@@ -108,12 +125,7 @@ def require_topic(settings: Settings, topic: str) -> bool:
     when ``create_topics`` is off, is a :class:`StackError` naming the command.
     Returns True when this call created it.
     """
-    admin = admin_client(settings)
-    try:
-        exists = topic in set(admin.list_topics())
-    finally:
-        admin.close()
-    if exists:
+    if topic in _topic_names(settings):
         return False
     if not settings.create_topics:
         raise StackError(

@@ -261,10 +261,12 @@ def maintenance_params() -> dict[str, Param]:
 
 
 def lake_asset(settings: Settings, zone_name: str) -> Asset:
-    """A lake zone as an Airflow asset (``s3://<bucket>/<prefix>``)."""
+    """A lake zone as an Airflow asset (``s3://<bucket>/<prefix>``), named by bucket and
+    zone: Airflow deactivates an asset whose name another DAG gives another URI."""
     from stockpipe.lake import ZONES
 
-    return Asset(name=zone_name, uri=f"s3://{settings.bucket}/{ZONES[zone_name]}")
+    where = f"{settings.bucket}/{ZONES[zone_name]}"
+    return Asset(name=where, uri=f"s3://{where}")
 
 
 def warehouse_asset(settings: Settings, table: str) -> Asset:
