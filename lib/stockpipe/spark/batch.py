@@ -42,7 +42,7 @@ from stockpipe.lake import ZONES, zone
 from stockpipe.lease import Lease, check_all, hold
 from stockpipe.spark import transforms as T
 from stockpipe.spark.batch_io import DriverIO, Scan, SparkIO, Upsert, partition_rows
-from stockpipe.spark.session import get_spark, scheduler_pool
+from stockpipe.spark.session import get_spark, scheduler_pool, session_conf
 from stockpipe.tables import (
     TopicProgress,
     commit_metadata,
@@ -298,19 +298,6 @@ class BatchCensus:
         }
 
 
-@contextmanager
-def _session_conf(spark: SparkSession, conf: dict[str, str]) -> Iterator[None]:
-    """Spark SQL settings for the job's queries only; the session's own come back after."""
-    before = {key: spark.conf.get(key, None) for key in conf}
-    for key, value in conf.items():
-        spark.conf.set(key, value)
-    try:
-        yield
-    finally:
-        for key, value in before.items():
-            spark.conf.unset(key) if value is None else spark.conf.set(key, value)
-
-
 #: Settings of the batch job's queries.
 JOB_CONF: dict[str, str] = {
     **PARQUET_CONF,
@@ -552,7 +539,7 @@ class BarsBatchJob:
             for part in plan_slices(
                 self.topic, self.state.start(), self.state.end, max_offsets_per_trigger
             ):
-                with _session_conf(self.spark, JOB_CONF), scheduler_pool(self.spark, MAIN_POOL):
+                with session_conf(self.spark, JOB_CONF), scheduler_pool(self.spark, MAIN_POOL):
                     batch = self._io(part.records).read(self.topic, part.start, part.end)
                     self.process_batch(batch, part)
         self.report.noop = self.report.batches == 0

@@ -31,7 +31,7 @@ from stockpipe.changefeed import CDF_PROPERTY
 from stockpipe.config import Settings
 from stockpipe.lake import storage_options, table_uri, zone
 from stockpipe.spark import transforms as T
-from stockpipe.spark.session import default_parallelism, kafka_reader
+from stockpipe.spark.session import default_parallelism, kafka_reader, session_conf
 from stockpipe.tables import open_table
 
 #: Session setting that puts a text into the ``userMetadata`` of Spark's Delta commits.
@@ -142,9 +142,7 @@ class SparkIO:
         parts = [f"(t.`interval` = '{i}' AND t.`year` >= {y})" for i, y in how.years.items()]
         cond = " AND ".join([*keys, "(" + " OR ".join(parts) + ")"])
         values = {c: f"s.`{c}`" for c in how.columns}
-        before = self.spark.conf.get(USER_METADATA, None)
-        self.spark.conf.set(USER_METADATA, metadata)
-        try:
+        with session_conf(self.spark, {USER_METADATA: metadata}):
             (
                 target.alias("t")
                 .merge(source.alias("s"), cond)
@@ -152,11 +150,6 @@ class SparkIO:
                 .whenNotMatchedInsert(values=values)
                 .execute()
             )
-        finally:
-            if before is None:
-                self.spark.conf.unset(USER_METADATA)
-            else:
-                self.spark.conf.set(USER_METADATA, before)
 
 
 class DriverIO(SparkIO):

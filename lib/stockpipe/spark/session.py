@@ -208,3 +208,16 @@ def kafka_stream(
 def kafka_reader(spark: SparkSession, settings: Settings, topic: str) -> DataFrameReader:
     """A batch reader of a topic; give it ``startingOffsets`` and ``endingOffsets``."""
     return spark.read.format("kafka").options(**_kafka_options(settings, topic))
+
+
+@contextmanager
+def session_conf(spark: SparkSession, conf: dict[str, str]) -> Iterator[None]:
+    """Spark SQL settings for the job's queries only; the session's own come back after."""
+    before = {key: spark.conf.get(key, None) for key in conf}
+    for key, value in conf.items():
+        spark.conf.set(key, value)
+    try:
+        yield
+    finally:
+        for key, value in before.items():
+            spark.conf.unset(key) if value is None else spark.conf.set(key, value)
