@@ -432,8 +432,10 @@ class BarsBatchJob:
             return
         self.report.partitions_touched.update(census.partitions())
         years = self._context_years(census)
-        io = self._io(part.records, partition_rows(self.settings, "processed_bars", years))
-        existing = self._context(io, census, new_rows)
+        layout = partition_rows(self.settings, "processed_bars")
+        context_rows = sum(n for (i, y), n in layout.items() if i in years and y >= years[i])
+        io = self._io(part.records, context_rows)
+        existing = self._context(io, census, new_rows, {i for i, _ in layout})
         check_all(self.leases)
         metadata = self._metadata("processed_bars", part.end)
         if existing is None:  # nothing of these intervals yet: the rows go in as they are
@@ -490,15 +492,16 @@ class BarsBatchJob:
         """Per touched interval, the first processed partition year a merge must see."""
         return {i: (lo - T.lookback(i)).year for i, (lo, _, _) in census.valid.items()}
 
-    def _context(self, io: SparkIO, census: BatchCensus, new_rows: DataFrame) -> DataFrame | None:
+    def _context(
+        self, io: SparkIO, census: BatchCensus, new_rows: DataFrame, have: set[str]
+    ) -> DataFrame | None:
         """The processed rows a merge of this batch must see (cached), or None if none exist.
 
         Per touched symbol and interval, the rows from a lookback before the batch's
         earliest bar on: windows look back up to T.LOOKBACK_BARS bars. A symbol with
         fewer bars than that in the lookback (new, or after a long gap) gets every
-        older bar of its own too.
+        older bar of its own too. ``have``: the intervals the table holds.
         """
-        have = {p.get("interval") for p in _partitions(self.settings, "processed_bars")}
         if not have & set(census.valid):
             return None
         bounds = {i: lo - T.lookback(i) for i, (lo, _, _) in census.valid.items()}
@@ -617,12 +620,6 @@ class BarsBatchJob:
             self.state.tables[table].pop(self.topic, None)
             part = Slice(-1, self.topic, offsets, offsets)
             self._record_progress(table, part)
-
-
-def _partitions(settings: Settings, table: str) -> list[dict[str, str]]:
-    """Partition values of a table's current files, from its log (no data read)."""
-    dt = open_table(settings, table)
-    return [] if dt is None else dt.partitions()
 
 
 def _version(settings: Settings, table: str) -> int | None:

@@ -218,25 +218,24 @@ class DriverIO(SparkIO):
         )
 
 
-def partition_rows(settings: Settings, table: str, years: dict[str, int]) -> int:
-    """Rows of ``table`` in the partitions of each interval from ``years[interval]`` on
-    (from the log's file statistics; no data read)."""
+def partition_rows(settings: Settings, table: str) -> dict[tuple[str, int], int]:
+    """Rows per (interval, year) partition of ``table``, from the log's file statistics
+    (no data read); empty if the table is not made yet."""
     import pyarrow as pa
 
     dt = open_table(settings, table)
     if dt is None:
-        return 0
+        return {}
     actions = pa.table(dt.get_add_actions(flatten=True))
+    out: dict[tuple[str, int], int] = {}
     if not actions.num_rows:
-        return 0
+        return out
     intervals = actions.column("partition.interval").to_pylist()
-    yrs = actions.column("partition.year").to_pylist()
+    years = actions.column("partition.year").to_pylist()
     rows = actions.column("num_records").to_pylist()
-    return sum(
-        n or 0
-        for i, y, n in zip(intervals, yrs, rows, strict=True)
-        if i in years and int(y) >= years[i]
-    )
+    for i, y, n in zip(intervals, years, rows, strict=True):
+        out[(i, int(y))] = out.get((i, int(y)), 0) + (n or 0)
+    return out
 
 
 def _spark_filter(scans: Sequence[Scan]) -> Column:
