@@ -7,6 +7,7 @@ milliseconds. Every message has ``schema_version`` so consumers can evolve.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
@@ -20,6 +21,34 @@ INTERVALS: tuple[str, ...] = ("1d", "1h", "5m", "1m")
 SOURCES: tuple[str, ...] = ("yahoo", "alphavantage", "csv", "samples", "synthetic")
 #: Where ticks come from: the seeded generator, or a live feed (``stockpipe.live``).
 TICK_SOURCES: tuple[str, ...] = ("synthetic", "yahoo", "finnhub")
+
+# Validation bounds, shared by the bar and tick jobs ------------------------------------
+# A record outside them is quarantined with the reason code named beside each bound.
+
+#: Earliest bar time (``early_ts``): exchange histories start in the 1920s (Yahoo's
+#: ^GSPC in 1927); a year-1 bar would make the job rewrite every year partition since.
+#: Ticks are live, so theirs is the epoch (epoch milliseconds above 0).
+MIN_BAR_TS = datetime(1900, 1, 1, tzinfo=UTC)
+#: How far ``ts`` (and a bar's ``ingested_at``) may lie after Kafka's receipt of the
+#: record (``future_ts``, ``future_ingested_at``): producer clocks are not exact. Ticks
+#: are bounded by the watermark delay as well (``streaming.future_tolerance``).
+FUTURE_SKEW_S = 300
+#: Largest price (``price_too_large``): above any listed share or index in any currency,
+#: and small enough that the running sums behind the windows keep their precision.
+MAX_PRICE = 1e9
+#: Largest bar volume (``volume_too_large``): a day of the most traded penny stock is
+#: far below it, and window sums of it stay exact in a 64-bit integer.
+MAX_VOLUME = 10**15
+#: Largest tick size (``size_too_large``).
+MAX_TICK_SIZE = 10**9
+#: What a symbol may hold (``bad_symbol``): exchange tickers, Yahoo's index, currency
+#: and futures forms (^GSPC, EURUSD=X, ES=F, BRK-B, 0700.HK, M&M.NS) and share classes.
+SYMBOL_CHARS = r"A-Za-z0-9.^=&_/-"
+MAX_SYMBOL_LENGTH = 32
+SYMBOL_PATTERN = rf"^[{SYMBOL_CHARS}]{{1,{MAX_SYMBOL_LENGTH}}}$"
+#: Largest record value in bytes (``record_too_large``): a bar or tick message is a few
+#: hundred bytes; a larger value is kept in raw and quarantine but never parsed.
+MAX_RECORD_BYTES = 64 * 1024
 
 #: Canonical bar columns, in order, as every source returns them.
 BAR_COLUMNS: tuple[str, ...] = (
@@ -56,6 +85,102 @@ TICK_MESSAGE_DDL = (
     "schema_version INT, symbol STRING, ts LONG, price DOUBLE, size LONG, "
     "seq LONG, producer_id STRING"
 )
+
+#: Fields a bar message must carry (adj_close, source, ingested_at, batch_id may be null).
+BAR_REQUIRED_FIELDS: tuple[str, ...] = (
+    "schema_version",
+    "symbol",
+    "interval",
+    "ts",
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+)
+#: Bar fields given as ISO 8601 text.
+BAR_TIMESTAMP_FIELDS: tuple[str, ...] = ("ts", "ingested_at")
+#: Non-string fields of BAR_MESSAGE_DDL: their JSON type can be wrong (a string field
+#: takes any JSON text).
+BAR_TYPED_FIELDS: tuple[str, ...] = (
+    "schema_version",
+    "open",
+    "high",
+    "low",
+    "close",
+    "adj_close",
+    "volume",
+)
+TICK_REQUIRED_FIELDS: tuple[str, ...] = (
+    "schema_version",
+    "symbol",
+    "ts",
+    "price",
+    "size",
+    "seq",
+    "producer_id",
+)
+TICK_TYPED_FIELDS: tuple[str, ...] = ("schema_version", "ts", "price", "size", "seq")
+#: ``seq`` is a per-producer counter from 0; its 40 bits share one long with the
+#: tick's place in its window (see ``streaming.window_aggregates``).
+SEQ_BITS = 40
+MAX_SEQ = 2**SEQ_BITS - 1
+
+_PRICES = "open, high, low, close, adj_close"
+_RECORD_REASONS: dict[str, str] = {
+    "invalid_utf8": "the Kafka value is not valid UTF-8 (original bytes in value_b64)",
+    "record_too_large": f"the value is over {MAX_RECORD_BYTES} bytes, so it was not parsed",
+    "unparsable_json": "the value is not a JSON object of the message shape",
+}
+
+#: Why a bar is quarantined: every code a record fails is listed, in this order.
+BAR_REASONS: dict[str, str] = {
+    **_RECORD_REASONS,
+    **{f"wrong_type_{f}": f"field {f} has the wrong JSON type" for f in BAR_TYPED_FIELDS},
+    **{
+        f"missing_{f}": f"required field {f} is missing, null or empty" for f in BAR_REQUIRED_FIELDS
+    },
+    **{
+        f"bad_timestamp_{f}": f"field {f} is not an ISO 8601 timestamp with a zone"
+        for f in BAR_TIMESTAMP_FIELDS
+    },
+    "unknown_schema_version": f"schema_version is not {SCHEMA_VERSION}",
+    "bad_symbol": f"symbol is not 1-{MAX_SYMBOL_LENGTH} of the characters {SYMBOL_CHARS}",
+    "unknown_interval": f"interval is not one of {', '.join(INTERVALS)}",
+    "non_finite_price": f"a price ({_PRICES}) is NaN or infinite",
+    "non_positive_price": f"a price ({_PRICES}) is zero or negative",
+    "price_too_large": f"a price ({_PRICES}) is above {MAX_PRICE:g}",
+    "high_below_range": "high is below open, close or low",
+    "low_above_range": "low is above open or close",
+    "negative_volume": "volume is negative",
+    "volume_too_large": f"volume is above {MAX_VOLUME:g}",
+    "early_ts": f"ts is before {MIN_BAR_TS:%Y-%m-%d}",
+    "future_ts": f"ts is more than {FUTURE_SKEW_S} s after Kafka's receipt of the record",
+    "future_ingested_at": (
+        f"ingested_at is more than {FUTURE_SKEW_S} s after Kafka's receipt of the record"
+    ),
+}
+
+#: Why a tick is quarantined: every code a record fails is listed, in this order.
+TICK_REASONS: dict[str, str] = {
+    **_RECORD_REASONS,
+    "feed_error": "a live feed's frame that could not be read (its text in feed_error)",
+    **{f"wrong_type_{f}": f"field {f} has the wrong JSON type" for f in TICK_TYPED_FIELDS},
+    **{
+        f"missing_{f}": f"required field {f} is missing, null or empty"
+        for f in TICK_REQUIRED_FIELDS
+    },
+    "unknown_schema_version": f"schema_version is not {SCHEMA_VERSION}",
+    "bad_symbol": f"symbol is not 1-{MAX_SYMBOL_LENGTH} of the characters {SYMBOL_CHARS}",
+    "non_finite_price": "price is NaN or infinite",
+    "non_positive_price": "price is zero or negative",
+    "price_too_large": f"price is above {MAX_PRICE:g}",
+    "non_positive_size": "size is zero or negative",
+    "size_too_large": f"size is above {MAX_TICK_SIZE:g}",
+    "early_ts": "ts is not after the epoch (epoch milliseconds above 0)",
+    "seq_out_of_range": f"seq is not between 0 and 2^{SEQ_BITS} - 1",
+    "future_ts": "ts is further after Kafka's receipt than the watermark delay allows",
+}
 
 #: Columns of a raw-zone row: the Kafka record as received.
 RAW_COLUMNS: tuple[str, ...] = (

@@ -24,7 +24,17 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructType
 from pyspark.testing import assertDataFrameEqual
 
-from stockpipe.schemas import BAR_COLUMNS, BAR_MESSAGE_DDL, DERIVED_COLUMNS
+from stockpipe.schemas import (
+    BAR_COLUMNS,
+    BAR_MESSAGE_DDL,
+    BAR_REASONS,
+    BAR_TYPED_FIELDS,
+    DERIVED_COLUMNS,
+    FUTURE_SKEW_S,
+    MAX_PRICE,
+    MAX_RECORD_BYTES,
+    MAX_VOLUME,
+)
 from stockpipe.spark import transforms as T
 
 NOW = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
@@ -84,6 +94,8 @@ def micros(ts: str | pd.Timestamp) -> int:
 #: One record per reason code that fails exactly that rule.
 RULE_CASES: dict[str, bytes | None] = {
     "invalid_utf8": message().replace(b'"b1"', b'"b\xff1"'),
+    # never parsed, so no other rule is tried on it
+    "record_too_large": message(batch_id="x" * MAX_RECORD_BYTES),
     "unparsable_json": b'{"symbol": "AAPL", "interval": "1d", "open": 1',
     "wrong_type_schema_version": message(schema_version="one"),
     "wrong_type_open": message(open="abc"),
@@ -92,6 +104,7 @@ RULE_CASES: dict[str, bytes | None] = {
     "wrong_type_close": message(close=[10.5]),
     "wrong_type_adj_close": message(adj_close="10.4"),
     "wrong_type_volume": message(volume=1.5),
+    "missing_schema_version": message(schema_version=DROP),
     "missing_symbol": message(symbol=DROP),
     "missing_interval": message(interval=None),
     "missing_ts": message(ts=DROP),
@@ -102,14 +115,20 @@ RULE_CASES: dict[str, bytes | None] = {
     "missing_volume": message(volume=DROP),
     "bad_timestamp_ts": message(ts="2024-01-02 14:30:00"),
     "bad_timestamp_ingested_at": message(ingested_at="yesterday"),
+    "unknown_schema_version": message(schema_version=2),
+    "bad_symbol": message(symbol="AAPL;DROP"),
     "unknown_interval": message(interval="2d"),
     "non_finite_price": message(low="NaN"),
     "non_positive_price": message(low=0.0),
     "high_below_range": message(high=10.2),
     "low_above_range": message(low=10.2),
+    "price_too_large": message(adj_close=MAX_PRICE * 2),
     "negative_volume": message(volume=-1),
+    "volume_too_large": message(volume=MAX_VOLUME + 1),
+    "early_ts": message(ts="1899-12-31T23:59:59.999Z"),
     # KAFKA_TS plus the skew allowance (FUTURE_SKEW_S), plus a millisecond
     "future_ts": message(ts="2024-01-03T00:05:01.001Z"),
+    "future_ingested_at": message(ingested_at="2024-01-03T00:05:01.001Z"),
 }
 
 #: Records that are not a JSON object of the message shape, with their reasons.
@@ -128,7 +147,7 @@ UNPARSABLE_CASES: dict[str, tuple[bytes | None, list[str]]] = {
     "two wrong types": (message(open="abc", volume="x"), ["wrong_type_open", "wrong_type_volume"]),
 }
 
-#: Records with two faults: every failed rule is listed, in REASONS order.
+#: Records with two faults: every failed rule is listed, in BAR_REASONS order.
 MULTI_CASES: dict[str, tuple[bytes, list[str]]] = {
     "negative volume in the future": (
         message(volume=-5, ts="2030-01-01T00:00:00Z"),
@@ -142,6 +161,18 @@ MULTI_CASES: dict[str, tuple[bytes, list[str]]] = {
         message(adj_close=-1.0, high="Infinity"),
         ["non_finite_price", "non_positive_price"],
     ),
+    "a year-1 bar from the far future's producer": (
+        message(ts="0001-01-01T00:00:00Z", ingested_at="9999-12-31T00:00:00Z"),
+        ["early_ts", "future_ingested_at"],
+    ),
+    "a symbol too long and a huge price": (
+        message(symbol="A" * 33, high=1e300),
+        ["bad_symbol", "price_too_large"],
+    ),
+    "a newer schema with a control character in the symbol": (
+        message(schema_version=3, symbol="AA\u0000PL"),
+        ["unknown_schema_version", "bad_symbol"],
+    ),
 }
 
 GOOD_VARIANTS: dict[str, bytes] = {
@@ -150,6 +181,13 @@ GOOD_VARIANTS: dict[str, bytes] = {
     "no optional fields": message(adj_close=DROP, source=DROP, ingested_at=DROP, batch_id=DROP),
     "offset zone": message(ts="2024-01-02T15:30:00+01:00", symbol=" msft "),
     "at now": message(ts="2024-01-03T00:05:01Z", symbol="now"),
+    "index": message(symbol="^GSPC", ts="1927-12-30T00:00:00Z"),
+    "at the bounds": message(
+        symbol="M&M.NS", ts="1900-01-01T00:00:00Z", high=MAX_PRICE, volume=MAX_VOLUME
+    ),
+    "currency and class shares": message(symbol="EURUSD=X"),
+    "share class": message(symbol="brk-b", ingested_at="2024-01-03T00:05:01Z"),
+    "32 characters": message(symbol="A" * 32),
 }
 
 ALL_CASES: dict[str, bytes | None] = {
@@ -180,7 +218,7 @@ def validated(spark: SparkSession) -> dict[str, Any]:
 
 
 def test_every_reason_code_has_a_case():
-    assert set(RULE_CASES) == set(T.REASONS)
+    assert set(RULE_CASES) == set(BAR_REASONS)
 
 
 @pytest.mark.parametrize("code", list(RULE_CASES))
@@ -227,12 +265,27 @@ def test_census_counts_and_places_a_batch(spark):
     assert got.records == len(ALL_CASES) + 2
     assert got.quarantined == expected_reasons
     assert got.quarantined_rows == len(ALL_CASES) - len(GOOD_VARIANTS)
-    # every good variant is a 2024 daily bar; the hourly ones span 2021 to 2024
+    # the good variants are daily bars from 1900 (the bound) to 2024; the hourly
+    # ones span 2021 to 2024. The year-1 bar is quarantined and bounds nothing.
     spans = {i: (lo.year, hi.year, n) for i, (lo, hi, n) in got.valid.items()}
-    assert spans == {"1d": (2024, 2024, len(GOOD_VARIANTS)), "1h": (2021, 2024, 2)}
-    assert got.partitions() == {"interval=1d/year=2024"} | {
+    assert spans == {"1d": (1900, 2024, len(GOOD_VARIANTS)), "1h": (2021, 2024, 2)}
+    assert got.partitions() == {f"interval=1d/year={y}" for y in range(1900, 2025)} | {
         f"interval=1h/year={y}" for y in range(2021, 2025)
     }
+
+
+def test_census_size_does_not_depend_on_unvalidated_values(spark):
+    """Hostile intervals and timestamps of quarantined rows reach the driver as
+    reason codes only: one census row per reason, whatever their values."""
+    hostile = [message(interval=f"x{i}" * 50) for i in range(300)] + [
+        message(ts=f"{1 + i:04d}-01-01T00:00:00Z") for i in range(300)
+    ]
+    flagged = T.flag_bars(T.parse_bars(T.raw_from_kafka(kafka_frame(spark, hostile))), NOW)
+    rows = T.census(flagged).collect()
+    assert sorted((r.reason, r.interval, r.first_ts, r.rows) for r in rows) == [
+        ("early_ts", None, None, 300),
+        ("unknown_interval", None, None, 300),
+    ]
 
 
 def test_quarantine_keeps_the_record_as_received(validated):
@@ -267,7 +320,7 @@ def test_iso_timestamps_are_read_as_utc_instants(validated):
     # +01:00 names the same instant as 14:30Z
     assert validated["valid"]["offset zone"].ts_us == micros("2024-01-02T14:30:00Z")
     # a bar stamped exactly at its Kafka time plus the skew allowance is not in the future
-    allowed = pd.Timestamp(KAFKA_TS) + pd.Timedelta(seconds=T.FUTURE_SKEW_S)
+    allowed = pd.Timestamp(KAFKA_TS) + pd.Timedelta(seconds=FUTURE_SKEW_S)
     assert validated["valid"]["at now"].ts_us == micros(allowed)
 
 
@@ -353,7 +406,7 @@ def test_typed_fields_are_the_non_string_fields_of_the_message(spark):
     schema = StructType.fromDDL(BAR_MESSAGE_DDL)
     assert isinstance(schema, StructType)
     expected = [f.name for f in schema.fields if not isinstance(f.dataType, StringType)]
-    assert list(T.TYPED_FIELDS) == expected
+    assert list(BAR_TYPED_FIELDS) == expected
 
 
 # Raw zone ------------------------------------------------------------------------------

@@ -28,10 +28,26 @@ from stockpipe.schemas import (
     BAR_COLUMNS,
     BAR_KEY,
     BAR_MESSAGE_DDL,
+    BAR_REASONS,
+    BAR_REQUIRED_FIELDS,
+    BAR_TIMESTAMP_FIELDS,
+    BAR_TYPED_FIELDS,
     DERIVED_COLUMNS,
+    FUTURE_SKEW_S,
     INTERVALS,
+    MAX_VOLUME,
+    MIN_BAR_TS,
     PRICE_COLUMNS,
     RAW_COLUMNS,
+    SCHEMA_VERSION,
+)
+from stockpipe.spark.checks import (
+    bad_symbol,
+    parse_value,
+    price_checks,
+    split_codes,
+    with_reason,
+    wrong_type_fields,
 )
 
 # Column contracts --------------------------------------------------------------------
@@ -89,58 +105,11 @@ PROCESSED_PARQUET_OPTIONS: dict[str, str] = {
     for c in (*PRICE_COLUMNS, "adj_close", "volume", *DERIVED_COLUMNS)
 }
 
-#: Fields a bar message must carry (adj_close, source, ingested_at, batch_id may be null).
-REQUIRED_FIELDS: tuple[str, ...] = (
-    "symbol",
-    "interval",
-    "ts",
-    "open",
-    "high",
-    "low",
-    "close",
-    "volume",
-)
-TIMESTAMP_FIELDS: tuple[str, ...] = ("ts", "ingested_at")
-#: Non-string fields of BAR_MESSAGE_DDL: their JSON type can be wrong (a STRING field
-#: takes any JSON text).
-TYPED_FIELDS: tuple[str, ...] = (
-    "schema_version",
-    "open",
-    "high",
-    "low",
-    "close",
-    "adj_close",
-    "volume",
-)
 ALL_PRICES: tuple[str, ...] = (*PRICE_COLUMNS, "adj_close")
 
 #: ISO 8601 with a zone (``Z`` or ``±HH:MM``), 0-9 fraction digits (kept to µs).
 #: A string without a zone is refused: its instant would be a guess.
 TS_FORMAT = "yyyy-MM-dd'T'HH:mm:ss[.SSSSSSSSS]XXX"
-_CORRUPT = "_corrupt_record"
-
-#: How far a bar's ts may lie after its Kafka time (producer clocks are not exact).
-FUTURE_SKEW_S = 300
-
-#: Quarantine reason codes, in the order they are listed on a row.
-REASONS: dict[str, str] = {
-    "invalid_utf8": "the Kafka value is not valid UTF-8 (original bytes in value_b64)",
-    "unparsable_json": "the value is not a JSON object of the bar message shape",
-    **{f"wrong_type_{f}": f"field {f} has the wrong JSON type" for f in TYPED_FIELDS},
-    **{f"missing_{f}": f"required field {f} is missing, null or empty" for f in REQUIRED_FIELDS},
-    **{
-        f"bad_timestamp_{f}": f"field {f} is not an ISO 8601 timestamp with a zone"
-        for f in TIMESTAMP_FIELDS
-    },
-    "unknown_interval": f"interval is not one of {', '.join(INTERVALS)}",
-    "non_finite_price": "a price (open, high, low, close, adj_close) is NaN or infinite",
-    "non_positive_price": "a price (open, high, low, close, adj_close) is zero or negative",
-    "high_below_range": "high is below open, close or low",
-    "low_above_range": "low is above open or close",
-    "negative_volume": "volume is negative",
-    "future_ts": "ts is later than Kafka's receipt of the record (plus a clock skew allowance)",
-}
-
 
 # Small helpers -----------------------------------------------------------------------
 
@@ -210,18 +179,6 @@ def fence(df: DataFrame) -> DataFrame:
     return df.select(F.inline(F.array(F.struct(*[F.col(f"`{c}`") for c in df.columns]))))
 
 
-def _split_codes(joined: Column, sep: str) -> Column:
-    """``joined`` split on ``sep``; an empty array for "" or null (compiled, unlike lambdas)."""
-    return F.when(F.coalesce(joined, F.lit("")) == "", F.array().cast("array<string>")).otherwise(
-        F.split(joined, sep)
-    )
-
-
-def _flag(condition: Column) -> Column:
-    """A condition where null (unknown) counts as not failed."""
-    return F.coalesce(condition, F.lit(False))
-
-
 # 1. Kafka -> raw -----------------------------------------------------------------------
 
 
@@ -270,38 +227,11 @@ def parse_bars(raw: DataFrame) -> DataFrame:
 
     Adds the message fields (``symbol`` upper-cased and trimmed; ``ts`` and
     ``ingested_at`` as UTC timestamps, their text in ``ts_raw`` and
-    ``ingested_at_raw``), plus ``json_unparsable`` (the value is not a JSON
-    object of the message shape) and ``wrong_type_fields`` (fields present with
-    a JSON type that does not fit, e.g. ``"open": "abc"``). Kafka coordinates and
+    ``ingested_at_raw``), plus ``too_large``, ``json_unparsable`` and
+    ``wrong_type_fields`` (see ``checks.parse_value``). Kafka coordinates and
     the raw value stay on every row, so validation can quarantine it as received.
     """
-    schema = f"{BAR_MESSAGE_DDL}, {_CORRUPT} STRING"
-    options = {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": _CORRUPT}
-    msg = F.col("_msg")
-    corrupt = msg.getField(_CORRUPT).isNotNull()
-    # from_json returns partial results for a corrupt object: a field present in
-    # the JSON text but null after parsing had a type that does not fit.
-    # a comma-joined string, not array_compact: that one is a lambda, which is
-    # never compiled and made the whole parse run interpreted
-    wrong = F.concat_ws(
-        ",",
-        *[
-            F.when(
-                corrupt
-                & F.get_json_object("value", f"$.{name}").isNotNull()
-                & msg.getField(name).isNull(),
-                F.lit(name),
-            )
-            for name in TYPED_FIELDS
-        ],
-    )
-    with_msg = raw.withColumn("_msg", F.from_json("value", schema, options)).withColumn(
-        "_wrong", wrong
-    )
-    # only a corrupt value is re-read for its keys: under ``&`` the optimizer
-    # hoisted json_object_keys out as a common subexpression, for every row
-    is_object = F.json_object_keys("value").isNotNull()
-    unparsable = msg.isNull() | _flag(F.when(corrupt, ~is_object | (F.col("_wrong") == "")))
+    with_msg = parse_value(raw, BAR_MESSAGE_DDL, BAR_TYPED_FIELDS)
 
     def ts(name: str) -> Column:
         return utc_timestamp(F.col(f"_msg.{name}"))
@@ -325,8 +255,9 @@ def parse_bars(raw: DataFrame) -> DataFrame:
         _or_null(raw, "value_b64", "string").alias("value_b64"),
         *KAFKA_COLUMNS,
         *fields,
-        _flag(unparsable).alias("json_unparsable"),
-        _split_codes(F.when(~unparsable, F.col("_wrong")), ",").alias("wrong_type_fields"),
+        "too_large",
+        "json_unparsable",
+        wrong_type_fields(with_msg).alias("wrong_type_fields"),
     )
 
 
@@ -334,15 +265,11 @@ def parse_bars(raw: DataFrame) -> DataFrame:
 
 
 def _reason_checks(now: Column) -> dict[str, Column]:
-    """One boolean column per reason code (same keys as REASONS)."""
-    ok_json = ~F.col("json_unparsable")
+    """One boolean column per reason code, in BAR_REASONS order."""
+    ok_json = ~F.col("json_unparsable") & ~F.col("too_large")
 
     def wrong_type(name: str) -> Column:
         return F.array_contains("wrong_type_fields", name)
-
-    def finite(name: str) -> Column:
-        c = F.col(name)
-        return ~F.isnan(c) & (F.abs(c) != F.lit(float("inf")))
 
     def missing(name: str) -> Column:
         if name == "ts":
@@ -351,67 +278,62 @@ def _reason_checks(now: Column) -> dict[str, Column]:
             absent = F.col(name).isNull() | (F.trim(F.col(name)) == "")
         else:
             absent = F.col(name).isNull()
-        return ok_json & absent & ~wrong_type(name) if name in TYPED_FIELDS else ok_json & absent
+        if name in BAR_TYPED_FIELDS:
+            absent = absent & ~wrong_type(name)
+        return ok_json & absent
+
+    def finite(name: str) -> Column:
+        c = F.col(name)
+        return ~F.isnan(c) & (F.abs(c) != F.lit(float("inf")))
 
     ohlc_finite = F.lit(True)
     for name in PRICE_COLUMNS:
         ohlc_finite = ohlc_finite & finite(name)
     high, low, open_, close = (F.col(c) for c in ("high", "low", "open", "close"))
+    # against the record's own Kafka time, not the run's: a replay of a batch
+    # decides as the first run did, so no record ends up in two zones
+    received = F.coalesce(F.col("kafka_timestamp"), now) + F.expr(
+        f"INTERVAL {FUTURE_SKEW_S} SECONDS"
+    )
 
     checks: dict[str, Column] = {
         "invalid_utf8": F.col("value_b64").isNotNull(),
+        "record_too_large": F.col("too_large"),
         "unparsable_json": F.col("json_unparsable"),
-        **{f"wrong_type_{f}": wrong_type(f) for f in TYPED_FIELDS},
-        **{f"missing_{f}": missing(f) for f in REQUIRED_FIELDS},
+        **{f"wrong_type_{f}": wrong_type(f) for f in BAR_TYPED_FIELDS},
+        **{f"missing_{f}": missing(f) for f in BAR_REQUIRED_FIELDS},
         **{
             f"bad_timestamp_{f}": F.col(f"{f}_raw").isNotNull() & F.col(f).isNull()
-            for f in TIMESTAMP_FIELDS
+            for f in BAR_TIMESTAMP_FIELDS
         },
+        "unknown_schema_version": F.col("schema_version") != SCHEMA_VERSION,
+        "bad_symbol": bad_symbol(F.col("symbol")),
         "unknown_interval": (
             F.col("interval").isNotNull()
             & (F.trim(F.col("interval")) != "")
             & ~F.col("interval").isin(*INTERVALS)
         ),
-        # plain column logic, no lambdas: higher-order functions are not compiled
-        # and made the whole validation run interpreted (minutes on 1.26 M bars)
-        "non_finite_price": _any(
-            _flag(F.isnan(F.col(c)) | (F.abs(F.col(c)) == F.lit(float("inf")))) for c in ALL_PRICES
-        ),
-        "non_positive_price": _any(
-            _flag(~F.isnan(F.col(c)) & (F.col(c) > F.lit(float("-inf"))) & (F.col(c) <= 0))
-            for c in ALL_PRICES
-        ),
+        **price_checks(ALL_PRICES),
         "high_below_range": ohlc_finite & (high < F.greatest(open_, close, low)),
         "low_above_range": ohlc_finite & (low > F.least(open_, close)),
         "negative_volume": F.col("volume") < 0,
-        # against the record's own Kafka time, not the run's: a replay of a batch
-        # decides as the first run did, so no record ends up in two zones
-        "future_ts": F.col("ts")
-        > F.coalesce(F.col("kafka_timestamp"), now) + F.expr(f"INTERVAL {FUTURE_SKEW_S} SECONDS"),
+        "volume_too_large": F.col("volume") > MAX_VOLUME,
+        "early_ts": F.col("ts") < timestamp_literal(MIN_BAR_TS),
+        "future_ts": F.col("ts") > received,
+        "future_ingested_at": F.col("ingested_at") > received,
     }
+    assert list(checks) == list(BAR_REASONS), "rules and BAR_REASONS must match"
     return checks
 
 
-def _any(conditions) -> Column:
-    out = F.lit(False)
-    for c in conditions:
-        out = out | c
-    return out
-
-
 def flag_bars(parsed: DataFrame, now: datetime) -> DataFrame:
-    """``parsed`` with ``reason``: the REASONS codes a row fails, "; "-joined ("" if valid).
+    """``parsed`` with ``reason``: the BAR_REASONS codes a row fails, "; "-joined ("" if valid).
 
     Not fenced: cache the result (as the job does) or ``fence`` it before
     filtering on ``reason``, or each rule (and the parse) is evaluated again in
     the filter.
     """
-    checks = _reason_checks(timestamp_literal(now))
-    # one small boolean column per rule first: keeps each generated method small
-    # enough to be compiled (one giant expression falls back to interpretation)
-    staged = parsed.withColumns({f"_chk_{code}": _flag(checks[code]) for code in REASONS})
-    reason = F.concat_ws("; ", *[F.when(F.col(f"_chk_{code}"), F.lit(code)) for code in REASONS])
-    return staged.withColumn("reason", reason).drop(*[f"_chk_{code}" for code in REASONS])
+    return with_reason(parsed, _reason_checks(timestamp_literal(now)))
 
 
 #: What a valid row no longer needs once parsed: the record text (the raw zone has it).
@@ -450,7 +372,7 @@ def split_flagged(flagged: DataFrame, now: datetime) -> tuple[DataFrame, DataFra
         flagged.filter(F.col("reason") != "")
         .withColumns(
             {
-                "reasons": _split_codes(F.col("reason"), "; "),
+                "reasons": split_codes(F.col("reason"), "; "),
                 "quarantined_at": timestamp_literal(now),
             }
         )
@@ -462,19 +384,22 @@ def split_flagged(flagged: DataFrame, now: datetime) -> tuple[DataFrame, DataFra
 def census(flagged: DataFrame) -> DataFrame:
     """What a batch of ``flag_bars`` rows holds, in one small aggregation.
 
-    One row per (reason, interval) with ``rows`` and the earliest and latest
-    ``ts``: enough to count records and quarantine reasons and to bound the
-    processed rows a merge reads, in a single pass over the rows.
+    One row per reason (and interval, for valid rows) with ``rows``, and for valid
+    rows the earliest and latest ``ts``: enough to count records and quarantine
+    reasons and to bound the processed rows a merge reads, in a single pass.
+    Quarantined rows give only their reason codes, a bounded set: their interval
+    and ts may be any value, and the census is collected to the driver.
     """
-    return flagged.groupBy("reason", "interval").agg(
+    valid = F.col("reason") == ""
+    return flagged.groupBy("reason", F.when(valid, F.col("interval")).alias("interval")).agg(
         F.count(F.lit(1)).alias("rows"),
-        F.min("ts").alias("first_ts"),
-        F.max("ts").alias("last_ts"),
+        F.min(F.when(valid, F.col("ts"))).alias("first_ts"),
+        F.max(F.when(valid, F.col("ts"))).alias("last_ts"),
     )
 
 
 def validate_bars(parsed: DataFrame, now: datetime) -> tuple[DataFrame, DataFrame]:
-    """Split parsed bars into ``(valid, quarantine)`` on every rule of REASONS.
+    """Split parsed bars into ``(valid, quarantine)`` on every rule of BAR_REASONS.
 
     ``now`` is the run time: it decides ``future_ts`` and is ``quarantined_at``.
     """
