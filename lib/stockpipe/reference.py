@@ -54,6 +54,9 @@ def to_ms(interval: str | int | float | pd.Timedelta) -> int:
 MAX_SIZE = 1_000_000_000
 #: seq is a counter from 0 below 2^40 (as the streaming job's MAX_SEQ + 1).
 MAX_SEQ_EXCLUSIVE = 2**40
+#: Largest price, and what a symbol may be (as the contract's MAX_PRICE and SYMBOL_PATTERN).
+MAX_PRICE = 1e9
+SYMBOL = r"[A-Za-z0-9.^=&_/-]{1,32}"
 
 
 def valid(ticks: pd.DataFrame) -> pd.DataFrame:
@@ -62,9 +65,10 @@ def valid(ticks: pd.DataFrame) -> pd.DataFrame:
     size = pd.to_numeric(ticks["size"], errors="coerce")
     ts = pd.to_numeric(ticks["ts"], errors="coerce")
     ok = (
-        ticks["symbol"].fillna("").astype(str).str.strip().ne("")
+        ticks["symbol"].fillna("").astype(str).str.fullmatch(SYMBOL)
         & np.isfinite(price)
         & (price > 0)
+        & (price <= MAX_PRICE)
         & (size > 0)
         & (size <= MAX_SIZE)
         & (ts > 0)

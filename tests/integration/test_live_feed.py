@@ -21,7 +21,7 @@ from stockpipe.live import FeedOptions, get_feed, run_feed
 from stockpipe.reader import read_quarantined_ticks, read_raw_ticks, read_tick_windows
 from stockpipe.reference import compare_windows, late_pairs, reference_windows
 from stockpipe.sources.streamer_replay import ReplayServer, read_session
-from stockpipe.spark.streaming import REASONS, StreamOptions, run_stream
+from stockpipe.spark.streaming import StreamOptions, run_stream
 from stockpipe.ticks import parse_tick_values
 
 pytestmark = pytest.mark.integration
@@ -110,7 +110,7 @@ def test_a_yahoo_session_through_kafka_and_the_streaming_job_equals_pandas(setti
     # Raw holds every record; the undecodable frames are quarantined with their reason.
     assert len(read_raw_ticks(s)) == len(values)
     quarantined = read_quarantined_ticks(s)
-    assert list(quarantined["reason"]) == [REASONS["feed"]] * 3
+    assert list(quarantined["reason"]) == ["feed_error"] * 3
     frames = {json.loads(v)["frame"] for v in quarantined["value"]}
     assert frames == {line["frame"] for line in session if "rejected" in line.get("expect", {})}
 

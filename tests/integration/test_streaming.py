@@ -31,7 +31,7 @@ from stockpipe.reader import (
     read_tick_windows,
 )
 from stockpipe.reference import compare_windows, late_pairs, reference_windows, valid
-from stockpipe.spark.streaming import REASONS, TABLES, StreamOptions, run_stream
+from stockpipe.spark.streaming import TABLES, StreamOptions, run_stream
 from stockpipe.tables import open_table
 from stockpipe.ticks import LATE, OUT_OF_ORDER, TickSpec, parse_tick_values, run_producer
 
@@ -77,25 +77,26 @@ def _bad_values() -> list[tuple[bytes, bytes, str]]:
         "producer_id": "bad",
     }
     cases = [
-        (b"not json", REASONS["unparsable"]),
-        (json.dumps({**good, "price": 0}).encode(), REASONS["price"]),
-        (json.dumps({**good, "size": -5}).encode(), REASONS["size"]),
+        (b"not json", "unparsable_json"),
+        (json.dumps({**good, "price": 0}).encode(), "non_positive_price"),
+        (json.dumps({**good, "size": -5}).encode(), "non_positive_size"),
         (
             json.dumps({k: v for k, v in good.items() if k != "symbol"}).encode(),
-            REASONS["missing"].format("symbol"),
+            "missing_symbol",
         ),
-        (json.dumps({**good, "ts": "noon"}).encode(), REASONS["unparsable"]),
+        (json.dumps({**good, "ts": "noon"}).encode(), "wrong_type_ts"),
         # bytes that are not UTF-8: the zones stay readable, the bytes recoverable
-        (b"\xff\xfe garbage", REASONS["invalid_utf8"]),
+        (b"\xff\xfe garbage", "invalid_utf8; unparsable_json"),
         (
             json.dumps({**good, "symbol": "AAXPL"}).encode().replace(b"AAXPL", b"AA\xffPL"),
-            REASONS["invalid_utf8"],
+            "invalid_utf8; bad_symbol",
         ),
         # ahead of its Kafka time by more than the watermark delay: it would make the
         # honest ticks of the next minute late
-        (json.dumps({**good, "ts": int(time.time() * 1000) + 60_000}).encode(), REASONS["future"]),
+        (json.dumps({**good, "ts": int(time.time() * 1000) + 60_000}).encode(), "future_ts"),
     ]
-    return [(b"AAPL", v, r) for v, r in cases] + [(b"K\xff", b"\xff", REASONS["invalid_utf8"])]
+    bad_key = (b"K\xff", b"\xff", "invalid_utf8; unparsable_json")
+    return [(b"AAPL", v, r) for v, r in cases] + [bad_key]
 
 
 def _as_sent(quarantined: pd.DataFrame) -> list[bytes]:

@@ -11,10 +11,15 @@ import pytest
 
 from stockpipe.live import Rejected, rejected_value
 from stockpipe.reference import compare_windows, late_pairs, reference_windows, to_ms
+from stockpipe.schemas import (
+    MAX_PRICE,
+    MAX_RECORD_BYTES,
+    TICK_REASONS,
+    TICK_REQUIRED_FIELDS,
+)
 from stockpipe.spark import streaming
 from stockpipe.spark.streaming import (
     FUTURE_TOLERANCE_MS,
-    REASONS,
     ProgressRecorder,
     StreamOptions,
     _parser,
@@ -68,39 +73,66 @@ def _with(**changes) -> str:
 _DROP = object()
 
 
+_ALL_MISSING = "; ".join(f"missing_{f}" for f in TICK_REQUIRED_FIELDS)
+_KAFKA_MS = int(KAFKA_TS.timestamp() * 1000)
+
+#: (value, its reason codes); every code of TICK_REASONS has a case.
 CASES = [
     (_with(), None),
-    (None, REASONS["empty"]),
-    ("   ", REASONS["empty"]),
-    ("not json at all", REASONS["unparsable"]),
-    ("[1, 2, 3]", REASONS["unparsable"]),
-    (_with(ts="yesterday"), REASONS["unparsable"]),
-    (_with(size=1.5), REASONS["unparsable"]),
-    (_with(symbol=_DROP), REASONS["missing"].format("symbol")),
-    (_with(symbol=" "), REASONS["missing"].format("symbol")),
-    (_with(price=_DROP), REASONS["missing"].format("price")),
-    (_with(seq=_DROP), REASONS["missing"].format("seq")),
-    ("{}", REASONS["missing"].format("schema_version")),
-    (_with(schema_version=2), REASONS["schema_version"]),
-    (_with(price=0), REASONS["price"]),
-    (_with(price=-3.5), REASONS["price"]),
-    (_with(price=float("nan")), REASONS["price_nan"]),
-    (_with(price=float("inf")), REASONS["price_nan"]),
-    (_with(size=0), REASONS["size"]),
-    (_with(size=-100), REASONS["size"]),
-    (_with(size=10**12), REASONS["size_big"]),
-    (_with(ts=0), REASONS["ts"]),
-    (_with(seq=-1), REASONS["seq"]),
-    (_with(seq=2**40), REASONS["seq"]),
+    (None, "unparsable_json"),
+    ("   ", "unparsable_json"),
+    ("not json at all", "unparsable_json"),
+    ("[1, 2, 3]", "unparsable_json"),
+    (_with(producer_id="x" * MAX_RECORD_BYTES), "record_too_large"),
+    (_with(ts="yesterday"), "wrong_type_ts"),
+    (_with(size=1.5), "wrong_type_size"),
+    (_with(price="190"), "wrong_type_price"),
+    (_with(seq=[1]), "wrong_type_seq"),
+    (_with(schema_version="1"), "wrong_type_schema_version"),
+    (_with(symbol=_DROP), "missing_symbol"),
+    (_with(symbol=" "), "missing_symbol"),
+    (_with(price=_DROP), "missing_price"),
+    (_with(size=None), "missing_size"),
+    (_with(ts=_DROP), "missing_ts"),
+    (_with(seq=_DROP), "missing_seq"),
+    (_with(producer_id=""), "missing_producer_id"),
+    ("{}", _ALL_MISSING),
+    (_with(schema_version=_DROP), "missing_schema_version"),
+    (_with(schema_version=2), "unknown_schema_version"),
+    (_with(symbol="AAPL\u0000"), "bad_symbol"),
+    (_with(symbol="A" * 33), "bad_symbol"),
+    (_with(symbol="^GSPC"), None),
+    (_with(symbol="M&M.NS"), None),
+    (_with(price=0), "non_positive_price"),
+    (_with(price=-3.5), "non_positive_price"),
+    (_with(price=float("nan")), "non_finite_price"),
+    (_with(price=float("inf")), "non_finite_price"),
+    (_with(price=float("-inf")), "non_finite_price"),
+    (_with(price=MAX_PRICE), None),
+    (_with(price=MAX_PRICE * 1.5), "price_too_large"),
+    (_with(size=0), "non_positive_size"),
+    (_with(size=-100), "non_positive_size"),
+    (_with(size=10**12), "size_too_large"),
+    (_with(ts=0), "early_ts"),
+    (_with(seq=-1), "seq_out_of_range"),
+    (_with(seq=2**40), "seq_out_of_range"),
     (_with(seq=2**40 - 1), None),
-    (_with(ts=int(KAFKA_TS.timestamp() * 1000) + FUTURE_TOLERANCE_MS + 1), REASONS["future"]),
-    (_with(ts=int(KAFKA_TS.timestamp() * 1000) + FUTURE_TOLERANCE_MS), None),
-    (_with(ts=2**62), REASONS["future"]),
+    (_with(ts=_KAFKA_MS + FUTURE_TOLERANCE_MS + 1), "future_ts"),
+    (_with(ts=_KAFKA_MS + FUTURE_TOLERANCE_MS), None),
+    (_with(ts=2**62), "future_ts"),
+    # every rule a tick fails is listed
+    (_with(price=-1, size=0, symbol="a b"), "bad_symbol; non_positive_price; non_positive_size"),
     # a live feed's frame that was no PricingData (stockpipe.live.rejected_value)
-    (rejected_value(Rejected("not JSON", "{x"), 7, "yahoo-1", "yahoo").decode(), REASONS["feed"]),
+    (rejected_value(Rejected("not JSON", "{x"), 7, "yahoo-1", "yahoo").decode(), "feed_error"),
     # a live tick with the contract's optional fields
     (_with(bid=84.04, ask=84.06, bid_size=3, source="yahoo"), None),
 ]
+
+
+def test_every_tick_reason_code_has_a_case():
+    codes = {code for _, r in CASES if r for code in r.split("; ")}
+    # invalid_utf8 takes bytes: see the test of bytes that are not UTF-8
+    assert codes | {"invalid_utf8"} == set(TICK_REASONS)
 
 
 def test_validation_gives_each_bad_tick_its_reason(spark):
@@ -132,6 +164,9 @@ EDGES = [
     _compact(price=0.0001),
     _compact(price=1e-05),  # written "1e-05": valid, but not the canonical shape
     _compact(price=1e300),
+    _compact(price=999_999_999.5),  # canonical, just below MAX_PRICE
+    _compact(price=1_000_000_000.5),
+    _compact(price=10_000_000_000),
     _compact(price=-1.5),
     _compact(price=float("nan")),
     _compact(size=10**9),
@@ -147,6 +182,9 @@ EDGES = [
     _compact(ts=0),
     _compact(symbol="BRK.B"),
     _compact(symbol="a b"),
+    _compact(symbol="M&M.NS"),
+    _compact(symbol="A" * 32),
+    _compact(symbol="A" * 33),
     _compact(symbol=""),
     _compact(producer_id=""),
     _compact(schema_version=2),
@@ -421,7 +459,10 @@ def test_bytes_that_are_not_utf8_are_quarantined_readable_and_kept_exactly(spark
     assert raw[0]["key"] == "K\ufffd" and raw[2]["value"] == _with()
     validated = validate_ticks(parse_ticks(records))
     quarantined = quarantined_ticks(validated).orderBy("offset").toArrow().to_pylist()
-    assert [q["reason"] for q in quarantined] == [REASONS["invalid_utf8"]] * 2
+    assert [q["reason"] for q in quarantined] == [
+        "invalid_utf8; unparsable_json",
+        "invalid_utf8; bad_symbol",
+    ]
     assert [base64.b64decode(q["value_b64"]) for q in quarantined] == [garbage, bad_symbol]
     assert valid_ticks(validated).count() == 1
 

@@ -64,10 +64,27 @@ from stockpipe.lake import ZONES, storage_options, table_uri, zone
 from stockpipe.lease import Lease, check_all, hold
 from stockpipe.reference import to_ms
 from stockpipe.schemas import (
+    FUTURE_SKEW_S,
+    MAX_SEQ,
+    MAX_SYMBOL_LENGTH,
+    MAX_TICK_SIZE,
     METRICS_SCHEMA,
     QUARANTINE_TICKS_SCHEMA,
     SCHEMA_VERSION,
+    SEQ_BITS,
+    SYMBOL_CHARS,
+    TICK_COLUMNS,
     TICK_MESSAGE_DDL,
+    TICK_REASONS,
+    TICK_REQUIRED_FIELDS,
+    TICK_TYPED_FIELDS,
+)
+from stockpipe.spark.checks import (
+    bad_symbol,
+    parse_value,
+    price_checks,
+    with_reason,
+    wrong_type_fields,
 )
 from stockpipe.spark.session import get_spark, kafka_stream, scheduler_pool
 from stockpipe.spark.transforms import fence, raw_from_kafka
@@ -79,32 +96,10 @@ RUN_MODES = ("continuous", "available-now")
 #: The tables the job writes (lake zone names); it holds their leases while it runs.
 TABLES = ("raw_ticks", "quarantine_ticks", "tick_windows", "stream_metrics")
 
-#: Why a tick is quarantined, in the order the checks run (the first one wins).
-REASONS = {
-    "invalid_utf8": "value is not valid UTF-8 (kept exactly in value_b64)",
-    "empty": "empty message",
-    "unparsable": "unparsable: not JSON, or a field has the wrong type",
-    "feed": "undecodable feed frame (feed_error)",
-    "schema_version": "unsupported schema_version",
-    "missing": "missing field: {}",
-    "price": "non-positive price",
-    "price_nan": "non-finite price",
-    "size": "non-positive size",
-    "size_big": "size too large",
-    "ts": "non-positive ts",
-    "seq": "seq out of range (0 to 2^40 - 1)",
-    "future": "ts too far in the future",
-}
-REQUIRED_FIELDS = ("schema_version", "symbol", "ts", "price", "size", "seq", "producer_id")
-MAX_SIZE = 1_000_000_000
-#: ``seq`` is a per-producer counter from 0; its 40 bits share one long with the
-#: tick's place in its window (see :func:`window_aggregates`).
-SEQ_BITS = 40
-MAX_SEQ = 2**SEQ_BITS - 1
 #: A tick may be this far ahead of its Kafka timestamp (clock skew), and never more
 #: than the watermark delay (``future_tolerance``): beyond, it would push the
 #: watermark past the honest ticks of the same moment, so it is quarantined.
-FUTURE_TOLERANCE_MS = 5 * 60 * 1000
+FUTURE_TOLERANCE_MS = FUTURE_SKEW_S * 1000
 
 
 def future_tolerance(watermark: str) -> int:
@@ -113,21 +108,21 @@ def future_tolerance(watermark: str) -> int:
 
 
 #: The exact shape of the library producer's ticks. A value of this shape passes
-#: every check but "future" (symbol, numbers and ranges are in the pattern), so
+#: every check but ``future_ts`` (symbol, numbers and ranges are in the pattern), so
 #: the quarantine query tests it with one regular expression instead of parsing
 #: the JSON; any other value, valid or not, takes the full parse.
 CANONICAL_TICK = (
-    r'^\{"schema_version":1,"symbol":"[A-Za-z0-9.^=_-]{1,32}",'
+    rf'^\{{"schema_version":{SCHEMA_VERSION},"symbol":"[{SYMBOL_CHARS}]{{1,{MAX_SYMBOL_LENGTH}}}",'
     r'"ts":[1-9][0-9]{0,17},'
-    r'"price":(?:[1-9][0-9]{0,14}(?:\.[0-9]{1,17})?|0\.[0-9]{0,16}[1-9][0-9]{0,16}),'
+    # below MAX_PRICE (1e9): at most nine digits before the point
+    r'"price":(?:[1-9][0-9]{0,8}(?:\.[0-9]{1,17})?|0\.[0-9]{0,16}[1-9][0-9]{0,16}),'
     r'"size":[1-9][0-9]{0,8},"seq":(?:0|[1-9][0-9]{0,11}),'
     r'"producer_id":"[A-Za-z0-9._:-]{1,64}"\}\z'
 )
 
-_CORRUPT = "_corrupt_record"
 #: A live feed's record of a frame it could not read (``stockpipe.live.rejected_value``).
 _FEED_ERROR = "feed_error"
-_PARSE_DDL = f"{TICK_MESSAGE_DDL}, {_FEED_ERROR} STRING, {_CORRUPT} STRING"
+_PARSE_DDL = f"{TICK_MESSAGE_DDL}, {_FEED_ERROR} STRING"
 
 
 @dataclass(frozen=True)
@@ -187,47 +182,67 @@ def parse_ticks(records: DataFrame) -> DataFrame:
     """Raw records plus the tick's fields parsed with the contract's schema.
 
     Never fails: a value that is not JSON, or whose field has the wrong type,
-    leaves the fields null and ``_corrupt_record`` set.
+    leaves the fields null and says so (``checks.parse_value``).
     """
     raw = raw_records(records)
-    parsed = F.from_json(
-        "value", _PARSE_DDL, {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": _CORRUPT}
+    parsed = parse_value(raw, _PARSE_DDL, TICK_TYPED_FIELDS)
+    return parsed.select(
+        *raw.columns,
+        *[F.col(f"_msg.{name}").alias(name) for name in (*TICK_COLUMNS, "schema_version")],
+        F.col(f"_msg.{_FEED_ERROR}").alias(_FEED_ERROR),
+        "too_large",
+        "json_unparsable",
+        wrong_type_fields(parsed).alias("wrong_type_fields"),
     )
-    return raw.withColumn("t", parsed).select(*raw.columns, "t.*")
+
+
+def _tick_checks(future_tolerance_ms: int) -> dict[str, Column]:
+    """One boolean column per reason code, in TICK_REASONS order."""
+    c = F.col
+    # a feed's rejected frame carries no tick: its missing fields are no news
+    ok_json = ~c("json_unparsable") & ~c("too_large") & c(_FEED_ERROR).isNull()
+
+    def wrong_type(name: str) -> Column:
+        return F.array_contains("wrong_type_fields", name)
+
+    def missing(name: str) -> Column:
+        absent = c(name).isNull()
+        if name in ("symbol", "producer_id"):
+            absent = absent | (F.trim(c(name)) == "")
+        if name in TICK_TYPED_FIELDS:
+            absent = absent & ~wrong_type(name)
+        return ok_json & absent
+
+    checks: dict[str, Column] = {
+        "invalid_utf8": c("value_b64").isNotNull(),
+        "record_too_large": c("too_large"),
+        "unparsable_json": c("json_unparsable"),
+        "feed_error": c(_FEED_ERROR).isNotNull(),
+        **{f"wrong_type_{f}": wrong_type(f) for f in TICK_TYPED_FIELDS},
+        **{f"missing_{f}": missing(f) for f in TICK_REQUIRED_FIELDS},
+        "unknown_schema_version": c("schema_version") != SCHEMA_VERSION,
+        "bad_symbol": bad_symbol(c("symbol")),
+        **price_checks(["price"]),
+        "non_positive_size": c("size") <= 0,
+        "size_too_large": c("size") > MAX_TICK_SIZE,
+        "early_ts": c("ts") <= 0,
+        "seq_out_of_range": (c("seq") < 0) | (c("seq") > MAX_SEQ),
+        "future_ts": c("ts") > F.unix_millis("kafka_timestamp") + future_tolerance_ms,
+    }
+    assert list(checks) == list(TICK_REASONS), "rules and TICK_REASONS must match"
+    return checks
 
 
 def validate_ticks(
     parsed: DataFrame, *, future_tolerance_ms: int = FUTURE_TOLERANCE_MS
 ) -> DataFrame:
-    """Add ``reason``: null for a valid tick, else why it is quarantined."""
-    c = F.col
-    checks: list[tuple[Column, str]] = [
-        (c("value_b64").isNotNull(), REASONS["invalid_utf8"]),
-        (c("value").isNull() | (F.trim(c("value")) == ""), REASONS["empty"]),
-        (c(_CORRUPT).isNotNull(), REASONS["unparsable"]),
-        (c(_FEED_ERROR).isNotNull(), REASONS["feed"]),
-    ]
-    for name in REQUIRED_FIELDS:
-        missing = c(name).isNull()
-        if name in ("symbol", "producer_id"):
-            missing = missing | (F.trim(c(name)) == "")
-        checks.append((missing, REASONS["missing"].format(name)))
-    checks += [
-        (c("schema_version") != SCHEMA_VERSION, REASONS["schema_version"]),
-        (F.isnan("price") | (F.abs("price") == float("inf")), REASONS["price_nan"]),
-        (c("price") <= 0, REASONS["price"]),
-        (c("size") <= 0, REASONS["size"]),
-        (c("size") > MAX_SIZE, REASONS["size_big"]),
-        (c("ts") <= 0, REASONS["ts"]),
-        ((c("seq") < 0) | (c("seq") > MAX_SEQ), REASONS["seq"]),
-        (c("ts") > F.unix_millis("kafka_timestamp") + future_tolerance_ms, REASONS["future"]),
-    ]
-    reason = F.lit(None).cast("string")
-    for cond, text in reversed(checks):
-        reason = F.when(cond, F.lit(text)).otherwise(reason)
+    """Add ``reason``: null for a valid tick, else the TICK_REASONS codes it fails,
+    "; "-joined."""
+    flagged = with_reason(parsed, _tick_checks(future_tolerance_ms))
+    reason = F.when(F.col("reason") != "", F.col("reason"))
     # fenced: a filter on ``reason`` would otherwise be pushed below the parse and
     # repeat from_json for every field it tests (uncompiled, ~20 times per tick)
-    return fence(parsed.withColumn("reason", reason))
+    return fence(flagged.withColumn("reason", reason))
 
 
 def needs_checking(
