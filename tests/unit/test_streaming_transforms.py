@@ -470,3 +470,46 @@ def test_bytes_that_are_not_utf8_are_quarantined_readable_and_kept_exactly(spark
 def test_a_tick_may_be_ahead_of_its_kafka_time_by_no_more_than_the_watermark_delay():
     assert streaming.future_tolerance("30 seconds") == 30_000
     assert streaming.future_tolerance("1 hour") == FUTURE_TOLERANCE_MS
+
+
+# The fast path agrees with the full parse, on generated near-canonical ticks ----------
+
+
+def _compact_ticks():
+    from hypothesis import strategies as st
+
+    numbers = st.one_of(
+        st.integers(-(2**63), 2**63 - 1),
+        st.floats(allow_nan=False, allow_infinity=False),
+        st.floats(min_value=1e-6, max_value=2e9),
+    )
+    symbols = st.text("AZaz09.^=&_/-; é", min_size=0, max_size=40)
+    fields = st.fixed_dictionaries(
+        {
+            "schema_version": st.sampled_from([1, 1, 1, 2, 0]),
+            "symbol": symbols,
+            "ts": st.one_of(st.integers(-10, 2**62), st.just(_NOW_MS)),
+            "price": numbers,
+            "size": numbers,
+            "seq": numbers,
+            "producer_id": st.text("ab:._-x ", min_size=0, max_size=70),
+        }
+    )
+    return st.lists(fields.map(lambda d: json.dumps(d, separators=(",", ":"))), max_size=200)
+
+
+def test_the_canonical_fast_path_never_disagrees_with_the_full_parse(spark):
+    from hypothesis import HealthCheck, given, settings
+
+    @settings(max_examples=5, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    @given(values=_compact_ticks())
+    def check(values):
+        records = _records(spark, values)
+        full = quarantined_ticks(validate_ticks(parse_ticks(records))).toPandas()
+        fast = quarantined_ticks(validate_ticks(parse_ticks(needs_checking(records)))).toPandas()
+        rows = ["offset", "reason"]
+        assert fast.sort_values("offset")[rows].values.tolist() == (
+            full.sort_values("offset")[rows].values.tolist()
+        )
+
+    check()
