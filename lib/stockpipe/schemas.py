@@ -260,6 +260,7 @@ QUARANTINE_TICKS_SCHEMA = pa.schema(
         ("reason", pa.string()),
         ("ingest_date", pa.date32()),
         ("value_b64", pa.string()),  # the value's bytes when they are not UTF-8
+        ("key_b64", pa.string()),  # the key's bytes when they are not UTF-8
     ]
 )
 

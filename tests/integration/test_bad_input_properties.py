@@ -90,9 +90,10 @@ def _index(key: str) -> int:
     return int(key.split("-")[1])
 
 
-def _as_sent(rows: pd.DataFrame) -> list[bytes | None]:
+def _as_sent(rows: pd.DataFrame, column: str = "value") -> list[bytes | None]:
+    """The column's bytes as sent: from its base64 copy where they were not UTF-8."""
     out: list[bytes | None] = []
-    for v, b64 in zip(rows["value"], rows["value_b64"], strict=True):
+    for v, b64 in zip(rows[column], rows[f"{column}_b64"], strict=True):
         if isinstance(b64, str):
             out.append(base64.b64decode(b64))
         else:
@@ -277,8 +278,14 @@ def _send(s, topic: str, cases: list[Case]) -> None:
 
 def _check_raw(raw: pd.DataFrame, cases: list[Case]) -> None:
     assert len(raw) == len(cases), "every record once in raw"
-    got = dict(zip((_index(k) for k in raw["key"]), _as_sent(raw), strict=True))
-    assert got == {i: (c.value if c.value is not None else None) for i, c in enumerate(cases)}
+    got = dict(
+        zip(
+            (_index(k) for k in raw["key"]),
+            zip(_as_sent(raw, "key"), _as_sent(raw), strict=True),
+            strict=True,
+        )
+    )
+    assert got == {i: (c.key, c.value) for i, c in enumerate(cases)}, "the bytes as sent"
 
 
 def _check_quarantine(quarantined: pd.DataFrame, cases: list[Case], codes: dict[str, str]) -> None:

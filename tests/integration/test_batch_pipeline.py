@@ -18,7 +18,8 @@ from stockpipe.reader import LastRead, read_bars, read_quarantine, read_raw_bars
 from stockpipe.schemas import conform_bars
 from stockpipe.sources import fetch_many, get_source
 from stockpipe.spark import transforms as T
-from stockpipe.spark.batch import BarsBatchJob, pending_records, run_batch_job
+from stockpipe.spark.batch import PARTITIONS, BarsBatchJob, pending_records, run_batch_job
+from stockpipe.spark.session import session_conf
 from stockpipe.tables import history, row_count
 
 pytestmark = pytest.mark.integration
@@ -523,3 +524,30 @@ def test_processed_rebuilt_from_raw_equals_the_run_from_kafka(lake, spark):
     assert q[["offset", "reason", "value_b64"]].equals(q_kafka[["offset", "reason", "value_b64"]])
     assert pending_records(lake) == 0
     assert run_batch_job(lake, spark=spark).noop
+
+
+@pytest.mark.parametrize("driver_max", [100_000, 0], ids=["driver", "spark"])
+def test_a_lake_made_before_key_b64_gains_the_column(lake, spark, driver_max):
+    """Raw and quarantine tables written before keys were kept base64 take the new
+    column on the next append, through either write path; old rows read it as null."""
+    s = lake.model_copy(update={"batch_driver_max_records": driver_max})
+    with ConfirmedProducer(s, s.topic_bars) as p:
+        p.send(b"MSFT", b"{old")
+    run_batch_job(s, spark=spark)
+    for name in ("raw_bars", "quarantine_bars"):  # the layout of the tables before
+        path = zone(s, name, spark=True)
+        old = spark.read.format("delta").load(path).drop("key_b64").localCheckpoint()
+        with session_conf(spark, {"spark.sql.sources.partitionOverwriteMode": "static"}):
+            writer = old.write.format("delta").mode("overwrite")
+            writer.option("overwriteSchema", "true").partitionBy(*PARTITIONS[name]).save(path)
+        assert "key_b64" not in spark.read.format("delta").load(path).columns
+
+    with ConfirmedProducer(s, s.topic_bars) as p:
+        p.send(b"MS\xffFT", b"{new")
+    report = run_batch_job(s, spark=spark)
+    assert report.records_read == 1 and report.quarantined_rows == 1
+    for reader in (read_raw_bars, read_quarantine):
+        rows = reader(s).sort_values("offset")
+        assert rows["value"].tolist() == ["{old", "{new"]
+        assert rows["key_b64"].isna().tolist() == [True, False]
+        assert rows["key_b64"].iloc[1] == "TVP/RlQ="  # base64 of b"MS\xffFT"

@@ -418,9 +418,11 @@ def test_raw_from_kafka_keeps_every_record_and_its_bytes(spark):
         (b"AAPL", message(), "stock.bars", 1, 7, late, 0),
         (None, b"\xff\xfebad", "stock.bars", 2, 8, late, 0),
         (b"MSFT", None, "stock.bars", 0, 9, late, 0),
+        (b"K\xff\x00", message(), "stock.bars", 0, 10, late, 0),
     ]
     with session_time_zone(spark, "America/New_York"):
-        raw = T.raw_from_kafka(spark.createDataFrame(rows, KAFKA_SCHEMA))
+        kafka = spark.createDataFrame(rows, KAFKA_SCHEMA)
+        raw = T.raw_from_kafka(kafka)
         got = raw.withColumn("ts_us", F.unix_micros("kafka_timestamp")).collect()
     assert raw.columns == [*T.RAW_ZONE_COLUMNS]
     by_offset = {r.offset: r for r in got}
@@ -430,10 +432,15 @@ def test_raw_from_kafka_keeps_every_record_and_its_bytes(spark):
     assert base64.b64decode(by_offset[8].value_b64) == b"\xff\xfebad"
     assert by_offset[8].key is None
     assert by_offset[9].value is None
+    assert by_offset[10].key == "K\ufffd\x00" and by_offset[7].key_b64 is None
+    assert base64.b64decode(by_offset[10].key_b64) == b"K\xff\x00"
+    # and back: the records exactly as Kafka gave them (a rebuild from raw reads these)
+    back = T.kafka_records(raw).orderBy("offset").collect()
+    assert [(r.key, r.value) for r in back] == [(r[0], r[1]) for r in rows]
     for r in got:
         assert (r.topic, r.ts_us) == ("stock.bars", micros(late.isoformat()))
         assert r.ingest_date == late.date()
-    assert {(r.partition, r.offset) for r in got} == {(1, 7), (2, 8), (0, 9)}
+    assert {(r.partition, r.offset) for r in got} == {(1, 7), (2, 8), (0, 9), (0, 10)}
 
 
 # Dedupe --------------------------------------------------------------------------------

@@ -597,6 +597,7 @@ class BarsBatchJob:
             df.write.format("delta")
             .mode("overwrite")
             .option("userMetadata", metadata)
+            .option("mergeSchema", "true")  # a table made before takes today's columns
             .partitionBy(*PARTITIONS[table])
             .save(self.paths[table])
         )

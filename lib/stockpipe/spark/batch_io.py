@@ -113,6 +113,8 @@ class SparkIO:
             df.write.format("delta")
             .mode("append")
             .option("userMetadata", metadata)
+            # a column the contract gained (key_b64) joins a table made before
+            .option("mergeSchema", "true")
             .partitionBy(*partitions)
             .save(self.path(table))
         )
@@ -210,6 +212,7 @@ class DriverIO(SparkIO):
             table_uri(self.settings, table),
             arrow,
             mode="append",
+            schema_mode="merge",  # a column the contract gained joins a table made before
             partition_by=list(partitions),
             # a table made here records its changes, as the tables Spark makes do
             configuration={CDF_PROPERTY: "true"},

@@ -605,7 +605,7 @@ def _start(
         .outputMode("append")
         .option("path", path)
         .option("checkpointLocation", checkpoint)
-        # a column the contract gained (raw ticks' value_b64) joins a table made before
+        # a column the contract gained (key_b64) joins a table made before
         .option("mergeSchema", "true")
         .partitionBy(partition)
     )

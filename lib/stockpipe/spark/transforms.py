@@ -52,10 +52,10 @@ from stockpipe.spark.checks import (
 
 # Column contracts --------------------------------------------------------------------
 
-#: Raw-zone columns: RAW_COLUMNS plus ``value_b64``, the base64 of the original
-#: value bytes, set only when they are not valid UTF-8 (``value`` then holds them
-#: with U+FFFD replacements, so it stays readable by pyarrow and pandas).
-RAW_ZONE_COLUMNS: tuple[str, ...] = (*RAW_COLUMNS, "value_b64")
+#: Raw-zone columns: RAW_COLUMNS plus ``value_b64`` and ``key_b64``, the base64 of
+#: the original bytes, set only when they are not valid UTF-8 (``value`` and ``key``
+#: then hold them with U+FFFD replacements, so they stay readable by any reader).
+RAW_ZONE_COLUMNS: tuple[str, ...] = (*RAW_COLUMNS, "value_b64", "key_b64")
 
 #: The rows Spark's Kafka source gives.
 KAFKA_SOURCE_DDL = (
@@ -76,6 +76,7 @@ QUARANTINE_COLUMNS: tuple[str, ...] = (
     "key",
     "value",
     "value_b64",
+    "key_b64",
     *KAFKA_COLUMNS,
     "symbol",
     "source",
@@ -185,14 +186,14 @@ def fence(df: DataFrame) -> DataFrame:
 def raw_from_kafka(df: DataFrame) -> DataFrame:
     """Kafka source rows as raw-zone rows (RAW_ZONE_COLUMNS): nothing dropped.
 
-    ``value`` is the UTF-8 text; bytes that are not valid UTF-8 would make the
-    Parquet string unreadable outside Spark, so they are replaced in ``value``
-    and kept exactly, base64-encoded, in ``value_b64`` (null for valid values).
+    ``key`` and ``value`` are UTF-8 text; bytes that are not valid UTF-8 would make
+    the Parquet string unreadable outside Spark, so they are replaced there and kept
+    exactly, base64-encoded, in ``key_b64`` and ``value_b64`` (null for valid ones).
     ``ingest_date`` is the UTC date of the Kafka timestamp.
     """
-    value = F.col("value").cast("string")
+    key, value = F.col("key").cast("string"), F.col("value").cast("string")
     return df.select(
-        F.make_valid_utf8(F.col("key").cast("string")).alias("key"),
+        F.make_valid_utf8(key).alias("key"),
         F.make_valid_utf8(value).alias("value"),
         "topic",
         "partition",
@@ -200,18 +201,21 @@ def raw_from_kafka(df: DataFrame) -> DataFrame:
         F.col("timestamp").alias("kafka_timestamp"),
         utc_date(F.col("timestamp")).alias("ingest_date"),
         F.when(~F.is_valid_utf8(value), F.base64(F.col("value"))).alias("value_b64"),
+        F.when(~F.is_valid_utf8(key), F.base64(F.col("key"))).alias("key_b64"),
     )
 
 
 def kafka_records(raw: DataFrame) -> DataFrame:
     """Raw-zone rows as Spark's Kafka source gave them (the inverse of raw_from_kafka):
-    the value's original bytes from ``value_b64`` where they were not UTF-8."""
-    value = F.when(F.col("value_b64").isNotNull(), F.unbase64("value_b64")).otherwise(
-        F.encode("value", "UTF-8")
-    )
+    the original bytes from ``key_b64`` and ``value_b64`` where they were not UTF-8."""
+
+    def original(text: str) -> Column:
+        b64 = _or_null(raw, f"{text}_b64", "string")  # a table made before key_b64
+        return F.when(b64.isNotNull(), F.unbase64(b64)).otherwise(F.encode(text, "UTF-8"))
+
     return raw.select(
-        F.encode("key", "UTF-8").alias("key"),
-        value.alias("value"),
+        original("key").alias("key"),
+        original("value").alias("value"),
         "topic",
         "partition",
         "offset",
@@ -253,6 +257,7 @@ def parse_bars(raw: DataFrame) -> DataFrame:
         "key",
         "value",
         _or_null(raw, "value_b64", "string").alias("value_b64"),
+        _or_null(raw, "key_b64", "string").alias("key_b64"),
         *KAFKA_COLUMNS,
         *fields,
         "too_large",
@@ -337,7 +342,7 @@ def flag_bars(parsed: DataFrame, now: datetime) -> DataFrame:
 
 
 #: What a valid row no longer needs once parsed: the record text (the raw zone has it).
-RECORD_TEXT_COLUMNS: tuple[str, ...] = ("key", "value", "value_b64")
+RECORD_TEXT_COLUMNS: tuple[str, ...] = ("key", "value", "value_b64", "key_b64")
 
 #: What the job keeps (caches) of flagged rows: what the quarantine and the merge read.
 FLAGGED_COLUMNS: tuple[str, ...] = tuple(
