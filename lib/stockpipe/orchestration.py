@@ -25,8 +25,11 @@ so the scheduler parses the DAG files quickly.
 
 from __future__ import annotations
 
+import signal
+import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -152,7 +155,7 @@ class NotebookOperator(PapermillOperator):
         register_lake_io(settings)
         url = str(self.output_nb)  # rendered; papermill's operator wraps it in a NoteBook
         self.log.info("executed notebook: %s", url)
-        with marked_run() as self._run:
+        with marked_run() as self._run, self._stop_first_on_timeout():
             try:
                 return self._execute(context, url)
             except AirflowTaskTimeout:
@@ -169,6 +172,29 @@ class NotebookOperator(PapermillOperator):
     def on_kill(self) -> None:
         """The task timed out or was killed: stop the notebook's processes now."""
         self._stop()
+
+    @contextmanager
+    def _stop_first_on_timeout(self) -> Iterator[None]:
+        """On Airflow's timeout (SIGALRM), stop the processes before papermill's clean-up.
+
+        That clean-up interrupts the kernel first: the job's Python would release its
+        leases while its Spark driver may still commit. Killed first, the job keeps its
+        leases until they expire, and by then nothing of it runs.
+        """
+        previous = signal.getsignal(signal.SIGALRM)
+        if not callable(previous) or threading.current_thread() is not threading.main_thread():
+            yield  # no timeout armed, or signals cannot be handled here
+            return
+
+        def stop_then_time_out(signum: int, frame: Any) -> None:
+            self._stop()
+            previous(signum, frame)
+
+        signal.signal(signal.SIGALRM, stop_then_time_out)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGALRM, previous)
 
     def _stop(self) -> None:
         if self._run is None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import time
 from datetime import UTC, datetime
 
 import pytest
@@ -457,7 +458,6 @@ def test_a_job_is_stuck_only_with_records_pending_a_lease_held_and_no_offsets_mo
 
 
 def test_the_sensor_fails_at_once_naming_a_stuck_job(monkeypatch, dagbag):
-    import time
 
     from airflow.sdk.exceptions import AirflowFailException
 
@@ -511,6 +511,38 @@ def test_a_notebook_task_that_times_out_leaves_no_process_behind(dagbag, monkeyp
     assert len(started) == 2
     assert not [p for p in started if psutil.pid_exists(p) and _running(p)]
     assert notebooks.RUN_ENV not in os.environ  # this process is no notebook run
+
+
+def test_on_airflows_timeout_the_processes_stop_before_papermill_cleans_up(dagbag, monkeypatch):
+    """Papermill's clean-up interrupts the kernel, whose job would then release its
+    leases while its Spark driver may still commit: the processes are gone first."""
+    import subprocess
+    import sys
+
+    from airflow.providers.papermill.operators.papermill import PapermillOperator
+    from airflow.sdk.exceptions import AirflowTaskTimeout
+    from airflow.sdk.execution_time.timeout import timeout
+
+    from stockpipe import notebooks
+
+    task = dagbag.dags["stock_batch_pipeline"].get_task("spark_batch")
+    seen: dict[str, bool] = {}
+
+    def hangs(self, context):
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+        try:
+            time.sleep(60)  # the kernel's cell, hung
+        except AirflowTaskTimeout:  # where papermill's clean-up runs
+            seen["running at clean-up"] = _running(child.pid)
+            raise
+
+    monkeypatch.setattr(PapermillOperator, "execute", hangs)
+    monkeypatch.setattr(notebooks, "register_lake_io", lambda _s: None)
+    t0 = time.monotonic()
+    with pytest.raises(AirflowTaskTimeout, match="did not finish"), timeout(2):
+        task.execute({})
+    assert time.monotonic() - t0 < 30
+    assert seen == {"running at clean-up": False}
 
 
 def test_on_kill_stops_the_running_notebooks_processes(dagbag, monkeypatch):
