@@ -364,7 +364,10 @@ def hung_run(af_settings, log_dir, report_dir):
                 holder = holder_of("processed/bars")
                 if holder is not None and "first" not in seen:
                     seen["first"] = holder  # the first attempt's job
-                elif holder is not None and holder.holder != seen["first"].holder:
+                    first_seen = time.monotonic()
+                elif holder is not None and holder.holder == seen["first"].holder:
+                    seen["first held for"] = time.monotonic() - first_seen
+                elif holder is not None:
                     seen["retry"] = holder
                     seen["first alive then"] = _alive(seen["first"].pid)
                     seen["survivors then"] = _survivors(own)
@@ -427,6 +430,8 @@ def test_a_hung_job_times_out_its_processes_stop_and_the_retry_waits_for_the_lea
     first, retry = seen["first"], seen["retry"]
     assert first.job == retry.job == f"spark batch job on {settings.topic_bars}"
     assert first.pid != retry.pid
+    # while it waited for raw/bars, the job renewed the leases it held (ttl 20 s)
+    assert seen["first held for"] > 3 * 20
     assert seen["first alive then"] is False
     assert not [s for s in seen["survivors then"] if f"(pid {first.pid})" in s]
     # nothing was written to raw/bars while this test held its lease
