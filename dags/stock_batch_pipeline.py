@@ -7,7 +7,9 @@ the ``start``/``end``/``full_history`` params say otherwise. Executed notebooks 
 to ``s3://<bucket>/notebooks/stock_batch_pipeline/<run_id>/``. Settings (schedule,
 source, symbols) come from ``STOCKPIPE_BATCH_*``; credentials from the environment.
 A day without bars (weekend, market holiday) skips the run's tasks instead of
-failing them.
+failing them. Each notebook task has a timeout (``STOCKPIPE_*_TIMEOUT_S``), after
+which its kernel and Spark are stopped; the sensor fails at once if the job holding
+the bars tables is stuck (``STOCKPIPE_BATCH_STALL_S``).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ with DAG(
     check = orch.check_stack([settings.topic_bars])
     produce = orch.NotebookOperator(
         notebook="batch_producer",
+        timeout="producer_timeout_s",
         parameters={
             "source": "{{ params.source }}",
             "symbols": "{{ params.symbols }}",
@@ -54,10 +57,14 @@ with DAG(
     wait = orch.NewRecordsSensor(task_id="wait_for_new_records", retries=0)
     # the lake writer pool: never beside lake maintenance (stock_lake_maintenance)
     process = orch.NotebookOperator(
-        notebook="spark_batch", outlets=[PROCESSED_BARS], pool=orch.LAKE_WRITER_POOL
+        notebook="spark_batch",
+        timeout="batch_timeout_s",
+        outlets=[PROCESSED_BARS],
+        pool=orch.LAKE_WRITER_POOL,
     )
     charts = orch.NotebookOperator(
         notebook="charts",
+        timeout="charts_timeout_s",
         inlets=[PROCESSED_BARS],
         outlets=[REPORTS],
         parameters={
@@ -70,6 +77,7 @@ with DAG(
 
     export = orch.NotebookOperator(
         notebook="export",
+        timeout="export_timeout_s",
         inlets=[PROCESSED_BARS],
         outlets=orch.warehouse_assets(settings, EXPORTED),
         parameters={"target": "", "tables": ",".join(EXPORTED)},

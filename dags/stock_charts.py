@@ -35,6 +35,7 @@ with DAG(
 ):
     orch.NotebookOperator(
         notebook="charts",
+        timeout="charts_timeout_s",
         inlets=[PROCESSED_BARS, TICK_WINDOWS],
         outlets=[REPORTS],
         parameters={

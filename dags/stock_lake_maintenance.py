@@ -7,7 +7,8 @@ least 7 days, so a reader of any version of the last week still finds its files.
 Each table is done under its lease, and ``maintain_lake`` runs in the lake writer
 pool (one slot, shared with the batch job's ``spark_batch``), so it never runs
 beside the batch job's writes. Schedule: ``STOCKPIPE_MAINTENANCE_SCHEDULE``
-(default ``@daily``). The same work by hand: ``stockpipe lake maintain``.
+(default ``@daily``); timeout: ``STOCKPIPE_MAINTENANCE_TIMEOUT_S``. The same work
+by hand: ``stockpipe lake maintain``.
 """
 
 from __future__ import annotations
@@ -31,4 +32,7 @@ with DAG(
     tags=["stockpipe", "maintenance"],
     doc_md=__doc__,
 ):
-    orch.check_stack([]) >> orch.maintain_lake()
+    maintain = orch.maintain_lake.override(
+        execution_timeout=orch.task_timeout(settings, "maintenance_timeout_s")
+    )
+    orch.check_stack([]) >> maintain()

@@ -10,6 +10,10 @@ Two DAGs share the streaming job's checkpoint, so its tasks share the
 * ``stock_stream_live`` (manual): check_stack -> stream_producer and
   spark_streaming (continuous) side by side for ``duration_s`` seconds; the
   producer's ``source`` is synthetic ticks or live trades (``yahoo``).
+
+Each job waits up to ``STOCKPIPE_LEASE_WAIT_S`` for the tables' leases (a killed
+run's expire by themselves); the tasks' timeouts (``STOCKPIPE_STREAM_TIMEOUT_S``,
+``STOCKPIPE_LIVE_TIMEOUT_S``) leave room for that wait and ``duration_s``.
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ WINDOWING = {
     "slide": "{{ params.slide }}",
     "watermark": "{{ params.watermark }}",
     "trigger": "{{ params.trigger }}",
+    # a retry after a timeout finds the killed job's leases until they expire
+    "lease_wait_s": settings.lease_wait_s,
 }
 
 with DAG(
@@ -47,6 +53,7 @@ with DAG(
     check = orch.check_stack([settings.topic_ticks])
     stream = orch.NotebookOperator(
         notebook="spark_streaming",
+        timeout="stream_timeout_s",
         pool=orch.STREAMING_POOL,
         outlets=[TICK_WINDOWS],
         parameters={
@@ -57,6 +64,7 @@ with DAG(
     )
     export = orch.NotebookOperator(
         notebook="export",
+        timeout="export_timeout_s",
         inlets=[TICK_WINDOWS],
         outlets=orch.warehouse_assets(settings, EXPORTED),
         parameters={"target": "", "tables": ",".join(EXPORTED)},
@@ -79,6 +87,7 @@ with DAG(
     check = orch.check_stack([settings.topic_ticks])
     produce = orch.NotebookOperator(
         notebook="stream_producer",
+        timeout="live_timeout_s",
         parameters={
             "source": "{{ params.source }}",
             "symbols": "{{ params.symbols }}",
@@ -89,6 +98,7 @@ with DAG(
     )
     stream = orch.NotebookOperator(
         notebook="spark_streaming",
+        timeout="live_timeout_s",
         pool=orch.STREAMING_POOL,
         outlets=[TICK_WINDOWS],
         parameters={
@@ -96,7 +106,7 @@ with DAG(
             "run_mode": "continuous",
             "archive_trigger": "{{ params.archive_trigger }}",
             # Spark needs a while to start: the job outlives the producer by a minute
-            "duration_s": "{{ params.duration_s + 60 }}",
+            "duration_s": "{{ params.duration_s + 60 }}",  # orch.LIVE_JOB_EXTRA_S
         },
     )
     check >> [produce, stream]

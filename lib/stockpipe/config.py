@@ -136,6 +136,18 @@ class Settings(BaseSettings):
     yahoo_stream_url: str = "wss://streamer.finance.yahoo.com/?version=2"
     maintenance_schedule: str = "@daily"  # OPTIMIZE + VACUUM of the lake's Delta tables
     task_retries: int = 2  # for tasks where a retry can help (network, stack restarts)
+    #: Longest run of each notebook task (seconds): the task then fails and every process
+    #: its notebook started (kernel, Spark) is stopped. A job's includes its lease wait.
+    producer_timeout_s: float = 1800.0  # batch_producer: a source's download
+    batch_timeout_s: float = 3600.0  # spark_batch
+    stream_timeout_s: float = 3600.0  # spark_streaming, available-now (duration_s fits in it)
+    live_timeout_s: float = 7200.0  # stock_stream_live's producer and job (duration_s fits)
+    charts_timeout_s: float = 900.0
+    export_timeout_s: float = 1800.0
+    maintenance_timeout_s: float = 3600.0  # maintain_lake
+    #: The new-records sensor fails when records are pending while a job holds the bars
+    #: tables' leases and no commit has moved their Kafka offsets for this long (seconds)
+    batch_stall_s: float = 1800.0
 
     # External APIs (never notebook parameters) ------------------------------------------
     alphavantage_api_key: SecretStr | None = Field(

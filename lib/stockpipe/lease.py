@@ -80,6 +80,11 @@ class Holder:
     def expired(self) -> bool:
         return time.time() > self.expires_at
 
+    @property
+    def acquired_ts(self) -> float:
+        """When the holder took the lease (epoch seconds; renewals keep it)."""
+        return datetime.fromisoformat(self.acquired_at).timestamp()
+
     def describe(self) -> str:
         left = self.expires_at - time.time()
         return (
@@ -102,6 +107,8 @@ class Lease:
         self.id = uuid.uuid4().hex
         self.etag: str | None = None
         self.lost: str | None = None
+        #: When this job took the lease: renewals keep it, so others see how long it ran
+        self.acquired_at: str | None = None
         self._s3 = s3_client(settings)
 
     def _body(self) -> bytes:
@@ -111,7 +118,7 @@ class Lease:
                 "job": self.job,
                 "host": socket.gethostname(),
                 "pid": os.getpid(),
-                "acquired_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                "acquired_at": self.acquired_at or datetime.now(UTC).isoformat(timespec="seconds"),
                 "expires_at": time.time() + self.ttl_s,
             }
         ).encode()
@@ -140,6 +147,7 @@ class Lease:
 
     def try_acquire(self) -> Holder | None:
         """Take the lease if free or expired; else return who holds it."""
+        self.acquired_at = datetime.now(UTC).isoformat(timespec="seconds")
         if self._put(IfNoneMatch="*"):
             return None
         found = self.current()
@@ -158,9 +166,17 @@ class Lease:
         found = self.current()
         return found[0] if found else None
 
-    def acquire(self, wait_s: float = 0.0, poll_s: float = 2.0) -> Lease:
-        """Take the lease, waiting up to ``wait_s`` for its holder; else LeaseHeldError."""
+    def acquire(
+        self, wait_s: float = 0.0, poll_s: float = 2.0, *, keep: Iterable[Lease] = ()
+    ) -> Lease:
+        """Take the lease, waiting up to ``wait_s`` for its holder; else LeaseHeldError.
+
+        ``keep``: leases this job holds already, renewed while it waits (they would
+        expire meanwhile, and another job could take them over and write).
+        """
+        keep = list(keep)
         deadline = time.monotonic() + wait_s
+        renewed = time.monotonic()
         announced = False
         while True:
             holder = self.try_acquire()
@@ -171,6 +187,10 @@ class Lease:
             if not announced:
                 log.info("%s is being written by %s: waiting", self.name, holder.describe())
                 announced = True
+            if keep and time.monotonic() - renewed >= min(RENEW_EVERY_S, keep[0].ttl_s / 3):
+                for lease in keep:
+                    lease.renew()
+                renewed = time.monotonic()
             time.sleep(min(poll_s, max(0.0, deadline - time.monotonic())))
 
     def renew(self) -> None:
@@ -205,6 +225,7 @@ class Lease:
             if _error_code(exc) not in ("PreconditionFailed", "412"):
                 raise
         self.etag = None
+        self.acquired_at = None
 
 
 @contextmanager
@@ -219,14 +240,18 @@ def hold(
     """Hold the leases of ``tables`` (taken in name order) while the block runs.
 
     A background thread renews them; a lease that could not be renewed makes
-    :meth:`Lease.check` raise, so a job checks before it commits.
+    :meth:`Lease.check` raise, so a job checks before it commits. The leases taken
+    first are renewed while a later one is waited for, and once more when all are
+    held: a job never starts on a lease another job took over meanwhile.
     """
     leases = [Lease(settings, t, job=job, ttl_s=ttl_s) for t in sorted(set(tables))]
     stop = threading.Event()
     with ExitStack() as stack:
-        for lease in leases:
-            lease.acquire(wait_s)
+        for i, lease in enumerate(leases):
+            lease.acquire(wait_s, keep=leases[:i])
             stack.callback(lease.release)
+        for lease in leases[:-1]:  # LeaseLostError if one was taken over while waiting
+            lease.renew()
 
         def renew() -> None:
             while not stop.wait(min(RENEW_EVERY_S, ttl_s / 3)):

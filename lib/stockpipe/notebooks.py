@@ -13,8 +13,11 @@ Run one from a shell (parameters as JSON)::
 from __future__ import annotations
 
 import json
+import os
 import sys
-from collections.abc import Mapping
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 from stockpipe.config import PROJECT_ROOT, Settings, get_settings
@@ -25,6 +28,10 @@ NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
 REPORTS_DIR = PROJECT_ROOT / "reports"
 #: The Jupyter kernel `make setup` installs into the venv.
 KERNEL_NAME = "stockpipe"
+#: Set to a token of its own for each notebook run: the kernel, its Spark driver and
+#: every other process they start inherit it, so the run finds them all to stop them,
+#: even one that left the kernel's process group.
+RUN_ENV = "STOCKPIPE_NOTEBOOK_RUN"
 
 
 class SecretParameterError(StockpipeError, ValueError):
@@ -95,6 +102,64 @@ def check_no_secrets(parameters: Mapping[str, Any] | None, settings: Settings) -
     for name, value in (parameters or {}).items():
         if any(s in str(value) for s in secrets):
             raise SecretParameterError(name)
+
+
+@contextmanager
+def marked_run() -> Iterator[str]:
+    """Every process started in the block carries a new token in :data:`RUN_ENV`."""
+    token = uuid.uuid4().hex
+    before = os.environ.get(RUN_ENV)
+    os.environ[RUN_ENV] = token
+    try:
+        yield token
+    finally:
+        if before is None:
+            os.environ.pop(RUN_ENV, None)
+        else:
+            os.environ[RUN_ENV] = before
+
+
+def processes_of(token: str) -> list[Any]:
+    """The live processes (``psutil.Process``) started in the run marked ``token``."""
+    import psutil
+
+    found = []
+    for proc in psutil.process_iter():
+        if proc.pid == os.getpid():
+            continue
+        try:
+            if proc.environ().get(RUN_ENV) == token:
+                found.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue  # gone, another user's, or dead already
+    return found
+
+
+def stop_processes(token: str, grace_s: float = 10.0) -> list[str]:
+    """Stop every process of the run marked ``token``; return when none is left.
+
+    SIGTERM first (Spark's driver then stops its jobs), SIGKILL what still runs after
+    ``grace_s``. A job killed so keeps its leases until they expire (never released
+    while its Spark driver may still commit). Returns what was stopped, for the log.
+    """
+    import psutil
+
+    procs = processes_of(token)
+    stopped = []
+    for proc in procs:
+        try:
+            stopped.append(f"{proc.name()} (pid {proc.pid})")
+            proc.terminate()
+        except psutil.NoSuchProcess:
+            continue
+    _, alive = psutil.wait_procs(procs, timeout=grace_s)
+    for proc in alive:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            continue
+    psutil.wait_procs(alive, timeout=grace_s)
+    return stopped
 
 
 def run_notebook(

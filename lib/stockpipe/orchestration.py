@@ -10,7 +10,14 @@ papermill provider's operator, with three additions that every run needs:
   keys reach notebooks through the environment only, never as parameters, so they
   never land in an executed notebook;
 * an error that a retry cannot fix (a bad source name, a missing setting) fails the
-  task at once instead of burning its retries.
+  task at once instead of burning its retries;
+* a timeout of its own (``execution_timeout``, from a ``*_timeout_s`` setting): when
+  the task ends, however it ends, every process its notebook started (the kernel,
+  Spark's driver) is stopped, so a retry never runs beside a job left behind.
+
+A retry that still finds a table's lease held (the killed job's, until it expires,
+or a job started outside Airflow) waits for it up to ``lease_wait_s``, then fails
+naming the holder: the leases, not the pools, keep one writer per table.
 
 Heavy imports (papermill, Spark, Kafka clients) happen inside ``execute``/``poke``,
 so the scheduler parses the DAG files quickly.
@@ -18,24 +25,37 @@ so the scheduler parses the DAG files quickly.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import signal
+import threading
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from airflow.providers.papermill.operators.papermill import PapermillOperator
 from airflow.sdk import Asset, BaseSensorOperator, CronDataIntervalTimetable, Param, task
-from airflow.sdk.exceptions import AirflowFailException, AirflowSensorTimeout, AirflowSkipException
+from airflow.sdk.exceptions import (
+    AirflowFailException,
+    AirflowSensorTimeout,
+    AirflowSkipException,
+    AirflowTaskTimeout,
+)
 
 from stockpipe.config import PROJECT_ROOT, Settings, get_settings
 from stockpipe.errors import StackError
+from stockpipe.lease import Holder
 from stockpipe.notebooks import (
     KERNEL_NAME,
     REPORTS_DIR,
     SecretParameterError,
     check_no_secrets,
+    marked_run,
     notebook_path,
     notebook_url,
     register_lake_io,
+    stop_processes,
 )
 from stockpipe.stack.airflow import LAKE_WRITER_POOL, STREAMING_POOL
 
@@ -44,6 +64,7 @@ __all__ = [
     "MACROS",
     "REPORTS_DIR",
     "STREAMING_POOL",
+    "BatchActivity",
     "NewRecordsSensor",
     "NotebookOperator",
     "batch_params",
@@ -55,6 +76,8 @@ __all__ = [
     "schedule",
     "stack_ready",
     "stream_params",
+    "stuck_job",
+    "task_timeout",
     "warehouse_asset",
     "warehouse_assets",
 ]
@@ -83,14 +106,32 @@ NOTHING_TO_DO = frozenset({"NothingNewError"})
 # The notebook task -------------------------------------------------------------------------
 
 
+#: The stack check's own bound: its Kafka and MinIO calls time out well before.
+CHECK_TIMEOUT = timedelta(minutes=5)
+#: What a streaming task needs beside its ``duration_s``: Spark's start, the last
+#: micro-batch and the queries' stop.
+STREAM_OVERHEAD_S = 300
+
+
+def timeout_env(field: str) -> str:
+    """The environment variable of a ``*_timeout_s`` setting (as a user sets it)."""
+    return f"STOCKPIPE_{field.upper()}"
+
+
+def task_timeout(settings: Settings, field: str) -> timedelta:
+    """The ``execution_timeout`` that the setting ``field`` (``*_timeout_s``) gives."""
+    return timedelta(seconds=float(getattr(settings, field)))
+
+
 class NotebookOperator(PapermillOperator):
     """A project notebook run by papermill; the executed copy is stored in the lake.
 
     Returns (and pushes to XCom) the URL of the executed notebook. A failing cell
-    fails the task; its error and traceback are in the task log.
+    fails the task; its error and traceback are in the task log. ``timeout`` names
+    the setting that bounds the task's run (its ``execution_timeout``).
     """
 
-    def __init__(self, *, notebook: str, **kwargs: Any) -> None:
+    def __init__(self, *, notebook: str, timeout: str, **kwargs: Any) -> None:
         settings = get_settings()
         task_id = kwargs.setdefault("task_id", notebook)
         kwargs.setdefault("input_nb", notebook_path(notebook))
@@ -99,12 +140,13 @@ class NotebookOperator(PapermillOperator):
         )
         kwargs.setdefault("kernel_name", KERNEL_NAME)
         kwargs.setdefault("log_output", True)
+        kwargs["execution_timeout"] = task_timeout(settings, timeout)
         super().__init__(**kwargs)
         self.notebook = notebook
+        self.timeout_setting = timeout
+        self._run: str | None = None  # the marker of the running notebook's processes
 
     def execute(self, context: Any) -> str:
-        from papermill.exceptions import PapermillExecutionError
-
         settings = get_settings()
         try:
             check_no_secrets(self.parameters, settings)
@@ -113,6 +155,61 @@ class NotebookOperator(PapermillOperator):
         register_lake_io(settings)
         url = str(self.output_nb)  # rendered; papermill's operator wraps it in a NoteBook
         self.log.info("executed notebook: %s", url)
+        with marked_run() as self._run, self._stop_first_on_timeout():
+            try:
+                return self._execute(context, url)
+            except AirflowTaskTimeout:
+                assert self.execution_timeout is not None
+                raise AirflowTaskTimeout(
+                    f"{self.notebook} did not finish within "
+                    f"{self.execution_timeout.total_seconds():.0f} s "
+                    f"({timeout_env(self.timeout_setting)}); its processes were stopped "
+                    f"(executed notebook: {url})"
+                ) from None
+            finally:
+                self._stop()
+
+    def on_kill(self) -> None:
+        """The task timed out or was killed: stop the notebook's processes now."""
+        self._stop()
+
+    @contextmanager
+    def _stop_first_on_timeout(self) -> Iterator[None]:
+        """On Airflow's timeout (SIGALRM), stop the processes before papermill's clean-up.
+
+        That clean-up interrupts the kernel first: the job's Python would release its
+        leases while its Spark driver may still commit. Killed first, the job keeps its
+        leases until they expire, and by then nothing of it runs.
+        """
+        previous = signal.getsignal(signal.SIGALRM)
+        if not callable(previous) or threading.current_thread() is not threading.main_thread():
+            yield  # no timeout armed, or signals cannot be handled here
+            return
+
+        def stop_then_time_out(signum: int, frame: Any) -> None:
+            self._stop()
+            previous(signum, frame)
+
+        signal.signal(signal.SIGALRM, stop_then_time_out)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGALRM, previous)
+
+    def _stop(self) -> None:
+        if self._run is None:
+            return
+        stopped = stop_processes(self._run)
+        if stopped:
+            self.log.warning(
+                "stopped what the notebook left running: %s (a job's table leases expire "
+                "within STOCKPIPE_LEASE_TTL_S)",
+                ", ".join(stopped),
+            )
+
+    def _execute(self, context: Any, url: str) -> str:
+        from papermill.exceptions import PapermillExecutionError
+
         try:
             super().execute(context)
         except PapermillExecutionError as exc:
@@ -132,11 +229,100 @@ class NotebookOperator(PapermillOperator):
 # Waiting for data --------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class BatchActivity:
+    """What the batch job is doing on a topic, as its tables and leases show it."""
+
+    topic: str
+    #: Records on the topic beyond what the tables hold.
+    pending: int
+    #: (table, holder) of every lease of the job's tables that is held (not expired).
+    holders: tuple[tuple[str, Holder], ...] = ()
+    #: When a commit last moved a table's offsets in the topic (epoch s; None: never).
+    progress_at: float | None = None
+
+
+def stuck_job(activity: BatchActivity, now: float, stall_s: float) -> str | None:
+    """Why the batch job is stuck, or None if it is not.
+
+    Stuck: records are pending, a job holds a lease of the bars tables, and no commit
+    has moved the tables' Kafka offsets (``userMetadata``) for ``stall_s``, counted
+    from the later of the last such commit and the holder's taking of its lease (a
+    job that just started has committed nothing yet). No holder: the next job starts
+    and takes the records. A held lease that is renewed is no proof of progress: the
+    renewal thread runs on while the job's work hangs.
+    """
+    if activity.pending <= 0 or not activity.holders:
+        return None
+    table, holder = max(activity.holders, key=lambda th: th[1].acquired_ts)
+    since = max(activity.progress_at or 0.0, holder.acquired_ts)
+    idle = now - since
+    if idle < stall_s:
+        return None
+    last = (
+        "no commit has ever moved them"
+        if activity.progress_at is None
+        else "the last commit that moved them was at "
+        + datetime.fromtimestamp(activity.progress_at, UTC).isoformat(timespec="seconds")
+    )
+    return (
+        f"{activity.pending} record(s) on {activity.topic} are waiting, but the batch job "
+        f"is stuck: {holder.describe()} holds the lease of {table}, and the tables' Kafka "
+        f"offsets have not moved for {idle:.0f} s (STOCKPIPE_BATCH_STALL_S = {stall_s:.0f}; "
+        f"{last}). Stop that job (pid {holder.pid} on {holder.host}); its leases then "
+        "expire and the next run processes the records."
+    )
+
+
+def offsets_moved_at(settings: Settings, table: str, topic: str) -> float | None:
+    """When the newest commit that changed ``table``'s offsets in ``topic`` was made
+    (epoch s), searching the recent history; None if none of it records offsets.
+
+    Commits that carry the offsets unchanged (maintenance, a replay) are no progress.
+    """
+    from stockpipe.tables import open_table, parse_metadata, recent_commits
+
+    dt = open_table(settings, table)
+    if dt is None:
+        return None
+    newer: tuple[float, Any] | None = None
+    for commit in recent_commits(dt):
+        meta = parse_metadata(commit.get("userMetadata"))
+        if meta is None:
+            continue
+        offsets = (meta.get("kafka", {}).get(topic) or {}).get("offsets")
+        if newer is not None and offsets != newer[1]:
+            return newer[0]
+        newer = (commit["timestamp"] / 1000, offsets)
+    return newer[0] if newer and newer[1] else None
+
+
+def batch_activity(settings: Settings, topic: str) -> BatchActivity:
+    """The batch job's activity on ``topic``; leases and history read only when needed."""
+    from stockpipe.lake import ZONES
+    from stockpipe.lease import Lease
+    from stockpipe.spark.batch import TABLES, pending_records
+
+    pending = pending_records(settings, topic)
+    if pending <= 0:
+        return BatchActivity(topic, pending)
+    holders = []
+    for table in TABLES:
+        holder = Lease(settings, ZONES[table]).current_holder()
+        if holder is not None and not holder.expired:
+            holders.append((ZONES[table], holder))
+    if not holders:
+        return BatchActivity(topic, pending)
+    moved = [t for table in TABLES if (t := offsets_moved_at(settings, table, topic))]
+    return BatchActivity(topic, pending, tuple(holders), max(moved, default=None))
+
+
 class NewRecordsSensor(BaseSensorOperator):
     """Waits until the topic holds records the Spark batch job has not processed yet.
 
     Reschedule mode: the worker slot is free between pokes. Fails with a message
-    that says what is missing once ``timeout`` passes.
+    that says what is missing once ``timeout`` passes, and at once when records are
+    pending but the job that holds the tables is stuck (:func:`stuck_job`).
     """
 
     template_fields = ("topic",)
@@ -152,11 +338,17 @@ class NewRecordsSensor(BaseSensorOperator):
         return self.topic or get_settings().topic_bars
 
     def poke(self, context: Any) -> bool:
-        from stockpipe.spark.batch import pending_records
-
-        n = pending_records(get_settings(), self._topic())
-        self.log.info("%d record(s) on %s not yet processed by the Spark job", n, self._topic())
-        return n > 0
+        settings = get_settings()
+        activity = batch_activity(settings, self._topic())
+        self.log.info(
+            "%d record(s) on %s not yet processed by the Spark job", activity.pending, self._topic()
+        )
+        for table, holder in activity.holders:
+            self.log.info("%s is being written by %s", table, holder.describe())
+        why = stuck_job(activity, time.time(), settings.batch_stall_s)
+        if why:
+            raise AirflowFailException(why)
+        return activity.pending > 0
 
     def execute(self, context: Any) -> Any:
         try:
@@ -201,7 +393,7 @@ def stack_ready(settings: Settings, topics: Iterable[str]) -> dict[str, Any]:
     return {"bucket": settings.bucket, "records_per_topic": offsets}
 
 
-@task(task_id="check_stack", retry_exponential_backoff=2.0)
+@task(task_id="check_stack", retry_exponential_backoff=2.0, execution_timeout=CHECK_TIMEOUT)
 def check_stack(topics: list[str]) -> dict[str, Any]:
     """The bucket and ``topics`` exist (retried with backoff: the stack may be starting)."""
     return stack_ready(get_settings(), topics)
@@ -216,7 +408,9 @@ def maintain_lake() -> dict[str, Any]:
 
     A table whose lease another job held past the wait fails the task after the
     others are done, so a retry does it; a table that failed otherwise fails it
-    for good (a retry cannot fix it).
+    for good (a retry cannot fix it). The DAG gives it ``maintenance_timeout_s``;
+    the work runs in the task's own process, so a timeout lands between two of its
+    commits, and the lease is released only once the commit under way is done.
     """
     from airflow.sdk import get_current_context
 
@@ -388,8 +582,20 @@ def batch_params(settings: Settings) -> dict[str, Param]:
     }
 
 
+#: The live DAG's streaming job outlives its producer by this long (Spark's start).
+LIVE_JOB_EXTRA_S = 60
+
+
+def _longest_duration(settings: Settings, timeout: str, job_extra_s: int = 0) -> int:
+    """The longest ``duration_s`` a streaming task's timeout leaves room for: its lease
+    wait, Spark's start and stop, and what the job runs beyond the duration."""
+    room = getattr(settings, timeout) - settings.lease_wait_s - STREAM_OVERHEAD_S - job_extra_s
+    return max(10, int(room))
+
+
 def stream_params(settings: Settings, *, live: bool) -> dict[str, Param]:
-    """Trigger-form parameters of the streaming DAGs, defaults from settings."""
+    """Trigger-form parameters of the streaming DAGs, defaults from settings; the
+    longest ``duration_s`` is what the task's timeout leaves room for."""
     params = {
         "window": Param("1 minute", type="string", description="sliding window length"),
         "slide": Param("15 seconds", type="string", description="window slide"),
@@ -397,10 +603,16 @@ def stream_params(settings: Settings, *, live: bool) -> dict[str, Param]:
         "trigger": Param("5 seconds", type="string", description="micro-batch interval"),
     }
     if not live:
+        longest = _longest_duration(settings, "stream_timeout_s")
         params["duration_s"] = Param(
-            1800, type="integer", minimum=10, description="give up on the backlog after this long"
+            min(1800, longest),
+            type="integer",
+            minimum=10,
+            maximum=longest,
+            description="give up on the backlog after this long",
         )
         return params
+    longest = _longest_duration(settings, "live_timeout_s", job_extra_s=LIVE_JOB_EXTRA_S)
     from stockpipe.schemas import TICK_SOURCES
 
     return {
@@ -412,7 +624,13 @@ def stream_params(settings: Settings, *, live: bool) -> dict[str, Param]:
         ),
         "symbols": Param(settings.stream_symbols, type="string"),
         "rate": Param(1000, type="number", minimum=1, description="ticks per second"),
-        "duration_s": Param(300, type="integer", minimum=10, description="how long ticks flow"),
+        "duration_s": Param(
+            min(300, longest),
+            type="integer",
+            minimum=10,
+            maximum=longest,
+            description="how long ticks flow",
+        ),
         "seed": Param(42, type="integer"),
         **params,
         "archive_trigger": Param(

@@ -285,3 +285,207 @@ def test_no_executed_notebook_in_minio_contains_a_secret(
         text = fs.cat(key).decode()
         assert secret not in text, key
         assert FAKE_API_KEY not in text, key
+
+
+# A hung job, a retry beside it, a stuck job (issue 25) -------------------------------------
+
+#: The hung batch job's timeout: long enough for Spark to start and take its leases.
+HANG_TIMEOUT_S = 180
+
+
+def _own_lake(settings: Settings, name: str, **update) -> Settings:
+    from stockpipe.kafka import ensure_topics
+    from stockpipe.lake import ensure_bucket
+
+    own = settings.model_copy(
+        update={"bucket": f"itest-airflow-{name}", "topic_bars": f"itest.airflow.{name}", **update}
+    )
+    ensure_bucket(own)
+    ensure_topics(own, [own.topic_bars])
+    return own
+
+
+def _survivors(settings: Settings) -> list[str]:
+    """Processes of a notebook run (they carry RUN_ENV) against ``settings``' bucket."""
+    import psutil
+
+    from stockpipe.notebooks import RUN_ENV
+
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            env = proc.environ()
+            ours = RUN_ENV in env and env.get("STOCKPIPE_BUCKET") == settings.bucket
+            ours = ours and env.get("STOCKPIPE_STATE_DIR") == str(settings.state_dir)
+            if ours and proc.status() != psutil.STATUS_ZOMBIE:
+                found.append(f"{proc.name()} (pid {proc.pid}): {' '.join(proc.cmdline()[:4])}")
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return found
+
+
+def _alive(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+@pytest.fixture(scope="module")
+def hung_run(af_settings, log_dir, report_dir):
+    """The batch DAG while this test holds raw/bars' lease (a job still running, for
+    the DAG): spark_batch takes the other two leases, waits, times out and is retried.
+    The lease is let go once the retry holds processed/bars; what was seen then is kept.
+    """
+    import threading
+
+    from stockpipe.lease import Lease, hold
+
+    own = _own_lake(
+        af_settings,
+        "hang",
+        batch_timeout_s=HANG_TIMEOUT_S,
+        task_retries=1,
+        lease_ttl_s=20.0,
+    )
+    seen: dict = {}
+    done = threading.Event()
+
+    def holder_of(name: str):
+        holder = Lease(own, name).current_holder()
+        return None if holder is None or holder.expired else holder
+
+    def watch(release: threading.Event) -> None:
+        deadline = time.monotonic() + 1500
+        try:
+            while not done.is_set() and time.monotonic() < deadline:
+                holder = holder_of("processed/bars")
+                if holder is not None and "first" not in seen:
+                    seen["first"] = holder  # the first attempt's job
+                    first_seen = time.monotonic()
+                elif holder is not None and holder.holder == seen["first"].holder:
+                    seen["first held for"] = time.monotonic() - first_seen
+                elif holder is not None:
+                    seen["retry"] = holder
+                    seen["first alive then"] = _alive(seen["first"].pid)
+                    seen["survivors then"] = _survivors(own)
+                    seen["raw version then"] = _version(own, "raw_bars")
+                    return
+                time.sleep(1)
+        finally:
+            release.set()
+
+    release = threading.Event()
+    conf = {"symbols": SYMBOL, "start": START, "end": END, "report_dir": str(report_dir)}
+    with hold(own, ["raw/bars"], job="itest: a job still running", ttl_s=20.0):
+        seen["raw version before"] = _version(own, "raw_bars")
+        watcher = threading.Thread(target=watch, args=(release,), daemon=True)
+        watcher.start()
+        runner: dict = {}
+        thread = threading.Thread(
+            target=lambda: runner.setdefault(
+                "run", run_dag(own, "stock_batch_pipeline", conf, log_dir)
+            ),
+            daemon=True,
+        )
+        thread.start()
+        release.wait(1500)
+    thread.join(1500)
+    done.set()
+    watcher.join(10)
+    return own, runner["run"], seen
+
+
+def _version(settings: Settings, table: str) -> int | None:
+    from stockpipe.tables import open_table
+
+    dt = open_table(settings, table)
+    return None if dt is None else dt.version()
+
+
+def test_a_hung_job_times_out_its_processes_stop_and_the_retry_waits_for_the_lease(hung_run):
+    from stockpipe.reader import read_bars
+    from stockpipe.tables import row_count
+
+    settings, run, seen = hung_run
+    log = run.log_file.read_text()
+    assert run.ok, log[-5000:]
+    batch = next(t for t in run.tasks if t.task_id == "spark_batch")
+    assert batch.tries == 2  # timed out once, then retried
+    assert f"spark_batch did not finish within {HANG_TIMEOUT_S} s" in log
+    assert "STOCKPIPE_BATCH_TIMEOUT_S" in log
+    # stopped by the timeout itself (kernel and Spark's JVM), before papermill's clean-up
+    # could interrupt the kernel: the job never released its leases while Spark ran,
+    # they expired, and the retry took them over
+    [stopped] = [line for line in log.splitlines() if "stopped what the notebook left" in line]
+    assert "java" in stopped and "python" in stopped
+    topic = settings.topic_bars
+    assert f"lease of processed/bars held by spark batch job on {topic}" in log
+    assert "taking it over" in log
+
+    # the first attempt's job held processed/bars; when the retry took that lease,
+    # the first job's kernel and every process of its run were gone
+    first, retry = seen["first"], seen["retry"]
+    assert first.job == retry.job == f"spark batch job on {settings.topic_bars}"
+    assert first.pid != retry.pid
+    # while it waited for raw/bars, the job renewed the leases it held (ttl 20 s)
+    assert seen["first held for"] > 3 * 20
+    assert seen["first alive then"] is False
+    assert not [s for s in seen["survivors then"] if f"(pid {first.pid})" in s]
+    # nothing was written to raw/bars while this test held its lease
+    assert seen["raw version then"] == seen["raw version before"]
+    # and once let go, the retry wrote every record once
+    sample = pd.read_csv(PROJECT_ROOT / "data_samples" / f"{SYMBOL}.csv", parse_dates=["Date"])
+    expected = sample[(sample.Date >= START) & (sample.Date <= END)]
+    assert len(read_bars(settings, SYMBOL, START, END)) == len(expected)
+    assert row_count(settings, "raw_bars") == len(expected)
+    # after the run, no process of any of its notebooks is left
+    assert _survivors(settings) == []
+
+
+def test_progress_is_a_commit_that_moves_the_offsets_not_any_commit(hung_run):
+    from deltalake import CommitProperties
+
+    from stockpipe.maintenance import carried_metadata
+    from stockpipe.orchestration import offsets_moved_at
+    from stockpipe.tables import open_table, recent_commits
+
+    settings, _run, _seen = hung_run
+    moved = offsets_moved_at(settings, "processed_bars", settings.topic_bars)
+    dt = open_table(settings, "processed_bars")
+    [newest] = dt.history(1)
+    assert moved == newest["timestamp"] / 1000  # the job's own commit
+    # a commit that carries the offsets unchanged, as maintenance's commits do
+    same = CommitProperties(custom_metadata={"userMetadata": carried_metadata(recent_commits(dt))})
+    dt.alter.set_table_properties(
+        {"delta.logRetentionDuration": "interval 31 days"}, commit_properties=same
+    )
+    [newest] = open_table(settings, "processed_bars").history(1)
+    assert newest["operation"] == "SET TBLPROPERTIES" and newest["timestamp"] / 1000 > moved
+    assert offsets_moved_at(settings, "processed_bars", settings.topic_bars) == moved
+    assert offsets_moved_at(settings, "processed_bars", "no.such.topic") is None
+
+
+def test_the_sensor_fails_when_records_wait_beside_a_job_that_makes_no_progress(
+    af_settings, log_dir, report_dir
+):
+    import os
+
+    from stockpipe.lease import hold
+
+    own = _own_lake(af_settings, "stuck", batch_stall_s=5.0)
+    conf = {"symbols": SYMBOL, "start": START, "end": END, "report_dir": str(report_dir)}
+    # a job that holds the bars tables (its lease renewed) but commits nothing
+    with hold(own, ["raw/bars"], job="itest: a stuck job"):
+        run = run_dag(own, "stock_batch_pipeline", conf, log_dir)
+    states = {t.task_id: t.state for t in run.tasks}
+    assert run.state == "failed"
+    assert states["batch_producer"] == "success"
+    assert states["wait_for_new_records"] == "failed"
+    assert states["spark_batch"] == "upstream_failed"
+    log = run.log_file.read_text()
+    assert "are waiting, but the batch job is stuck: itest: a stuck job" in log
+    assert f"pid {os.getpid()} on" in log and "holds the lease of raw/bars" in log
+    assert "STOCKPIPE_BATCH_STALL_S = 5" in log

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import time
 from datetime import UTC, datetime
 
 import pytest
@@ -34,6 +35,8 @@ def settings(tmp_path_factory):
         batch_schedule="30 6 * * *",
         stream_schedule="*/20 * * * *",
         maintenance_schedule="15 3 * * *",
+        batch_timeout_s=5400,
+        lease_wait_s=900,
     )
 
 
@@ -294,12 +297,13 @@ def test_admin_password_generated_once_private_and_used_by_airflow(settings):
 def test_sensor_passes_on_new_records_and_times_out_saying_what_is_missing(monkeypatch, dagbag):
     from airflow.sdk.exceptions import AirflowSensorTimeout
 
-    import stockpipe.spark.batch as batch
-    from stockpipe.orchestration import NewRecordsSensor
+    import stockpipe.orchestration as orch
 
     pending = {"n": 3}
-    monkeypatch.setattr(batch, "pending_records", lambda _s, _t: pending["n"])
-    sensor = NewRecordsSensor(
+    monkeypatch.setattr(
+        orch, "batch_activity", lambda _s, topic: orch.BatchActivity(topic, pending["n"])
+    )
+    sensor = orch.NewRecordsSensor(
         task_id="wait", topic="stock.bars", mode="poke", timeout=0, poke_interval=0
     )
     sensor.execute({})  # 3 records waiting: done at the first poke
@@ -332,3 +336,246 @@ def test_a_notebook_with_nothing_to_do_skips_its_task_and_a_failure_fails(dagbag
     fails_with("RuntimeError", "no bars were fetched: samples: MSFT: boom")
     with pytest.raises(PapermillExecutionError):
         task.execute({})
+
+
+# Timeouts, stuck jobs, retries beside a job (issue 25) -------------------------------------
+
+#: The setting that bounds each notebook task, per DAG and task.
+TIMEOUTS = {
+    ("stock_batch_pipeline", "batch_producer"): "producer_timeout_s",
+    ("stock_batch_pipeline", "spark_batch"): "batch_timeout_s",
+    ("stock_batch_pipeline", "charts"): "charts_timeout_s",
+    ("stock_batch_pipeline", "export"): "export_timeout_s",
+    ("stock_stream_pipeline", "spark_streaming"): "stream_timeout_s",
+    ("stock_stream_pipeline", "export"): "export_timeout_s",
+    ("stock_stream_live", "stream_producer"): "live_timeout_s",
+    ("stock_stream_live", "spark_streaming"): "live_timeout_s",
+    ("stock_charts", "charts"): "charts_timeout_s",
+}
+
+
+def test_every_task_has_a_timeout_and_each_notebook_task_the_one_its_setting_gives(
+    dagbag, settings
+):
+    from datetime import timedelta
+
+    for dag in dagbag.dags.values():
+        for task in dag.tasks:
+            if task.task_id == "wait_for_new_records":
+                continue  # a sensor in reschedule mode: bounded by its own timeout
+            assert task.execution_timeout is not None, (dag.dag_id, task.task_id)
+            field = TIMEOUTS.get((dag.dag_id, task.task_id))
+            if field:
+                assert task.timeout_setting == field
+                expected = timedelta(seconds=getattr(settings, field))
+                assert task.execution_timeout == expected, (dag.dag_id, task.task_id)
+    assert len([k for k in TIMEOUTS if k[0] in dagbag.dags]) == 9
+    # from settings (STOCKPIPE_BATCH_TIMEOUT_S=5400 above), not a constant
+    batch = dagbag.dags["stock_batch_pipeline"].get_task("spark_batch")
+    assert batch.execution_timeout == timedelta(seconds=5400)
+    maintain = dagbag.dags["stock_lake_maintenance"].get_task("maintain_lake")
+    assert maintain.execution_timeout == timedelta(seconds=settings.maintenance_timeout_s)
+
+
+def test_a_job_task_outlasts_its_lease_wait_so_a_retry_fails_on_the_lease_not_the_clock(
+    dagbag, settings
+):
+    """A retry that finds the lease held waits for it, then fails naming the holder;
+    its timeout must leave room for that wait, and the streaming job must wait too."""
+    from stockpipe.config import Settings
+
+    for field in ("batch_timeout_s", "stream_timeout_s", "maintenance_timeout_s"):
+        default = Settings.model_fields[field].default
+        assert default > 2 * Settings.model_fields["lease_wait_s"].default, field
+        assert getattr(settings, field) > settings.lease_wait_s, field
+    for dag_id in ("stock_stream_pipeline", "stock_stream_live"):
+        task = dagbag.dags[dag_id].get_task("spark_streaming")
+        assert task.parameters["lease_wait_s"] == settings.lease_wait_s == 900
+
+
+def test_streaming_durations_fit_in_their_tasks_timeouts(dagbag, settings):
+    from stockpipe.orchestration import LIVE_JOB_EXTRA_S, STREAM_OVERHEAD_S
+
+    scheduled = dagbag.dags["stock_stream_pipeline"].params.get_param("duration_s")
+    assert scheduled.value == 1800
+    longest = scheduled.schema["maximum"]
+    assert longest + settings.lease_wait_s + STREAM_OVERHEAD_S <= settings.stream_timeout_s
+    assert longest >= 1800
+    live = dagbag.dags["stock_stream_live"]
+    longest = live.params.get_param("duration_s").schema["maximum"]
+    room = longest + LIVE_JOB_EXTRA_S + settings.lease_wait_s + STREAM_OVERHEAD_S
+    assert room <= settings.live_timeout_s
+    # the job runs LIVE_JOB_EXTRA_S past the producer
+    job = live.get_task("spark_streaming").parameters["duration_s"]
+    assert job == f"{{{{ params.duration_s + {LIVE_JOB_EXTRA_S} }}}}"
+
+
+def _holder(pid: int = 4242, acquired: float = 0.0):
+    from stockpipe.lease import Holder
+
+    return Holder(
+        holder="h1",
+        job="spark batch job on stock.bars",
+        host="box",
+        pid=pid,
+        acquired_at=datetime.fromtimestamp(acquired, UTC).isoformat(timespec="seconds"),
+        expires_at=acquired + 10_000,
+    )
+
+
+def test_a_job_is_stuck_only_with_records_pending_a_lease_held_and_no_offsets_moved():
+    from stockpipe.orchestration import BatchActivity, stuck_job
+
+    t0 = 1_700_000_000.0
+    held = (("raw/bars", _holder(acquired=t0)),)
+    stall = 600.0
+
+    def verdict(pending: int, holders=held, progress_at=None, now=t0 + 1000):
+        return stuck_job(BatchActivity("stock.bars", pending, holders, progress_at), now, stall)
+
+    # stuck: pending, held since t0, nothing moved since
+    why = verdict(5)
+    assert why is not None
+    assert "5 record(s) on stock.bars are waiting" in why
+    assert "raw/bars" in why and "pid 4242 on box" in why
+    assert "STOCKPIPE_BATCH_STALL_S = 600" in why and "no commit has ever moved them" in why
+    # nothing pending: nothing to be stuck on
+    assert verdict(0) is None
+    # no job holds the tables: the next job will take the records
+    assert verdict(5, holders=()) is None
+    # the holder took its lease less than stall_s ago: it may not have committed yet
+    assert verdict(5, now=t0 + stall - 1) is None
+    # a commit moved the offsets recently: the job makes progress
+    assert verdict(5, progress_at=t0 + 900) is None
+    # ... but long ago: stuck, and the message says when
+    why = verdict(5, progress_at=t0 - 5000, now=t0 + 2000)
+    assert why is not None and "the last commit that moved them was at 2023-11-14" in why
+    assert "for 2000 s" in why  # counted from the lease, taken after that commit
+    # several holders: counted from the latest one to take its lease
+    two = (("processed/bars", _holder(acquired=t0)), ("raw/bars", _holder(5, t0 + 800)))
+    assert verdict(5, holders=two, now=t0 + 1000) is None
+    assert "pid 5 on box" in (verdict(5, holders=two, now=t0 + 1500) or "")
+
+
+def test_the_sensor_fails_at_once_naming_a_stuck_job(monkeypatch, dagbag):
+
+    from airflow.sdk.exceptions import AirflowFailException
+
+    import stockpipe.orchestration as orch
+
+    started = time.time() - 10_000  # long before STOCKPIPE_BATCH_STALL_S (default 1800)
+    activity = orch.BatchActivity("stock.bars", 7, (("raw/bars", _holder(99, started)),))
+    monkeypatch.setattr(orch, "batch_activity", lambda _s, _t: activity)
+    sensor = orch.NewRecordsSensor(task_id="wait", topic="stock.bars", mode="poke", timeout=60)
+    with pytest.raises(AirflowFailException, match=r"batch job is stuck: .*pid 99 on box"):
+        sensor.execute({})
+    # the same job, recently started: records pending, the sensor passes
+    activity = orch.BatchActivity("stock.bars", 7, (("raw/bars", _holder(99, time.time())),))
+    assert sensor.poke({}) is True
+
+
+CHILD = """
+import signal, subprocess, sys, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)  # stopped only by SIGKILL
+grandchild = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"],
+                              start_new_session=True)  # leaves the process group
+print(grandchild.pid, flush=True)
+time.sleep(300)
+"""
+
+
+def test_a_notebook_task_that_times_out_leaves_no_process_behind(dagbag, monkeypatch):
+    """What a notebook starts (even a process that ignores SIGTERM, or one in a
+    session of its own) is stopped when the task times out; the error names the setting."""
+    import subprocess
+    import sys
+
+    import psutil
+    from airflow.providers.papermill.operators.papermill import PapermillOperator
+    from airflow.sdk.exceptions import AirflowTaskTimeout
+
+    from stockpipe import notebooks
+
+    task = dagbag.dags["stock_batch_pipeline"].get_task("spark_batch")
+    started: list[int] = []
+
+    def hangs_then_times_out(self, context):
+        child = subprocess.Popen([sys.executable, "-c", CHILD], stdout=subprocess.PIPE, text=True)
+        started.extend([child.pid, int(child.stdout.readline())])
+        raise AirflowTaskTimeout("Timeout, PID: 1")  # what Airflow's SIGALRM raises
+
+    monkeypatch.setattr(PapermillOperator, "execute", hangs_then_times_out)
+    monkeypatch.setattr(notebooks, "register_lake_io", lambda _s: None)
+    with pytest.raises(AirflowTaskTimeout, match=r"spark_batch did not finish within 5400 s"):
+        task.execute({})
+    assert len(started) == 2
+    assert not [p for p in started if psutil.pid_exists(p) and _running(p)]
+    assert notebooks.RUN_ENV not in os.environ  # this process is no notebook run
+
+
+def test_on_airflows_timeout_the_processes_stop_before_papermill_cleans_up(dagbag, monkeypatch):
+    """Papermill's clean-up interrupts the kernel, whose job would then release its
+    leases while its Spark driver may still commit: the processes are gone first."""
+    import subprocess
+    import sys
+
+    from airflow.providers.papermill.operators.papermill import PapermillOperator
+    from airflow.sdk.exceptions import AirflowTaskTimeout
+    from airflow.sdk.execution_time.timeout import timeout
+
+    from stockpipe import notebooks
+
+    task = dagbag.dags["stock_batch_pipeline"].get_task("spark_batch")
+    seen: dict[str, bool] = {}
+
+    def hangs(self, context):
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+        try:
+            time.sleep(60)  # the kernel's cell, hung
+        except AirflowTaskTimeout:  # where papermill's clean-up runs
+            seen["running at clean-up"] = _running(child.pid)
+            raise
+
+    monkeypatch.setattr(PapermillOperator, "execute", hangs)
+    monkeypatch.setattr(notebooks, "register_lake_io", lambda _s: None)
+    t0 = time.monotonic()
+    with pytest.raises(AirflowTaskTimeout, match="did not finish"), timeout(2):
+        task.execute({})
+    assert time.monotonic() - t0 < 30
+    assert seen == {"running at clean-up": False}
+
+
+def test_on_kill_stops_the_running_notebooks_processes(dagbag, monkeypatch):
+    """SIGTERM of a task (marked failed, or its worker stopping) calls on_kill while
+    the notebook runs: its processes stop, the task then fails."""
+    import subprocess
+    import sys
+
+    from airflow.providers.papermill.operators.papermill import PapermillOperator
+
+    from stockpipe import notebooks
+
+    task = dagbag.dags["stock_stream_pipeline"].get_task("spark_streaming")
+    seen: dict[str, object] = {}
+
+    def runs_until_killed(self, context):
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+        seen["pid"] = child.pid
+        self.on_kill()  # as Airflow's SIGTERM handler does, in the middle of the run
+        seen["running after on_kill"] = _running(child.pid)
+        raise RuntimeError("the kernel died")
+
+    monkeypatch.setattr(PapermillOperator, "execute", runs_until_killed)
+    monkeypatch.setattr(notebooks, "register_lake_io", lambda _s: None)
+    with pytest.raises(RuntimeError, match="kernel died"):
+        task.execute({})
+    assert seen == {"pid": seen["pid"], "running after on_kill": False}
+
+
+def _running(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
