@@ -96,7 +96,8 @@ def train(settings: Settings, workdir: Path, dump: Path) -> None:
         "stockpipe-class-archive",
         **{"spark.driver.extraJavaOptions": f"{options} -XX:ArchiveClassesAtExit={dump}"},
     )
-    now = datetime(2024, 6, 1, tzinfo=UTC)
+    # the records' Kafka time: now, as the bars' ingested_at is (a later one is quarantined)
+    now = datetime.now(UTC)
     # the library's own messages: the jobs' usual paths, not only the error ones
     bars = synthetic_bars(3, "2024-01-01", "2024-03-31", "1d", seed=1, batch_id="cds")
     messages = [*bar_messages(bars), (b"k", b"not json"), (b"k", b'{"symbol": 1}')]
