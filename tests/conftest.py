@@ -8,7 +8,10 @@ and bucket, so tests never touch a user's running stack. Child processes
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -17,9 +20,15 @@ from stockpipe.stack.manager import Stack, isolated_settings
 
 
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory) -> Iterator[Stack]:
-    """A running isolated stack (Kafka, MinIO, PostgreSQL), stopped after the session."""
-    settings = isolated_settings(tmp_path_factory.mktemp("stack"))
+def stack() -> Iterator[Stack]:
+    """A running isolated stack (Kafka, MinIO, PostgreSQL), stopped after the session.
+
+    Its state directory is not under pytest's temp root: every pytest that starts on
+    this machine makes that root 0700 again, which would lock out PostgreSQL (run as
+    ``postgres`` when the tests run as root) while it starts.
+    """
+    state_dir = Path(tempfile.mkdtemp(prefix="stockpipe-test-stack-"))
+    settings = isolated_settings(state_dir)
     st = Stack(settings)
     saved = dict(os.environ)
     os.environ.update(settings.to_env())
@@ -31,6 +40,7 @@ def stack(tmp_path_factory) -> Iterator[Stack]:
         st.down(log=lambda _msg: None)
         os.environ.clear()
         os.environ.update(saved)
+        shutil.rmtree(state_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
