@@ -87,39 +87,13 @@ TICK_MESSAGE_DDL = (
 )
 
 #: Fields a bar message must carry (adj_close, source, ingested_at, batch_id may be null).
-BAR_REQUIRED_FIELDS: tuple[str, ...] = (
-    "schema_version",
-    "symbol",
-    "interval",
-    "ts",
-    "open",
-    "high",
-    "low",
-    "close",
-    "volume",
-)
+BAR_REQUIRED_FIELDS: tuple[str, ...] = ("schema_version", *BAR_KEY, *PRICE_COLUMNS, "volume")
 #: Bar fields given as ISO 8601 text.
 BAR_TIMESTAMP_FIELDS: tuple[str, ...] = ("ts", "ingested_at")
 #: Non-string fields of BAR_MESSAGE_DDL: their JSON type can be wrong (a string field
 #: takes any JSON text).
-BAR_TYPED_FIELDS: tuple[str, ...] = (
-    "schema_version",
-    "open",
-    "high",
-    "low",
-    "close",
-    "adj_close",
-    "volume",
-)
-TICK_REQUIRED_FIELDS: tuple[str, ...] = (
-    "schema_version",
-    "symbol",
-    "ts",
-    "price",
-    "size",
-    "seq",
-    "producer_id",
-)
+BAR_TYPED_FIELDS: tuple[str, ...] = ("schema_version", *PRICE_COLUMNS, "adj_close", "volume")
+TICK_REQUIRED_FIELDS: tuple[str, ...] = ("schema_version", *TICK_COLUMNS)
 TICK_TYPED_FIELDS: tuple[str, ...] = ("schema_version", "ts", "price", "size", "seq")
 #: ``seq`` is a per-producer counter from 0; its 40 bits share one long with the
 #: tick's place in its window (see ``streaming.window_aggregates``).

@@ -186,9 +186,14 @@ BAR_TEMPLATE = {
 DROP = object()
 
 
-def _bar(**changes) -> bytes:
-    msg = {**BAR_TEMPLATE, **changes}
+def _message(template: dict, **changes) -> bytes:
+    """``template`` with some fields changed (DROP removes one), as JSON."""
+    msg = {**template, **changes}
     return json.dumps({k: v for k, v in msg.items() if v is not DROP}).encode()
+
+
+def _bar(**changes) -> bytes:
+    return _message(BAR_TEMPLATE, **changes)
 
 
 def _years_ago(years: int) -> str:
@@ -341,8 +346,7 @@ TICK_TEMPLATE = {
 
 
 def _tick(**changes) -> bytes:
-    msg = {**TICK_TEMPLATE, **changes}
-    return json.dumps({k: v for k, v in msg.items() if v is not DROP}).encode()
+    return _message(TICK_TEMPLATE, **changes)
 
 
 tick_perturbations = st.one_of(
