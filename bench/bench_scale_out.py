@@ -23,10 +23,10 @@ import pandas as pd
 from common import isolated_stack, save
 
 from stockpipe.ingest import produce_bars
-from stockpipe.lake import ensure_bucket
 from stockpipe.reader import read_bars
 from stockpipe.sources.synthetic import synthetic_bars
 from stockpipe.stack.manager import Stack
+from stockpipe.stack.minio_access import provision_bucket
 from stockpipe.stack.services import free_port
 from stockpipe.stack.spark_cluster import spark_cluster_services
 
@@ -70,7 +70,7 @@ def spark_modes(args, results: dict) -> None:
                     "spark_driver_memory": "4g" if workers == 0 else "2g",
                 }
             )
-            ensure_bucket(s)
+            provision_bucket(s)
             cluster = Stack(s, spark_cluster_services(s)) if workers else None
             if cluster:
                 cluster.up(log=lambda _m: None)

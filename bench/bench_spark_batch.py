@@ -28,8 +28,8 @@ from common import isolated_stack, save
 
 from stockpipe.ingest import produce_bars
 from stockpipe.kafka import ensure_topics, read_all
-from stockpipe.lake import ensure_bucket
 from stockpipe.sources.synthetic import synthetic_bars
+from stockpipe.stack.minio_access import provision_bucket
 
 INTERVALS = {"1d", "1h", "5m", "1m"}
 
@@ -89,7 +89,7 @@ def run_job_in_fresh_process(env: dict[str, str]) -> tuple[float, float, str]:
 
 def lake_env(settings, name: str) -> tuple[object, dict[str, str]]:
     s = settings.model_copy(update={"bucket": f"bench-{name}", "topic_bars": f"bench.{name}"})
-    ensure_bucket(s)
+    provision_bucket(s)
     ensure_topics(s, [s.topic_bars], partitions=3)
     env = {**os.environ, **s.to_env(), "STOCKPIPE_ENV_FILE": str(s.state_dir / "no.env")}
     return s, env

@@ -45,8 +45,9 @@ import pyarrow.parquet as pq
 from common import isolated_stack, save
 
 from stockpipe.kafka import end_offsets, ensure_topics
-from stockpipe.lake import ensure_bucket, filesystem
+from stockpipe.lake import filesystem
 from stockpipe.reference import to_ms
+from stockpipe.stack.minio_access import provision_bucket
 from stockpipe.tables import open_table
 
 SYMBOLS = "AAPL,MSFT,GOOGL,AMZN,NVDA,TSLA,META,SPY"
@@ -221,7 +222,7 @@ def run_rate(base_settings, stack, rate: int, args) -> dict:
     s = base_settings.model_copy(
         update={"bucket": f"bench-{tag}", "topic_ticks": f"bench.ticks.{tag}"}
     )
-    ensure_bucket(s)
+    provision_bucket(s)
     ensure_topics(s, [s.topic_ticks], partitions=3)
     delay_ms = to_ms(args.watermark)
     trigger_s = to_ms(args.trigger) / 1000

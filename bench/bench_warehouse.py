@@ -24,8 +24,8 @@ from common import isolated_stack, save
 
 from stockpipe.ingest import produce_bars
 from stockpipe.kafka import ensure_topics
-from stockpipe.lake import ensure_bucket
 from stockpipe.sources.synthetic import synthetic_bars
+from stockpipe.stack.minio_access import provision_bucket
 from stockpipe.warehouse.export import export
 
 
@@ -54,7 +54,7 @@ def main() -> None:
     results: dict = {"symbols": args.symbols, "years": args.years}
     with isolated_stack(spark_master="local[2]", spark_driver_memory="4g") as (base, _stack):
         s = base.model_copy(update={"bucket": "bench-wh", "topic_bars": "bench.wh"})
-        ensure_bucket(s)
+        provision_bucket(s)
         ensure_topics(s, [s.topic_bars], partitions=3)
         env = {**os.environ, **s.to_env(), "STOCKPIPE_ENV_FILE": str(s.state_dir / "no.env")}
         bars = synthetic_bars(

@@ -97,11 +97,11 @@ def status() -> None:
 def init() -> None:
     """Create the bucket and the topics on the configured services (e.g. a cluster)."""
     from stockpipe.kafka import ensure_topics
-    from stockpipe.lake import ensure_bucket
+    from stockpipe.stack.minio_access import provision_bucket
 
     settings = load_settings()
     try:
-        made = ensure_bucket(settings)
+        made = provision_bucket(settings)
         topics = ensure_topics(settings)
     except Exception as exc:  # a service that is down: say which, not a traceback
         _fail(exc)

@@ -66,6 +66,10 @@ class Settings(BaseSettings):
     s3_region: str = "us-east-1"
     s3_access_key: str = ""
     s3_secret_key: SecretStr = SecretStr("")
+    #: MinIO's root keys, for the stack manager only (it creates the buckets and the job
+    #: user whose keys are above); never passed to jobs, notebooks or DAGs
+    s3_root_access_key: str = ""
+    s3_root_secret_key: SecretStr = SecretStr("")
     bucket: str = "stock-lake"
     #: One writer per table: a job waits this long for another job's lease of a
     #: table it writes, then fails naming the holder
@@ -199,10 +203,13 @@ class Settings(BaseSettings):
         return "s3a://" + "/".join([self.bucket, *(p.strip("/") for p in parts if p)])
 
     def to_env(self) -> dict[str, str]:
-        """Environment variables that recreate these settings in a child process."""
+        """Environment variables that recreate these settings in a child process.
+
+        MinIO's root keys are left out: a child (job, notebook, DAG) works as the job user.
+        """
         env: dict[str, str] = {}
         for name, value in self:
-            if value is None:
+            if value is None or name in _STACK_ONLY:
                 continue
             if isinstance(value, SecretStr):
                 value = value.get_secret_value()
@@ -213,6 +220,15 @@ class Settings(BaseSettings):
 
 #: Settings read from a variable without the STOCKPIPE_ prefix (as their tools name them).
 _ENV_NAMES = {"alphavantage_api_key": "ALPHAVANTAGE_API_KEY", "finnhub_api_key": "FINNHUB_API_KEY"}
+#: Settings only the stack manager holds: never in a child's environment.
+_STACK_ONLY = ("s3_root_access_key", "s3_root_secret_key")
+ROOT_ENV_VARS = tuple(f"STOCKPIPE_{name.upper()}" for name in _STACK_ONLY)
+
+
+def child_environ(settings: Settings, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a child process: ours and the settings, without MinIO's root keys."""
+    env = {k: v for k, v in os.environ.items() if k not in ROOT_ENV_VARS}
+    return {**env, **settings.to_env(), **(extra or {})}
 
 
 def load_settings(env_file: Path | None = None, **overrides: object) -> Settings:

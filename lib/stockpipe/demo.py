@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from stockpipe.config import PROJECT_ROOT, Settings
+from stockpipe.config import PROJECT_ROOT, Settings, child_environ
 from stockpipe.errors import StockpipeError
 from stockpipe.notebooks import REPORTS_DIR, notebook_path, notebook_url
 from stockpipe.stack.airflow import (
@@ -154,7 +154,7 @@ class LiveSession:
         self.procs: dict[str, tuple[subprocess.Popen, Path]] = {}
 
     def start(self, log: Log) -> None:
-        env = {**os.environ, **airflow_env(self.settings)}
+        env = child_environ(self.settings, airflow_env(self.settings))
         for task_id, params in self.jobs.items():
             url = notebook_url(self.settings, self.dag_id, self.run_id, task_id)
             out = self.logs_dir / f"{self.dag_id}.{task_id}.log"

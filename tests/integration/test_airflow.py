@@ -57,7 +57,7 @@ def executed_notebooks(settings: Settings, result: DagTestResult) -> dict[str, d
 def af_settings(settings) -> Settings:
     """The test stack with a bucket and topics of this module's own."""
     from stockpipe.kafka import ensure_topics
-    from stockpipe.lake import ensure_bucket
+    from stockpipe.stack.minio_access import provision_bucket
 
     own = settings.model_copy(
         update={
@@ -67,7 +67,7 @@ def af_settings(settings) -> Settings:
             "warehouse_schema": "itest_airflow",
         }
     )
-    ensure_bucket(own)
+    provision_bucket(own)
     ensure_topics(own)
     return own
 
@@ -122,12 +122,12 @@ EXPORT = PROJECT_ROOT / "data_samples" / "exports" / "goog-daily-yahoo-us.csv"
 def export_run(af_settings, log_dir, report_dir) -> tuple[Settings, DagTestResult]:
     """The batch DAG on the whole export (8.5 years), in a bucket and topic of its own."""
     from stockpipe.kafka import ensure_topics
-    from stockpipe.lake import ensure_bucket
+    from stockpipe.stack.minio_access import provision_bucket
 
     own = af_settings.model_copy(
         update={"bucket": "itest-airflow-csv", "topic_bars": "itest.airflow.csvbars"}
     )
-    ensure_bucket(own)
+    provision_bucket(own)
     ensure_topics(own, [own.topic_bars])
     conf = {"source": "csv", "path": str(EXPORT), "symbols": "GOOG", "full_history": True}
     conf["report_dir"] = str(report_dir)
@@ -295,12 +295,12 @@ HANG_TIMEOUT_S = 180
 
 def _own_lake(settings: Settings, name: str, **update) -> Settings:
     from stockpipe.kafka import ensure_topics
-    from stockpipe.lake import ensure_bucket
+    from stockpipe.stack.minio_access import provision_bucket
 
     own = settings.model_copy(
         update={"bucket": f"itest-airflow-{name}", "topic_bars": f"itest.airflow.{name}", **update}
     )
-    ensure_bucket(own)
+    provision_bucket(own)
     ensure_topics(own, [own.topic_bars])
     return own
 

@@ -29,7 +29,7 @@ from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
 
 from stockpipe.kafka import ConfirmedProducer, ensure_topics
-from stockpipe.lake import ensure_bucket, storage_options, table_uri
+from stockpipe.lake import storage_options, table_uri
 from stockpipe.reader import (
     read_bars,
     read_quarantine,
@@ -52,6 +52,7 @@ from stockpipe.schemas import (
 )
 from stockpipe.spark.batch import run_batch_job
 from stockpipe.spark.streaming import StreamOptions, run_stream
+from stockpipe.stack.minio_access import provision_bucket
 from stockpipe.ticks import TickGenerator, TickSpec, parse_tick_values
 
 pytestmark = pytest.mark.integration
@@ -269,7 +270,7 @@ def _own(settings, name: str):
             "topic_ticks": f"prop.ticks.{run}",
         }
     )
-    ensure_bucket(s)
+    provision_bucket(s)
     ensure_topics(s, [s.topic_bars], partitions=3)
     # one partition keeps the good ticks in the order the reference reads them
     ensure_topics(s, [s.topic_ticks], partitions=1)

@@ -13,13 +13,14 @@ from bars_reference import assert_same_bars, expected_processed  # tests/integra
 
 from stockpipe.ingest import ingest, produce_bars
 from stockpipe.kafka import ConfirmedProducer, ensure_topics, read_all
-from stockpipe.lake import ensure_bucket, zone
+from stockpipe.lake import zone
 from stockpipe.reader import LastRead, read_bars, read_quarantine, read_raw_bars
 from stockpipe.schemas import conform_bars
 from stockpipe.sources import fetch_many, get_source
 from stockpipe.spark import transforms as T
 from stockpipe.spark.batch import PARTITIONS, BarsBatchJob, pending_records, run_batch_job
 from stockpipe.spark.session import session_conf
+from stockpipe.stack.minio_access import provision_bucket
 from stockpipe.tables import history, row_count
 
 pytestmark = pytest.mark.integration
@@ -30,7 +31,7 @@ def lake(settings):
     """A fresh bucket and topic for one test: runs never see each other's data."""
     run = uuid.uuid4().hex[:8]
     s = settings.model_copy(update={"bucket": f"lake-{run}", "topic_bars": f"bars.{run}"})
-    ensure_bucket(s)
+    provision_bucket(s)
     ensure_topics(s, [s.topic_bars], partitions=3)
     return s
 

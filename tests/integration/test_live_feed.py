@@ -16,12 +16,12 @@ import time
 import pytest
 
 from stockpipe.kafka import end_offsets, read_all
-from stockpipe.lake import ensure_bucket
 from stockpipe.live import FeedOptions, get_feed, run_feed
 from stockpipe.reader import read_quarantined_ticks, read_raw_ticks, read_tick_windows
 from stockpipe.reference import compare_windows, late_pairs, reference_windows
 from stockpipe.sources.streamer_replay import ReplayServer, read_session
 from stockpipe.spark.streaming import StreamOptions, run_stream
+from stockpipe.stack.minio_access import provision_bucket
 from stockpipe.ticks import parse_tick_values
 
 pytestmark = pytest.mark.integration
@@ -43,7 +43,7 @@ def _wait(cond, timeout: float, what: str) -> None:
 
 def test_a_yahoo_session_through_kafka_and_the_streaming_job_equals_pandas(settings, spark):
     s = settings.model_copy(update={"bucket": "test-live", "topic_ticks": "test.live.ticks"})
-    ensure_bucket(s)  # the topic is not made here: the producer creates it
+    provision_bucket(s)  # the topic is not made here: the producer creates it
     session = read_session(SESSION)
     drop = next(i for i, line in enumerate(session) if line.get("drop"))
     before = [line["expect"] for line in session[:drop] if "expect" in line]

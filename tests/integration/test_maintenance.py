@@ -22,10 +22,11 @@ from typer.testing import CliRunner
 
 from stockpipe import tables
 from stockpipe.errors import LeaseHeldError
-from stockpipe.lake import ensure_bucket, storage_options, table_uri, zone
 from stockpipe.lake import filesystem as lake_fs
+from stockpipe.lake import storage_options, table_uri, zone
 from stockpipe.lease import hold
 from stockpipe.maintenance import RetentionTooShortError, maintain, optimize, vacuum
+from stockpipe.stack.minio_access import provision_bucket
 from stockpipe.tables import (
     TopicProgress,
     commit_metadata,
@@ -46,7 +47,7 @@ START = datetime(2023, 12, 26, tzinfo=UTC)  # the appends span two year partitio
 def lake(settings):
     """A fresh bucket for one test: runs never see each other's tables."""
     s = settings.model_copy(update={"bucket": f"maint-{uuid.uuid4().hex[:8]}"})
-    ensure_bucket(s)
+    provision_bucket(s)
     return s
 
 

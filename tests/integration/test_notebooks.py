@@ -9,8 +9,9 @@ import papermill as pm
 import pytest
 
 from stockpipe.kafka import ensure_topics, read_all
-from stockpipe.lake import ensure_bucket, filesystem
+from stockpipe.lake import filesystem
 from stockpipe.reader import read_bars
+from stockpipe.stack.minio_access import provision_bucket
 
 pytestmark = pytest.mark.integration
 
@@ -40,7 +41,7 @@ def outputs_text(nb: dict) -> str:
 def test_batch_notebooks_produce_process_and_chart(settings, tmp_path, monkeypatch):
     run_id = uuid.uuid4().hex[:8]
     s = settings.model_copy(update={"bucket": f"nb-{run_id}", "topic_bars": f"nb.bars.{run_id}"})
-    ensure_bucket(s)
+    provision_bucket(s)
     ensure_topics(s, [s.topic_bars])
     monkeypatch.setenv("STOCKPIPE_BUCKET", s.bucket)  # the kernels read settings from the env
     monkeypatch.setenv("STOCKPIPE_TOPIC_BARS", s.topic_bars)

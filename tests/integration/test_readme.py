@@ -10,9 +10,9 @@ import pytest
 from stockpipe.config import PROJECT_ROOT
 from stockpipe.ingest import ingest
 from stockpipe.kafka import ensure_topics
-from stockpipe.lake import ensure_bucket
 from stockpipe.reader import read_bars
 from stockpipe.spark.batch import run_batch_job
+from stockpipe.stack.minio_access import provision_bucket
 
 pytestmark = pytest.mark.integration
 
@@ -26,7 +26,7 @@ def readme_snippets(section: str) -> list[str]:
 def test_the_readers_in_the_readme_read_the_lake(settings, spark):
     run = uuid.uuid4().hex[:8]
     lake = settings.model_copy(update={"bucket": f"readme-{run}", "topic_bars": f"bars.{run}"})
-    ensure_bucket(lake)
+    provision_bucket(lake)
     ensure_topics(lake, [lake.topic_bars], partitions=3)
     ingest(lake, "samples", "MSFT,GOOG", start="2014-01-01", end="2015-12-31", progress=False)
     run_batch_job(lake, spark=spark)
@@ -62,7 +62,7 @@ def test_the_warehouse_query_in_the_readme_reads_the_exported_bars(settings, spa
             "warehouse_schema": f"r_{run}",
         }
     )
-    ensure_bucket(lake)
+    provision_bucket(lake)
     ensure_topics(lake, [lake.topic_bars], partitions=3)
     ingest(lake, "samples", "MSFT,GOOG", start="2014-01-01", end="2014-12-31", progress=False)
     run_batch_job(lake, spark=spark)

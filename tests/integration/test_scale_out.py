@@ -17,7 +17,6 @@ import pytest
 
 from stockpipe.ingest import produce_bars
 from stockpipe.kafka import ConfirmedProducer, admin_client, end_offsets, ensure_topics, read_all
-from stockpipe.lake import ensure_bucket
 from stockpipe.reader import (
     read_bars,
     read_quarantine,
@@ -29,6 +28,7 @@ from stockpipe.reference import compare_windows, reference_windows
 from stockpipe.sources.synthetic import synthetic_bars
 from stockpipe.spark.batch import run_batch_job
 from stockpipe.stack.manager import Stack, isolated_settings
+from stockpipe.stack.minio_access import provision_bucket
 from stockpipe.stack.services import free_port
 from stockpipe.stack.spark_cluster import SparkMaster, spark_cluster_services
 from stockpipe.ticks import TickSpec, parse_tick_values, run_producer
@@ -128,7 +128,7 @@ def test_batch_job_on_a_standalone_cluster_equals_local_mode(settings, spark, cl
         update={"bucket": "scale-cluster", "topic_bars": "scale.bars"}
     )
     for s in (local, on_cluster):
-        ensure_bucket(s)
+        provision_bucket(s)
     ensure_topics(local, [local.topic_bars])
     bars = synthetic_bars(
         12, pd.Timestamp("2023-01-02"), pd.Timestamp("2024-06-01"), "1d", seed=5, batch_id="a"
@@ -160,7 +160,7 @@ def test_batch_job_on_a_standalone_cluster_equals_local_mode(settings, spark, cl
 
 def test_streaming_job_on_a_standalone_cluster_equals_pandas(settings, cluster):
     s = cluster.settings.model_copy(update={"bucket": "scale-stream", "topic_ticks": "scale.ticks"})
-    ensure_bucket(s)
+    provision_bucket(s)
     ensure_topics(s, [s.topic_ticks], partitions=3)
     run_producer(s, _spec("cluster-1"), rate=5000, max_ticks=1500)
     before = _executors_ran(cluster)

@@ -14,9 +14,9 @@ import pytest
 
 from stockpipe.config import PROJECT_ROOT
 from stockpipe.kafka import ensure_topics, read_all
-from stockpipe.lake import ensure_bucket
 from stockpipe.reader import read_stream_metrics, read_tick_windows
 from stockpipe.reference import compare_windows, reference_windows
+from stockpipe.stack.minio_access import provision_bucket
 from stockpipe.ticks import parse_tick_values
 
 pytestmark = pytest.mark.integration
@@ -37,7 +37,7 @@ def _outputs(path) -> str:
 
 def test_producer_then_streaming_notebook_bounded(settings, monkeypatch, tmp_path):
     s = settings.model_copy(update={"bucket": "test-notebooks", "topic_ticks": "test.notebooks"})
-    ensure_bucket(s)
+    provision_bucket(s)
     ensure_topics(s, [s.topic_ticks], partitions=3)
     monkeypatch.setenv("STOCKPIPE_BUCKET", s.bucket)
     monkeypatch.setenv("STOCKPIPE_TOPIC_TICKS", s.topic_ticks)

@@ -22,7 +22,7 @@ import pytest
 
 from stockpipe.errors import LeaseHeldError
 from stockpipe.kafka import ConfirmedProducer, end_offsets, ensure_topics, read_all
-from stockpipe.lake import ZONES, ensure_bucket, filesystem, zone
+from stockpipe.lake import ZONES, filesystem, zone
 from stockpipe.lease import hold
 from stockpipe.reader import (
     read_quarantined_ticks,
@@ -32,6 +32,7 @@ from stockpipe.reader import (
 )
 from stockpipe.reference import compare_windows, late_pairs, reference_windows, valid
 from stockpipe.spark.streaming import TABLES, StreamOptions, run_stream
+from stockpipe.stack.minio_access import provision_bucket
 from stockpipe.tables import open_table
 from stockpipe.ticks import LATE, OUT_OF_ORDER, TickSpec, parse_tick_values, run_producer
 
@@ -46,7 +47,7 @@ DELAY_MS = 5_000
 def _own(settings, name: str):
     """Settings with a bucket and a topic of the test's own."""
     s = settings.model_copy(update={"bucket": f"test-{name}", "topic_ticks": f"test.{name}"})
-    ensure_bucket(s)
+    provision_bucket(s)
     ensure_topics(s, [s.topic_ticks], partitions=3)
     return s
 

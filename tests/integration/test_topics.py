@@ -16,10 +16,10 @@ from kafka import KafkaConsumer
 from stockpipe.errors import StackError
 from stockpipe.ingest import produce_bars
 from stockpipe.kafka import ConfirmedProducer, end_offsets, topic_id
-from stockpipe.lake import ensure_bucket
 from stockpipe.orchestration import stack_ready
 from stockpipe.sources import fetch_many, get_source
 from stockpipe.spark.streaming import StreamOptions, run_stream
+from stockpipe.stack.minio_access import provision_bucket
 from stockpipe.ticks import TickSpec, run_producer
 
 pytestmark = pytest.mark.integration
@@ -83,7 +83,7 @@ def test_the_streaming_job_input_fails_fast_or_is_created_by_the_dag_check(setti
     with pytest.raises(StackError, match=re.escape(f"topic {topic!r} does not exist")):
         run_stream(s, opts)  # fails before a Spark session or a lease is taken
     assert time.monotonic() - t0 < 5
-    ensure_bucket(s)
+    provision_bucket(s)
     with pytest.raises(StackError, match=r"kafka-topics\.sh"):
         stack_ready(s, [topic])
     # with creation on, the DAG's stack check makes the topic the job then reads

@@ -19,10 +19,11 @@ from deltalake import DeltaTable
 
 from stockpipe.ingest import ingest, produce_bars
 from stockpipe.kafka import ConfirmedProducer, ensure_topics
-from stockpipe.lake import ensure_bucket, storage_options, table_uri
+from stockpipe.lake import storage_options, table_uri
 from stockpipe.reference import WINDOW_COLUMNS
 from stockpipe.sources import fetch_many, get_source
 from stockpipe.spark.batch import BarsBatchJob, run_batch_job
+from stockpipe.stack.minio_access import provision_bucket
 from stockpipe.warehouse.connection import read_sql
 from stockpipe.warehouse.export import export
 from stockpipe.warehouse.tables import WAREHOUSE_TABLES
@@ -44,7 +45,7 @@ def lake(settings):
             "warehouse_schema": f"wh_{run}",
         }
     )
-    ensure_bucket(s)
+    provision_bucket(s)
     ensure_topics(s, [s.topic_bars, s.topic_ticks], partitions=3)
     return s
 

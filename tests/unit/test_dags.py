@@ -44,7 +44,7 @@ def settings(tmp_path_factory):
 def dagbag(settings):
     """Every DAG of dags/, parsed with the settings above in the environment."""
     saved = dict(os.environ)
-    os.environ.update(airflow_env(settings))
+    os.environ.update({**settings.to_env(), **airflow_env(settings)})
     get_settings.cache_clear()
     try:
         from airflow.dag_processing.dagbag import DagBag

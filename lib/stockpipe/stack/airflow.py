@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stockpipe.config import PROJECT_ROOT, Settings
+from stockpipe.config import PROJECT_ROOT, Settings, child_environ
 from stockpipe.errors import StackError
 from stockpipe.stack.manager import generate_secret
 
@@ -62,11 +62,10 @@ def airflow_bin() -> str:
 
 
 def airflow_env(settings: Settings) -> dict[str, str]:
-    """Environment for every Airflow process of this checkout (settings included)."""
+    """Airflow's configuration for every Airflow process of this checkout."""
     home = airflow_home(settings)
     api = f"http://{settings.host}:{settings.airflow_port}"
     return {
-        **settings.to_env(),
         "AIRFLOW_HOME": str(home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
@@ -100,7 +99,7 @@ def ensure_password(settings: Settings) -> str | None:
     path = password_file(settings)
     if path.exists():
         return None
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     password = generate_secret(20)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
@@ -109,8 +108,8 @@ def ensure_password(settings: Settings) -> str | None:
 
 
 def _run(settings: Settings, args: list[str], **kwargs: Any) -> subprocess.CompletedProcess:
-    env = {**os.environ, **airflow_env(settings)}
-    return subprocess.run([airflow_bin(), *args], env=env, cwd=PROJECT_ROOT, **kwargs)
+    env = child_environ(settings, airflow_env(settings))
+    return subprocess.run([airflow_bin(), *args], env=env, cwd=PROJECT_ROOT, umask=0o077, **kwargs)
 
 
 def _has_pool(settings: Settings, name: str) -> bool:
@@ -137,9 +136,10 @@ def ensure_db(settings: Settings, log: Callable[[str], None] = print) -> bool:
     airflow_version = version("apache-airflow-core")
     stamp = home / f".db-migrated-{airflow_version}"
     template = settings.cache_dir / f"airflow-{airflow_version}-pristine.db"
-    home.mkdir(parents=True, exist_ok=True)
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)
     if not db.exists() and template.exists():
         shutil.copyfile(template, db)
+        os.chmod(db, 0o600)
         stamp.touch()
     todo: list[list[str]] = []
     if not (stamp.exists() and db.exists()):
@@ -250,13 +250,14 @@ def dags_test(
     args = [airflow_bin(), "dags", "test", dag_id]
     if conf:
         args += ["--conf", json.dumps(dict(conf))]
-    env = {**os.environ, **airflow_env(settings), **(extra_env or {})}
+    env = child_environ(settings, {**airflow_env(settings), **(extra_env or {})})
     t0 = time.perf_counter()
     with open(log_file, "w") as out:
         proc = subprocess.Popen(
             args,
             env=env,
             cwd=PROJECT_ROOT,
+            umask=0o077,  # Airflow's database and logs are private
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -299,7 +300,7 @@ def run_airflow(settings: Settings, log: Callable[[str], None] = print) -> int:
         )
     password = ensure_password(settings)
     ensure_db(settings, log)
-    env = {**os.environ, **airflow_env(settings)}
+    env = child_environ(settings, airflow_env(settings))
     procs: dict[str, subprocess.Popen] = {}
     lock = threading.Lock()
 
@@ -314,6 +315,7 @@ def run_airflow(settings: Settings, log: Callable[[str], None] = print) -> int:
             [airflow_bin(), *args],
             env=env,
             cwd=PROJECT_ROOT,
+            umask=0o077,  # Airflow's database and logs are private
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,

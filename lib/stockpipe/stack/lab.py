@@ -6,7 +6,7 @@ import os
 import sys
 from pathlib import Path
 
-from stockpipe.config import PROJECT_ROOT, Settings
+from stockpipe.config import PROJECT_ROOT, Settings, child_environ
 from stockpipe.errors import StackError
 
 
@@ -42,4 +42,5 @@ def run_lab(settings: Settings) -> None:
         )
     cmd = lab_command(settings)
     os.chdir(PROJECT_ROOT / "notebooks")
-    os.execve(cmd[0], cmd, {**os.environ, **settings.to_env()})
+    os.umask(0o077)  # what the lab and its kernels write is private
+    os.execve(cmd[0], cmd, child_environ(settings))

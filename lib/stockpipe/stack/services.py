@@ -22,7 +22,7 @@ from pathlib import Path
 import psutil
 import requests
 
-from stockpipe.config import Settings
+from stockpipe.config import Settings, child_environ
 from stockpipe.errors import PortInUseError, StackError
 from stockpipe.stack import install
 
@@ -126,21 +126,27 @@ class Service:
                 if time.monotonic() > deadline:
                     raise PortInUseError(self.name, port, setting)
                 time.sleep(0.25)
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.prepare()
-        cmd, env = self.command()
-        with self.log_file.open("ab") as log:
-            proc = subprocess.Popen(
-                cmd,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env={**os.environ, **env},
-                start_new_session=True,  # survives the CLI, and Ctrl-C in a notebook
-                **self._identity(),
-            )
-        self.pid_file.write_text(f"{proc.pid}\n")
+        private_dir(self.settings.state_dir)
+        old_umask = os.umask(0o077)  # configs, logs and pid files are the owner's only
+        try:
+            self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self.prepare()
+            cmd, env = self.command()
+            with self.log_file.open("ab") as log:
+                proc = subprocess.Popen(
+                    cmd,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    env={**child_environ(self.settings), **env},
+                    start_new_session=True,  # survives the CLI, and Ctrl-C in a notebook
+                    umask=0o077,  # and so is what the service writes
+                    **self._identity(),
+                )
+            self.pid_file.write_text(f"{proc.pid}\n")
+        finally:
+            os.umask(old_umask)
         return proc.pid
 
     def wait_healthy(self, timeout: float = 60.0) -> None:
@@ -330,10 +336,11 @@ class MinIO(Service):
 
     def command(self) -> tuple[list[str], dict[str, str]]:
         s = self.settings
-        if not s.s3_access_key or not s.s3_secret_key.get_secret_value():
+        if not s.s3_root_access_key or not s.s3_root_secret_key.get_secret_value():
             raise StackError(
-                "MinIO credentials are not set (STOCKPIPE_S3_ACCESS_KEY / "
-                "STOCKPIPE_S3_SECRET_KEY); `stockpipe up` generates them into .env on first run."
+                "MinIO's root keys are not set (STOCKPIPE_S3_ROOT_ACCESS_KEY / "
+                "STOCKPIPE_S3_ROOT_SECRET_KEY); `stockpipe up` generates them into .env on its "
+                "first run."
             )
         console_port = list(self.ports)[1]
         cmd = [
@@ -347,8 +354,8 @@ class MinIO(Service):
             "--quiet",
         ]
         env = {
-            "MINIO_ROOT_USER": s.s3_access_key,
-            "MINIO_ROOT_PASSWORD": s.s3_secret_key.get_secret_value(),
+            "MINIO_ROOT_USER": s.s3_root_access_key,
+            "MINIO_ROOT_PASSWORD": s.s3_root_secret_key.get_secret_value(),
             "MINIO_UPDATE": "off",
             "MINIO_CALLHOME_ENABLE": "off",
             "MINIO_REGION": s.s3_region,
@@ -362,15 +369,28 @@ class MinIO(Service):
             return False
 
 
-def _allow_traverse(path: Path) -> None:
-    """Let other users pass through ``path`` and its parents (x bit only, no listing).
+def private_dir(state_dir: Path) -> None:
+    """Make the state directory its owner's only (0700).
 
-    PostgreSQL refuses to run as root, so as root it runs as the ``postgres`` user,
-    which must reach its data directory under the state dir (pytest's are 0700).
+    As root, PostgreSQL runs as the ``postgres`` user (it refuses root): that group may
+    pass through (0710) to its data directory, and through the parents above.
     """
-    for p in [path, *path.parents]:
+    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if os.geteuid() != 0:
+        os.chmod(state_dir, 0o700)
+        return
+    import grp
+
+    try:
+        gid = grp.getgrnam("postgres").gr_gid
+    except KeyError:
+        os.chmod(state_dir, 0o700)
+        return
+    os.chown(state_dir, 0, gid)
+    os.chmod(state_dir, 0o710)
+    for p in state_dir.parents:
         mode = p.stat().st_mode
-        if not mode & 0o001:
+        if not mode & 0o001:  # e.g. a 0700 temp dir: traverse only, no listing
             os.chmod(p, mode | 0o001)
 
 
@@ -399,10 +419,9 @@ class PostgreSQL(Service):
             import pwd
 
             user = pwd.getpwnam("postgres")
-            _allow_traverse(self.dir)
             for p in (self.dir, self.data_dir):
                 os.chown(p, user.pw_uid, user.pw_gid)
-            os.chmod(self.data_dir, 0o700)
+                os.chmod(p, 0o700)
         if (self.data_dir / "PG_VERSION").exists():
             return
         password = s.postgres_password.get_secret_value()
