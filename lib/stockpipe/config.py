@@ -125,6 +125,12 @@ class Settings(BaseSettings):
     spark_worker_cores: int = 1
     spark_worker_memory: str = "2g"
     spark_executor_memory: str = "1g"
+    #: RPC authentication of a cluster's driver, master, workers and executors (the
+    #: Compose deployment sets it; the master and workers read it from a 0600 file)
+    spark_auth_secret: SecretStr = SecretStr("")
+    #: True: Spark's S3 connector takes the keys from AWS_ACCESS_KEY_ID /
+    #: AWS_SECRET_ACCESS_KEY of each process (Compose), so they are never in SparkConf
+    spark_s3_keys_from_env: bool = False
 
     # Orchestration: Airflow DAG defaults, local UIs ----------------------------------------
     airflow_port: int = 8080

@@ -8,6 +8,7 @@ lists the listening sockets of all their processes.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -174,10 +175,8 @@ def everything(stack, spark, tmp_path_factory) -> Iterator[tuple[list[int], dict
         assert None not in pids
         counts = {"executors": 0}
         for proc in _tree(cluster.services[-1].pid()):
-            try:
+            with contextlib.suppress(psutil.Error):  # a short-lived helper that has exited
                 counts["executors"] += "CoarseGrainedExecutorBackend" in " ".join(proc.cmdline())
-            except psutil.Error:  # a short-lived helper that has exited
-                pass
         counts["airflow_port"], counts["lab_port"] = s.airflow_port, s.lab_port
         counts["master_ui_port"] = s.spark_master_ui_port
         yield [*pids, os.getpid(), app.pid, airflow.pid, lab.pid], counts

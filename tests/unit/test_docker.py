@@ -142,3 +142,80 @@ def test_kafka_cluster_ids_never_begin_with_a_dash():
     ids = [kafka_cluster_id() for _ in range(2000)]  # ~1 in 64 raw ids begins with "-"
     assert all(len(i) == 22 and i[0].isalnum() for i in ids)
     assert len(set(ids)) == len(ids)
+
+
+SPARK_NODES = ("spark-master", "spark-worker-1", "spark-worker-2")
+DRIVERS = ("airflow-scheduler", "jupyter", "lake-init")
+
+
+def test_spark_authenticates_every_rpc_with_the_generated_secret():
+    for name in SPARK_NODES:
+        svc = SERVICES[name]
+        assert _env(svc)["SPARK_AUTH_SECRET"].startswith("${SPARK_AUTH_SECRET:?")
+        script = svc["entrypoint"][2]
+        assert "spark.authenticate true" in script
+        assert "umask 077" in script and "unset SPARK_AUTH_SECRET" in script
+        assert "SPARK_AUTH_SECRET" not in " ".join(svc["command"])  # never on a command line
+    for name in DRIVERS:
+        assert _env(SERVICES[name])["STOCKPIPE_SPARK_AUTH_SECRET"].startswith(
+            "${SPARK_AUTH_SECRET:?"
+        )
+
+
+def test_the_driver_turns_on_rpc_authentication_when_given_a_secret():
+    from stockpipe.config import load_settings
+    from stockpipe.spark.session import spark_conf
+
+    plain = spark_conf(load_settings(env_file=Path("/nonexistent")))
+    assert "spark.authenticate" not in plain
+    secured = spark_conf(load_settings(env_file=Path("/nonexistent"), spark_auth_secret="s3"))
+    assert secured["spark.authenticate"] == "true"
+    assert secured["spark.authenticate.secret"] == "s3"
+
+
+def test_spark_takes_the_s3_keys_from_the_environment_not_sparkconf():
+    from stockpipe.config import load_settings
+    from stockpipe.spark.session import spark_conf
+
+    for name in (*DRIVERS, "spark-worker-1", "spark-worker-2", "airflow-apiserver"):
+        env = _env(SERVICES[name])
+        assert (
+            env["AWS_ACCESS_KEY_ID"]
+            == "${STOCKPIPE_S3_ACCESS_KEY:?run `stockpipe docker-env` first}"
+        )
+        assert env["AWS_SECRET_ACCESS_KEY"].startswith("${STOCKPIPE_S3_SECRET_KEY:?")
+    assert _env(SERVICES["jupyter"])["STOCKPIPE_SPARK_S3_KEYS_FROM_ENV"] == "true"
+    settings = load_settings(
+        env_file=Path("/nonexistent"),
+        spark_s3_keys_from_env=True,
+        s3_access_key="job-key",
+        s3_secret_key="job-secret",
+    )
+    conf = spark_conf(settings)
+    assert not any(v in ("job-key", "job-secret") for v in conf.values())
+    assert conf["spark.hadoop.fs.s3a.aws.credentials.provider"].endswith(
+        "EnvironmentVariableCredentialsProvider"
+    )
+
+
+def test_minio_root_keys_reach_minio_and_lake_init_only():
+    holders = {
+        name
+        for name, svc in SERVICES.items()
+        if any("S3_ROOT_" in str(v) for v in _env(svc).values())
+    }
+    assert holders == {"minio", "lake-init"}
+    assert _env(SERVICES["minio"])["MINIO_ROOT_USER"].startswith("${STOCKPIPE_S3_ROOT_ACCESS_KEY")
+    assert SERVICES["lake-init"]["command"] == ["init"]  # `stockpipe init` makes the job user
+
+
+def test_an_old_docker_env_keeps_its_keys_as_minio_root(tmp_path: Path):
+    path = tmp_path / "docker.env"
+    path.write_text("STOCKPIPE_S3_ACCESS_KEY=stockpipe-old\nSTOCKPIPE_S3_SECRET_KEY=old\n")
+    added = write_docker_env(path)
+    values = dict(line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
+    assert values["STOCKPIPE_S3_ROOT_ACCESS_KEY"] == "stockpipe-old"
+    assert values["STOCKPIPE_S3_ROOT_SECRET_KEY"] == "old"
+    assert (
+        "STOCKPIPE_S3_ACCESS_KEY" in added and values["STOCKPIPE_S3_ACCESS_KEY"] != "stockpipe-old"
+    )

@@ -97,11 +97,10 @@ def spark_conf(
         "spark.log.level": "WARN",
         f"{s3}endpoint": settings.s3_url,
         f"{s3}endpoint.region": settings.s3_region,
-        f"{s3}access.key": settings.s3_access_key,
-        f"{s3}secret.key": settings.s3_secret_key.get_secret_value(),
+        **_s3_credentials(settings),
+        **_rpc_auth(settings),
         f"{s3}path.style.access": "true",
         f"{s3}connection.ssl.enabled": str(settings.s3_url.startswith("https")).lower(),
-        f"{s3}aws.credentials.provider": ("org.apache.hadoop.fs.s3a.SimpleAWSCredentialsProvider"),
         f"{s3}change.detection.mode": "none",
         f"{s3}fast.upload": "true",
         f"{s3}connection.establish.timeout": "15s",
@@ -112,6 +111,27 @@ def spark_conf(
         f"{s3}analytics.accelerator.enabled": "false",
         "spark.hadoop.mapreduce.fileoutputcommitter.marksuccessfuljobs": "true",
     }
+
+
+def _s3_credentials(settings: Settings) -> dict[str, str]:
+    """The S3 keys in SparkConf, or (``spark_s3_keys_from_env``) each process's environment."""
+    s3 = "spark.hadoop.fs.s3a."
+    if settings.spark_s3_keys_from_env:
+        provider = "software.amazon.awssdk.auth.credentials.EnvironmentVariableCredentialsProvider"
+        return {f"{s3}aws.credentials.provider": provider}
+    return {
+        f"{s3}access.key": settings.s3_access_key,
+        f"{s3}secret.key": settings.s3_secret_key.get_secret_value(),
+        f"{s3}aws.credentials.provider": "org.apache.hadoop.fs.s3a.SimpleAWSCredentialsProvider",
+    }
+
+
+def _rpc_auth(settings: Settings) -> dict[str, str]:
+    """Spark's RPC authentication when a secret is set (Spark hands it to executors)."""
+    secret = settings.spark_auth_secret.get_secret_value()
+    if not secret:
+        return {}
+    return {"spark.authenticate": "true", "spark.authenticate.secret": secret}
 
 
 def get_spark(

@@ -34,6 +34,22 @@ _OLD_TO_ROOT = {
 }
 
 
+def adopt_root_keys(lines: list[str]) -> list[str]:
+    """The lines of an env file, its S3 keys renamed to MinIO's root keys if it has none.
+
+    Before the job user existed the S3 keys were MinIO's root keys, and MinIO's data
+    still answers to them: they stay root, and a job user is made beside them.
+    """
+    if any(line.startswith("STOCKPIPE_S3_ROOT_ACCESS_KEY=") for line in lines):
+        return lines
+    out = []
+    for line in lines:
+        name, sep, value = line.partition("=")
+        new = _OLD_TO_ROOT.get(name.strip()) if sep else None
+        out.append(f"{new}={value}" if new else line)
+    return out
+
+
 def ensure_credentials(env_file: Path) -> bool:
     """Write generated credentials into ``env_file`` (mode 0600 from its first byte) if absent.
 
@@ -42,16 +58,9 @@ def ensure_credentials(env_file: Path) -> bool:
     """
     lines = env_file.read_text().splitlines() if env_file.exists() else []
     keys = {line.split("=", 1)[0].strip() for line in lines if "=" in line}
-    if "STOCKPIPE_S3_ROOT_ACCESS_KEY" not in keys and "STOCKPIPE_S3_ENDPOINT" not in keys:
-        # the old S3 keys are MinIO's root keys: keep them as such, make a job user
-        renamed = []
-        for line in lines:
-            name, sep, value = line.partition("=")
-            new = _OLD_TO_ROOT.get(name.strip()) if sep else None
-            renamed.append(f"{new}={value}" if new else line)
-        if renamed != lines:
-            lines = renamed
-            keys = {line.split("=", 1)[0].strip() for line in lines if "=" in line}
+    if "STOCKPIPE_S3_ENDPOINT" not in keys:
+        lines = adopt_root_keys(lines)
+        keys = {line.split("=", 1)[0].strip() for line in lines if "=" in line}
     wanted = {
         "STOCKPIPE_S3_ROOT_ACCESS_KEY": lambda: f"root-{generate_secret(8).lower()}",
         "STOCKPIPE_S3_ROOT_SECRET_KEY": lambda: generate_secret(40),
