@@ -43,6 +43,14 @@ def stack() -> Iterator[Stack]:
         shutil.rmtree(state_dir, ignore_errors=True)
 
 
+@pytest.fixture
+def own_state_root() -> Iterator[Path]:
+    """A temp directory for a test's own stack, outside pytest's temp root (see ``stack``)."""
+    path = Path(tempfile.mkdtemp(prefix="stockpipe-test-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def settings(stack: Stack) -> Settings:
     return stack.settings

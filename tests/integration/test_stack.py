@@ -75,8 +75,8 @@ def test_spark_reads_kafka_writes_parquet_to_s3a_read_back_with_pyarrow(settings
     assert table.num_rows == len(sent)
 
 
-def test_stack_manager_up_twice_status_sigkill_restart_keeps_kafka_data(tmp_path):
-    settings = isolated_settings(tmp_path / "own-stack")
+def test_stack_manager_up_twice_status_sigkill_restart_keeps_kafka_data(own_state_root):
+    settings = isolated_settings(own_state_root / "own-stack")
     st = Stack(settings)
     try:
         st.up(log=lambda _m: None)
@@ -109,14 +109,14 @@ def test_stack_manager_up_twice_status_sigkill_restart_keeps_kafka_data(tmp_path
     assert all(s.state == "stopped" for s in st.status())
 
 
-def test_postgres_on_loopback_with_its_password_keeps_its_data_across_a_sigkill(tmp_path):
+def test_postgres_on_loopback_with_its_password_keeps_its_data_across_a_sigkill(own_state_root):
     import psutil
     from pydantic import SecretStr
 
     from stockpipe.stack.services import PostgreSQL
     from stockpipe.warehouse.connection import connect_postgres, ensure_database, read_sql
 
-    settings = isolated_settings(tmp_path / "pg")
+    settings = isolated_settings(own_state_root / "pg")
     pg = PostgreSQL("postgres", settings)
     try:
         pg.start()
