@@ -88,6 +88,9 @@ class Settings(BaseSettings):
     postgres_url: str = ""
     postgres_user: str = "stockpipe"
     postgres_password: SecretStr = SecretStr("")
+    #: The local server's superuser (``postgres``) password, for the stack manager only:
+    #: it makes the export's role above, which is no superuser
+    postgres_admin_password: SecretStr = SecretStr("")
     postgres_db: str = "stockpipe"
     snowflake_account: str = ""
     snowflake_user: str = ""
@@ -211,7 +214,8 @@ class Settings(BaseSettings):
     def to_env(self) -> dict[str, str]:
         """Environment variables that recreate these settings in a child process.
 
-        MinIO's root keys are left out: a child (job, notebook, DAG) works as the job user.
+        The stack manager's keys are left out: a child (job, notebook, DAG) works as the
+        MinIO job user and the export's PostgreSQL role.
         """
         env: dict[str, str] = {}
         for name, value in self:
@@ -227,13 +231,13 @@ class Settings(BaseSettings):
 #: Settings read from a variable without the STOCKPIPE_ prefix (as their tools name them).
 _ENV_NAMES = {"alphavantage_api_key": "ALPHAVANTAGE_API_KEY", "finnhub_api_key": "FINNHUB_API_KEY"}
 #: Settings only the stack manager holds: never in a child's environment.
-_STACK_ONLY = ("s3_root_access_key", "s3_root_secret_key")
-ROOT_ENV_VARS = tuple(f"STOCKPIPE_{name.upper()}" for name in _STACK_ONLY)
+_STACK_ONLY = ("s3_root_access_key", "s3_root_secret_key", "postgres_admin_password")
+STACK_ONLY_ENV_VARS = tuple(f"STOCKPIPE_{name.upper()}" for name in _STACK_ONLY)
 
 
 def child_environ(settings: Settings, extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment of a child process: ours and the settings, without MinIO's root keys."""
-    env = {k: v for k, v in os.environ.items() if k not in ROOT_ENV_VARS}
+    """The environment of a child process: ours and the settings, without the stack's keys."""
+    env = {k: v for k, v in os.environ.items() if k not in STACK_ONLY_ENV_VARS}
     return {**env, **settings.to_env(), **(extra or {})}
 
 

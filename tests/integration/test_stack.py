@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import socket
+import subprocess
 import time
 
 import pyarrow.dataset as ds
@@ -113,8 +114,9 @@ def test_postgres_on_loopback_with_its_password_keeps_its_data_across_a_sigkill(
     import psutil
     from pydantic import SecretStr
 
+    from stockpipe.stack.postgres_access import ensure_database
     from stockpipe.stack.services import PostgreSQL
-    from stockpipe.warehouse.connection import connect_postgres, ensure_database, read_sql
+    from stockpipe.warehouse.connection import connect_postgres, read_sql
 
     settings = isolated_settings(own_state_root / "pg")
     pg = PostgreSQL("postgres", settings)
@@ -122,8 +124,10 @@ def test_postgres_on_loopback_with_its_password_keeps_its_data_across_a_sigkill(
         pg.start()
         pg.wait_healthy(60)
         assert ensure_database(settings) and not ensure_database(settings)
+        _assert_plain_role(settings)
         conn = connect_postgres(settings)
         with conn.cursor() as cur:
+            cur.execute("CREATE SCHEMA mine")  # it owns its database
             cur.execute("CREATE TABLE kept (n integer)")
             cur.execute("INSERT INTO kept VALUES (42)")
         conn.commit()
@@ -147,6 +151,63 @@ def test_postgres_on_loopback_with_its_password_keeps_its_data_across_a_sigkill(
     finally:
         pg.stop()
     assert pg.pid() is None
+
+
+def _assert_plain_role(settings) -> None:
+    """The export's role is no superuser and can make no role and no database."""
+    from stockpipe.warehouse.connection import connect_postgres, read_sql
+
+    rights = read_sql(
+        settings,
+        "SELECT rolsuper, rolcreaterole, rolcreatedb FROM pg_roles WHERE rolname = current_user",
+    )
+    assert rights.iloc[0].tolist() == [False, False, False]
+    conn = connect_postgres(settings, autocommit=True)
+    try:
+        with (
+            conn.cursor() as cur,
+            pytest.raises(Exception, match="42501"),
+        ):  # insufficient privilege
+            cur.execute("CREATE ROLE intruder SUPERUSER")
+        with conn.cursor() as cur, pytest.raises(Exception, match="42501"):
+            cur.execute("CREATE DATABASE other")
+    finally:
+        conn.close()
+
+
+def test_a_cluster_whose_only_superuser_is_the_export_role_is_adopted(own_state_root):
+    """A data directory made before the split (initdb -U stockpipe): `up` adds the
+    postgres superuser and takes the right away from the export's role."""
+    from stockpipe.stack.postgres_access import ensure_database
+    from stockpipe.stack.services import PostgreSQL, private_dir
+    from stockpipe.warehouse.connection import read_sql
+
+    settings = isolated_settings(own_state_root / "old-pg")
+    pg = PostgreSQL("postgres", settings)
+    private_dir(settings.state_dir)
+    pg.dir.mkdir(mode=0o700)
+    pg.data_dir.mkdir(mode=0o700)
+    identity = pg._identity()
+    if identity:
+        os.chown(pg.dir, identity["user"], identity["group"])
+        os.chown(pg.data_dir, identity["user"], identity["group"])
+    pwfile = pg.dir / "pw"
+    pwfile.write_text(settings.postgres_password.get_secret_value() + "\n")
+    if identity:
+        os.chown(pwfile, identity["user"], identity["group"])
+    old_initdb = [
+        pg._bin("initdb"), "-D", str(pg.data_dir), "-U", settings.postgres_user,
+        f"--pwfile={pwfile}", "--auth=scram-sha-256", "--locale=C.UTF-8",
+    ]  # fmt: skip
+    subprocess.run(old_initdb, check=True, capture_output=True, **identity)
+    try:
+        pg.start()
+        pg.wait_healthy(60)  # the export's role answers before the adoption
+        assert ensure_database(settings)
+        _assert_plain_role(settings)
+        assert read_sql(settings, "SELECT current_database() AS db")["db"][0] == "stockpipe"
+    finally:
+        pg.stop()
 
 
 def test_port_in_use_names_port_and_setting(tmp_path):

@@ -126,6 +126,9 @@ def test_children_never_get_minio_root_keys(tmp_path, clean_env, monkeypatch):
     assert root_secret not in child.values()
     assert "STOCKPIPE_S3_ROOT_ACCESS_KEY" not in child
     assert child["STOCKPIPE_S3_SECRET_KEY"] == settings.s3_secret_key.get_secret_value()
+    admin = settings.postgres_admin_password.get_secret_value()
+    assert admin and admin not in child.values()  # PostgreSQL's superuser stays with the stack
+    assert child["STOCKPIPE_POSTGRES_PASSWORD"] == settings.postgres_password.get_secret_value()
 
 
 def test_job_policy_grants_objects_of_the_given_buckets_only():

@@ -53,8 +53,9 @@ def adopt_root_keys(lines: list[str]) -> list[str]:
 def ensure_credentials(env_file: Path) -> bool:
     """Write generated credentials into ``env_file`` (mode 0600 from its first byte) if absent.
 
-    MinIO's root keys (for the stack manager), the job user's keys (for everything
-    else) and the PostgreSQL password. Returns True when anything was generated.
+    MinIO's root keys and PostgreSQL's superuser password (for the stack manager),
+    the MinIO job user's keys and the export role's password (for everything else).
+    Returns True when anything was generated.
     """
     lines = env_file.read_text().splitlines() if env_file.exists() else []
     keys = {line.split("=", 1)[0].strip() for line in lines if "=" in line}
@@ -67,6 +68,7 @@ def ensure_credentials(env_file: Path) -> bool:
         "STOCKPIPE_S3_ACCESS_KEY": lambda: f"stockpipe-{generate_secret(8).lower()}",
         "STOCKPIPE_S3_SECRET_KEY": lambda: generate_secret(40),
         "STOCKPIPE_POSTGRES_PASSWORD": lambda: generate_secret(32),
+        "STOCKPIPE_POSTGRES_ADMIN_PASSWORD": lambda: generate_secret(32),
     }
     if "STOCKPIPE_S3_ENDPOINT" in keys:  # a store the user runs: no MinIO of ours
         wanted = {k: v for k, v in wanted.items() if "S3" not in k}
@@ -108,6 +110,7 @@ def isolated_settings(state_dir: Path, **overrides: object) -> Settings:
         postgres_port=free_port(),
         postgres_url="",
         postgres_password=generate_secret(32),
+        postgres_admin_password=generate_secret(32),
         kafka_bootstrap="",
         s3_endpoint="",
         s3_access_key=f"test-{generate_secret(8).lower()}",
@@ -151,8 +154,8 @@ class Stack:
         """
         from stockpipe.kafka import ensure_topics
         from stockpipe.stack.minio_access import provision_bucket
+        from stockpipe.stack.postgres_access import ensure_database
         from stockpipe.stack.services import private_dir
-        from stockpipe.warehouse.connection import ensure_database
 
         private_dir(self.settings.state_dir)
 

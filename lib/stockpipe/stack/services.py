@@ -424,11 +424,12 @@ class PostgreSQL(Service):
                 os.chmod(p, 0o700)
         if (self.data_dir / "PG_VERSION").exists():
             return
-        password = s.postgres_password.get_secret_value()
+        password = s.postgres_admin_password.get_secret_value()
         if not password:
             raise StackError(
-                "the PostgreSQL password is not set (STOCKPIPE_POSTGRES_PASSWORD); "
-                "`stockpipe up` generates it into .env on first run."
+                "the PostgreSQL superuser's password is not set "
+                "(STOCKPIPE_POSTGRES_ADMIN_PASSWORD); `stockpipe up` generates it into .env "
+                "on its first run."
             )
         pwfile = self.dir / ".initdb-password"
         pwfile.write_text(password + "\n")
@@ -442,7 +443,7 @@ class PostgreSQL(Service):
                     "-D",
                     str(self.data_dir),
                     "-U",
-                    s.postgres_user,
+                    "postgres",  # the superuser; the export's role is made by the stack
                     f"--pwfile={pwfile}",
                     "--auth=scram-sha-256",
                     "--encoding=UTF8",
@@ -475,7 +476,7 @@ class PostgreSQL(Service):
         return cmd, {}
 
     def healthy(self) -> bool:
-        from stockpipe.warehouse.connection import server_answers
+        from stockpipe.stack.postgres_access import server_answers
 
         return server_answers(self.settings)
 

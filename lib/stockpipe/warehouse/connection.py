@@ -122,39 +122,6 @@ def connect(settings: Settings, target: str | None = None) -> Any:
     return connect_postgres(settings)
 
 
-def server_answers(settings: Settings) -> bool:
-    """The local PostgreSQL server answers a query (its ``postgres`` database)."""
-    try:
-        conn = connect_postgres(settings, database="postgres", autocommit=True)
-    except Exception:
-        return False
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT 1")
-            return cur.fetchone() == (1,)
-    except Exception:
-        return False
-    finally:
-        conn.close()
-
-
-def ensure_database(settings: Settings) -> bool:
-    """Create the stockpipe database on the local server if missing. True if created."""
-    if settings.postgres_url:
-        return False  # a server the stack does not own (compose, a managed database)
-    conn = connect_postgres(settings, database="postgres", autocommit=True)
-    try:
-        with conn.cursor() as cur:
-            name = settings.postgres_db.replace("'", "''")
-            cur.execute(f"SELECT 1 FROM pg_database WHERE datname = '{name}'")
-            if cur.fetchone():
-                return False
-            cur.execute(f'CREATE DATABASE "{settings.postgres_db}"')
-            return True
-    finally:
-        conn.close()
-
-
 def read_sql(settings: Settings, sql: str, target: str | None = None):
     """A query's result as a pandas DataFrame (the notebook's and README's way in)."""
     conn = connect(settings, target)
