@@ -316,7 +316,8 @@ def run_demo(
     result = DemoResult()
     t_all = time.perf_counter()
     logs_dir = settings.state_dir / "demo"
-    logs_dir.mkdir(parents=True, exist_ok=True)
+    logs_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(logs_dir, 0o700)  # the job logs are the owner's only, as the rest of .state
     REPORTS_DIR.mkdir(exist_ok=True)
 
     def step(name: str, started: float) -> None:
