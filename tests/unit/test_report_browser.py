@@ -4,6 +4,10 @@ Chromium is driven through ``--remote-debugging-pipe`` (DevTools protocol as
 NUL-separated JSON on file descriptors 3 and 4), so the test needs only the stdlib:
 no websocket client, no debugging port. DNS and proxy are pointed at nothing, so
 any attempt to reach the network fails and is recorded.
+
+With ``STOCKPIPE_SAVE_SCREENSHOT=1`` one more test renders the market report of the
+shipped samples and saves it as ``docs/report.png``, the README's picture; a plain
+run skips it and leaves the checkout as it was.
 """
 
 from __future__ import annotations
@@ -23,9 +27,12 @@ import zlib
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
 import pytest
 from test_charts import QUARANTINE, make_bars, make_metrics, make_windows
 
+from stockpipe import reporting
 from stockpipe.charts import (
     build_report,
     candlestick_figure,
@@ -39,6 +46,11 @@ from stockpipe.charts import (
     volatility_figure,
 )
 from stockpipe.charts.figures import DOWN_COLOR, UP_COLOR
+from stockpipe.config import PROJECT_ROOT
+from stockpipe.demo import DEMO_SYMBOLS, STREAM_SYMBOLS
+from stockpipe.reference import reference_windows
+from stockpipe.sources.samples import SamplesSource
+from stockpipe.ticks import TickGenerator, TickSpec
 
 CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = pytest.mark.skipif(
@@ -337,3 +349,90 @@ def test_report_renders_every_chart_offline_without_errors(tmp_path):
         assert any(
             all(abs(c - w) <= 24 for c, w in zip(colour, want, strict=True)) for colour in colours
         ), f"no {name} colour {target} in the screenshot"
+
+
+#: The README's picture of the report; written only when this variable is 1.
+SCREENSHOT = PROJECT_ROOT / "docs" / "report.png"
+SAVE_SCREENSHOT = os.environ.get("STOCKPIPE_SAVE_SCREENSHOT") == "1"
+
+
+def _sample_bars() -> pd.DataFrame:
+    """The shipped daily samples with the processed zone's derived columns (pandas)."""
+    source = SamplesSource()
+    frames = [source.fetch(s, batch_id="screenshot") for s in DEMO_SYMBOLS.split(",")]
+    df = pd.concat(frames, ignore_index=True).sort_values(["symbol", "ts"], ignore_index=True)
+    price = df["adj_close"].fillna(df["close"])
+    by = price.groupby(df["symbol"])
+    df["return"] = price / by.shift(1) - 1
+    df["log_return"] = np.log(price / by.shift(1))
+    df["sma_20"] = by.transform(lambda s: s.rolling(20).mean())
+    df["sma_50"] = by.transform(lambda s: s.rolling(50).mean())
+    df["volatility_20"] = df.groupby("symbol")["log_return"].transform(
+        lambda s: s.rolling(20).std()
+    )
+    df["range_pct"] = (df["high"] - df["low"]) / df["close"] * 100
+    df["year"] = df["ts"].dt.year
+    return df
+
+
+def _sample_windows() -> pd.DataFrame:
+    """Ten minutes of the demo's synthetic ticks in the streaming job's windows."""
+    spec = TickSpec(symbols=tuple(STREAM_SYMBOLS.split(",")), rate=200.0, start_ms=0, seed=3)
+    ticks = TickGenerator(spec).take(120_000).to_frame()
+    ticks["ts"] += int(pd.Timestamp("2026-12-01 14:30", tz="UTC").timestamp() * 1000)
+    return reference_windows(ticks, window="1 minute", slide="15 seconds", watermark="30 seconds")
+
+
+@pytest.mark.skipif(not SAVE_SCREENSHOT, reason="set STOCKPIPE_SAVE_SCREENSHOT=1 to save it")
+@pytest.mark.timeout(120)
+def test_save_a_screenshot_of_the_report_for_the_readme(tmp_path, monkeypatch):
+    """The report `make demo` writes, on the shipped samples, as docs/report.png."""
+    quarantine = pd.DataFrame(
+        {
+            "reason": ["high_below_range", "unparsable_json", "future_ts; bad_symbol"] * 2,
+            "source": ["csv", None, "yahoo"] * 2,
+            "topic": ["stock.bars", "stock.ticks", "stock.bars"] * 2,
+            "quarantined_at": pd.Timestamp("2026-12-01", tz="UTC"),
+        }
+    )
+    monkeypatch.setattr(reporting, "read_bars", lambda *a, **k: _sample_bars())
+    monkeypatch.setattr(reporting, "read_tick_windows", lambda *a, **k: _sample_windows())
+    monkeypatch.setattr(reporting, "read_stream_metrics", lambda *a, **k: make_metrics(30))
+    monkeypatch.setattr(reporting, "_quarantine_all", lambda *a, **k: quarantine)
+    report = reporting.market_report(None, DEMO_SYMBOLS)  # type: ignore[arg-type]
+    page = tmp_path / "report.html"
+    page.write_text(report.html, encoding="utf-8")
+
+    width, scale = 1280, 0.6
+    browser = Browser(tmp_path / "profile", tmp_path / "chromium.log")
+    try:
+        browser.call(
+            "Emulation.setDeviceMetricsOverride",
+            width=width,
+            height=3000,
+            deviceScaleFactor=1,
+            mobile=False,
+        )
+        browser.call("Emulation.setScrollbarsHidden", hidden=True)
+        browser.call("Page.enable")
+        browser.call("Page.navigate", url=page.as_uri())
+        browser.wait_event("Page.loadEventFired", timeout=30)
+        deadline = time.monotonic() + 15
+        while not all(p["svg"] for p in browser.evaluate(PROBE_JS)):
+            assert time.monotonic() < deadline, "the report's plots did not render"
+            time.sleep(0.2)
+        time.sleep(1)  # transitions settle
+        # the heading, the contents and the two candlestick charts
+        height = browser.evaluate(
+            "document.getElementById('figure-2-box').getBoundingClientRect().bottom"
+        )
+        clip = {"x": 0, "y": 0, "width": width, "height": height, "scale": scale}
+        shot = base64.b64decode(
+            browser.call("Page.captureScreenshot", format="png", clip=clip)["data"]
+        )
+    finally:
+        browser.close()
+
+    assert decode_png(shot)[0] == int(width * scale)
+    assert len(shot) < 400_000, f"{len(shot):,} bytes: too large for the README"
+    SCREENSHOT.write_bytes(shot)

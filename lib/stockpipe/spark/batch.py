@@ -201,7 +201,7 @@ def check_topic(state: TopicState) -> None:
     how = (
         "If this is expected, run `stockpipe batch --reset-topic earliest` (read the topic "
         "as it is now from its first record) or `--reset-topic latest` (only what arrives "
-        "from now on); see the README, 'Resetting a topic'."
+        "from now on); see docs/operations.md, 'Resetting a topic'."
     )
     for table in ("raw_bars", "processed_bars"):
         progress = state.tables[table].get(state.topic)
