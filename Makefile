@@ -8,7 +8,7 @@ UV_VERSION := 0.13.8
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help browser postgres setup up down status smoke demo test test-unit lint format bench lab airflow clean
+.PHONY: help browser postgres setup up down status smoke demo test test-unit lint format bench lab airflow engine-start engine-stop engine-packages test-deploy clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -80,6 +80,23 @@ lab: up ## JupyterLab on the notebooks with the project kernel (127.0.0.1)
 
 airflow: up ## Airflow 3 on 127.0.0.1 with the project's DAGs (admin password printed once)
 	@$(BIN)/stockpipe airflow
+
+engine-start: setup ## a Docker engine for docker/ (the machine's, or a private dockerd as root) + Compose
+	@{ command -v dockerd && command -v busybox; } >/dev/null || $(MAKE) -s engine-packages
+	@$(BIN)/stockpipe engine start
+
+engine-stop: ## stop the private dockerd
+	@$(BIN)/stockpipe engine stop
+
+engine-packages: ## install Debian's docker.io (dockerd, containerd, runc) and busybox-static (needs root)
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "setup: installing Debian's docker.io (the engine for the Compose deployment) ..."; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q docker.io busybox-static >/dev/null \
+	  || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q docker.io busybox-static >/dev/null; }; \
+	else echo "error: dockerd not found; install Docker (as root: apt-get install docker.io)" >&2; exit 1; fi
+
+test-deploy: engine-start ## the deployment tests (tests/deploy: a real engine)
+	@$(BIN)/python -m pytest tests/deploy $(PYTEST_ARGS)
 
 clean: down ## remove the local stack's state (data!) and the venv; the download cache stays
 	rm -rf .state $(VENV)

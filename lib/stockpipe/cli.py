@@ -396,6 +396,39 @@ def lake_history(
             typer.echo(f"{'':>7}  kafka {describe_progress(c['kafka'])}")
 
 
+# The Compose deployment's engine ---------------------------------------------------------
+
+engine_app = typer.Typer(
+    help="A Docker engine and Compose for docker/compose.yaml (the machine's, or a private one).",
+    no_args_is_help=True,
+)
+app.add_typer(engine_app, name="engine")
+
+
+@engine_app.command("start")
+def engine_start() -> None:
+    """Use the machine's Docker engine, or start a private dockerd; build Compose once."""
+    from stockpipe.stack.engine import build_compose, compose_binary, start_engine
+
+    settings = _settings()
+    try:
+        host = start_engine(settings, log=typer.echo)
+        build_compose(settings.cache_dir)
+    except StockpipeError as exc:
+        _fail(exc)
+    typer.echo(f"DOCKER_HOST={host}")
+    typer.echo(f"compose: {compose_binary(settings.cache_dir)}")
+
+
+@engine_app.command("stop")
+def engine_stop() -> None:
+    """Stop the private dockerd (never the machine's own engine)."""
+    from stockpipe.stack.engine import stop_engine
+
+    stopped = stop_engine(_settings())
+    typer.echo("stopped the private dockerd" if stopped else "no private dockerd was running")
+
+
 def main() -> None:  # pragma: no cover
     sys.exit(app())
 

@@ -261,31 +261,42 @@ def fetch_delta_jars(cache_dir: Path) -> Part:
 
 
 def build_minio(cache_dir: Path) -> Part:
-    part = minio_part(cache_dir)
+    return go_build(
+        minio_part(cache_dir),
+        module=versions.MINIO_MODULE,
+        binary="minio",
+        what=f"building MinIO {versions.MINIO} (a few minutes)",
+    )
+
+
+def go_build(part: Part, *, module: str, binary: str, what: str, package: str = ".") -> Part:
+    """Build ``binary`` from ``module``'s ``package`` at ``part.version`` into the cache."""
     if part.ready:
         return part
     go = require_tool("go")
+    cache_dir = part.cache_dir
     cache_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".minio-", dir=cache_dir))
+    staging = Path(tempfile.mkdtemp(prefix=f".{part.name}-", dir=cache_dir))
     env = {**os.environ, "GOBIN": str(staging / "bin"), "GOTOOLCHAIN": "local", "CGO_ENABLED": "0"}
-    log = cache_dir / f"minio-{part.version}.log"
-    target = f"{versions.MINIO_MODULE}@{versions.MINIO}"
+    log = cache_dir / f"{part.name}-{part.version}.log"
+    sub = "" if package == "." else "/" + package.removeprefix("./")
+    target = f"{module}{sub}@{part.version}"
     try:
-        what = f"building MinIO {versions.MINIO} (a few minutes)"
         rc = _run_streaming(
-            [go, "install", "-v", target],
-            what=what,
-            log=log,
-            cwd=staging,
-            env=env,
-            unit="packages",
+            [go, "install", "-v", target], what=what, log=log, cwd=staging, env=env, unit="packages"
         )
+        installed = staging / "bin" / (sub.rsplit("/", 1)[-1] or module.rsplit("/", 1)[-1])
+        if rc == 0 and installed.name != binary:
+            installed.rename(staging / "bin" / binary)
         if rc != 0 and "replace directives" in log.read_text():
-            rc = _build_in_module_cache(go, target, staging, env, log, what)
+            out = staging / "bin" / binary
+            rc = _build_in_module_cache(
+                go, f"{module}@{part.version}", package, out, env, log, what
+            )
         if rc != 0:
             raise SetupError(
                 f"`go install {target}` failed; its output is in {log}.",
-                fix="check the network to the Go module proxy and run `make setup` again",
+                fix="check the network to the Go module proxy and run the command again",
             )
         _publish(staging, part)
     finally:
@@ -293,20 +304,19 @@ def build_minio(cache_dir: Path) -> Part:
     return part
 
 
-def _build_in_module_cache(go, target, staging, env, log, what) -> int:
+def _build_in_module_cache(go, module_at, package, out, env, log, what) -> int:
     """`go install` refuses modules with replace directives: build inside the module."""
     import json
 
     info = subprocess.run(
-        [go, "mod", "download", "-json", target], env=env, capture_output=True, text=True
+        [go, "mod", "download", "-json", module_at], env=env, capture_output=True, text=True
     )
     if info.returncode != 0:
         log.write_text(log.read_text() + info.stdout + info.stderr)
         return info.returncode
     src = Path(json.loads(info.stdout)["Dir"])
-    out = staging / "bin" / "minio"
     return _run_streaming(
-        [go, "build", "-v", "-o", str(out), "."],
+        [go, "build", "-v", "-o", str(out), package],
         what=what,
         log=log,
         cwd=src,

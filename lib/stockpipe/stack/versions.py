@@ -25,3 +25,8 @@ HADOOP = "3.5.0"
 #: which the Go module proxy reachable here refuses; this is the newest commit it serves.
 MINIO_MODULE = "github.com/minio/minio"
 MINIO = "v0.0.0-20260212201848-7aac2a2c5b7c"
+
+#: Docker Compose v2 for the deployment (`make engine-start`), built from the Go proxy; it
+#: speaks the Docker API 1.41 of Debian 12's docker.io 20.10 engine.
+COMPOSE_MODULE = "github.com/docker/compose/v2"
+COMPOSE = "v2.40.3"
