@@ -407,17 +407,20 @@ app.add_typer(engine_app, name="engine")
 
 @engine_app.command("start")
 def engine_start() -> None:
-    """Use the machine's Docker engine, or start a private dockerd; build Compose once."""
+    """Use the machine's Docker engine, or start a private dockerd; Compose and a base image."""
     from stockpipe.stack.engine import build_compose, compose_binary, start_engine
+    from stockpipe.stack.images import ensure_base_image
 
     settings = _settings()
     try:
         host = start_engine(settings, log=typer.echo)
         build_compose(settings.cache_dir)
+        base = ensure_base_image(host, settings.cache_dir)
     except StockpipeError as exc:
         _fail(exc)
     typer.echo(f"DOCKER_HOST={host}")
     typer.echo(f"compose: {compose_binary(settings.cache_dir)}")
+    typer.echo(f"base image of the local build mode: {base}")
 
 
 @engine_app.command("stop")

@@ -100,3 +100,18 @@ def test_a_private_engine_is_private_and_leaves_nothing_when_stopped(docker):
     assert alive == []
     assert own.pid() is None and not own.socket.exists()
     start_engine(settings, log=lambda _m: None)  # for the fixture's stop
+
+
+def test_the_base_image_is_debian_bootstrapped_here(docker):
+    from stockpipe.stack import versions
+    from stockpipe.stack.images import base_tag, ensure_base_image
+
+    host, settings = docker
+    tag = ensure_base_image(host, settings.cache_dir)
+    assert tag == base_tag()
+    res = _docker(
+        host, "run", "--rm", tag, "/bin/sh", "-c", "cat /etc/os-release; command -v apt-get"
+    )
+    assert res.returncode == 0, res.stderr
+    assert f"VERSION_CODENAME={versions.DEBIAN}" in res.stdout
+    assert res.stdout.strip().endswith("/usr/bin/apt-get")

@@ -30,3 +30,7 @@ MINIO = "v0.0.0-20260212201848-7aac2a2c5b7c"
 #: speaks the Docker API 1.41 of Debian 12's docker.io 20.10 engine.
 COMPOSE_MODULE = "github.com/docker/compose/v2"
 COMPOSE = "v2.40.3"
+
+#: The Debian release the local build mode's base image is bootstrapped from (this
+#: machine's release, whose mirror is reachable).
+DEBIAN = "bookworm"
