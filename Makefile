@@ -66,8 +66,8 @@ test: setup ## run every test (unit and integration; tests start their own stack
 test-unit: setup ## run the fast unit tests only
 	@$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
 
-lint: setup ## ruff lint and format check
-	@$(BIN)/ruff check . && $(BIN)/ruff format --check .
+lint: setup ## ruff lint and format check, import contracts (the runtime never imports the stack)
+	@$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/lint-imports --no-logo
 
 format: setup ## ruff format and autofix
 	@$(BIN)/ruff format . && $(BIN)/ruff check --fix .
