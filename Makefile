@@ -5,10 +5,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.stockpipe-installed
 UV_VERSION := 0.13.8
+#: requirements.txt is this export of uv.lock (every extra); tests/unit/test_packaging.py
+#: checks that it still is
+UV_EXPORT := export --frozen --format requirements-txt --no-hashes --all-extras --no-emit-project --no-header --no-annotate
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help browser postgres setup up down status smoke demo test test-unit lint format bench lab airflow engine-start engine-stop engine-packages test-deploy clean
+.PHONY: help browser postgres setup lock up down status smoke demo test test-unit lint format bench lab airflow engine-start engine-stop engine-packages test-deploy clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -30,6 +33,14 @@ setup: $(STAMP) ## create .venv, fetch Kafka + Spark jars and build MinIO (cache
 	@$(BIN)/stockpipe setup
 	@command -v chromium >/dev/null || $(MAKE) -s browser
 	@ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || command -v postgres >/dev/null || $(MAKE) -s postgres
+
+lock: ## resolve uv.lock from pyproject.toml, export requirements.txt (LOCK_ARGS=--upgrade)
+	@test -x $(BIN)/uv || { test -x $(BIN)/python || $(PYTHON) -m venv $(VENV); \
+	  $(BIN)/python -m pip install -q --disable-pip-version-check uv==$(UV_VERSION); }
+	@$(BIN)/uv lock -q $(LOCK_ARGS)
+	@{ echo "# Exact pins of every dependency (with every extra), exported from uv.lock: do not"; \
+	  echo "# edit. Change the ranges in pyproject.toml, then run \`make lock\`."; \
+	  $(BIN)/uv $(UV_EXPORT) -q; } > requirements.txt
 
 browser: ## install Debian's headless Chromium for the report browser test (needs root)
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
@@ -66,8 +77,8 @@ test: setup ## run every test (unit and integration; tests start their own stack
 test-unit: setup ## run the fast unit tests only
 	@$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
 
-lint: setup ## ruff lint and format check
-	@$(BIN)/ruff check . && $(BIN)/ruff format --check .
+lint: setup ## ruff lint and format check, import contracts (the runtime never imports the stack)
+	@$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/lint-imports --no-logo
 
 format: setup ## ruff format and autofix
 	@$(BIN)/ruff format . && $(BIN)/ruff check --fix .

@@ -43,7 +43,7 @@ def setup(verbose: bool = typer.Option(False, "--verbose", "-v")) -> None:
         setup_all(settings.cache_dir, quiet_when_ready=not verbose)
     except StockpipeError as exc:
         _fail(exc)
-    ensure_archive()
+    ensure_archive(settings)
 
 
 @app.command()

@@ -134,6 +134,12 @@ class Settings(BaseSettings):
     #: True: Spark's S3 connector takes the keys from AWS_ACCESS_KEY_ID /
     #: AWS_SECRET_ACCESS_KEY of each process (Compose), so they are never in SparkConf
     spark_s3_keys_from_env: bool = False
+    #: Folders of the connector jars (Kafka source, S3A, Delta Lake), comma-separated;
+    #: empty: the ones `stockpipe setup` fetches into cache_dir at the pinned versions
+    spark_jars_dirs: str = ""
+    #: The driver JVM's class-data archive (`stockpipe setup` trains it); empty: this
+    #: environment's, <sys.prefix>/share/stockpipe/spark-<version>.jsa
+    spark_class_archive: str = ""
 
     # Orchestration: Airflow DAG defaults, local UIs ----------------------------------------
     airflow_port: int = 8080

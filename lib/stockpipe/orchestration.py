@@ -57,7 +57,7 @@ from stockpipe.notebooks import (
     register_lake_io,
     stop_processes,
 )
-from stockpipe.stack.airflow import LAKE_WRITER_POOL, STREAMING_POOL
+from stockpipe.pools import LAKE_WRITER_POOL, STREAMING_POOL
 
 __all__ = [
     "LAKE_WRITER_POOL",

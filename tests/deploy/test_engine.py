@@ -103,7 +103,7 @@ def test_a_private_engine_is_private_and_leaves_nothing_when_stopped(docker):
 
 
 def test_the_base_image_is_debian_bootstrapped_here(docker):
-    from stockpipe.stack import versions
+    from stockpipe import versions
     from stockpipe.stack.images import base_tag, ensure_base_image
 
     host, settings = docker

@@ -11,8 +11,7 @@ from pyspark.sql import SparkSession
 
 from stockpipe.config import load_settings
 from stockpipe.errors import SetupError
-from stockpipe.spark.classcache import java_options
-from stockpipe.stack.install import spark_jars
+from stockpipe.spark.jvm import archive_options, connector_jars
 
 
 @pytest.fixture(scope="session")
@@ -21,14 +20,15 @@ def spark() -> Iterator[SparkSession]:
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     # This JVM is reused by the integration tests' session in the same pytest run;
     # a class path is fixed at JVM launch, so the connector jars go on it now.
+    settings = load_settings()
     try:
-        jars = [str(p) for p in spark_jars(load_settings().cache_dir)]
+        jars = [str(p) for p in connector_jars(settings)]
     except SetupError:  # unit tests alone need no setup
         jars = []
     session = (
         SparkSession.builder.master("local[2]")
         .config("spark.driver.extraClassPath", os.pathsep.join(jars))
-        .config("spark.driver.extraJavaOptions", java_options())  # the class archive
+        .config("spark.driver.extraJavaOptions", archive_options(settings))  # the class archive
         .appName("stockpipe-unit")
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.sql.shuffle.partitions", "2")

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from stockpipe import versions
 from stockpipe.config import PROJECT_ROOT
 from stockpipe.deploy import docker_secrets, kafka_cluster_id, write_docker_env
-from stockpipe.stack import versions
 
 DOCKER = PROJECT_ROOT / "docker"
 COMPOSE = yaml.safe_load((DOCKER / "compose.yaml").read_text())

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from stockpipe import versions
 from stockpipe.config import load_settings
 from stockpipe.errors import MissingToolError
-from stockpipe.stack import install, versions
+from stockpipe.stack import install
 from stockpipe.stack.manager import ensure_credentials
 
 

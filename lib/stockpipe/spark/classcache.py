@@ -7,9 +7,10 @@ an archive instead (AppCDS). The archive is made once per environment by a
 short training run (``python -m stockpipe.spark.classcache``, called by
 ``stockpipe setup``) that exercises what the jobs use, with no service needed.
 
-It lives in the virtual environment, next to the pyspark jars it describes:
-HotSpot checks the class path and JDK it was made with and silently ignores it
-when they differ, so a stale archive costs nothing but the speed-up.
+By default it lives in the virtual environment, next to the pyspark jars it
+describes (stockpipe.spark.jvm, which the jobs use to map it): HotSpot checks the
+class path and JDK it was made with and silently ignores it when they differ, so a
+stale archive costs nothing but the speed-up.
 """
 
 from __future__ import annotations
@@ -23,29 +24,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from stockpipe.config import Settings
-from stockpipe.stack import versions
-
-#: Options that map the archive; its warnings (a stale archive) stay quiet.
-_USE = "-XX:SharedArchiveFile={} -Xlog:cds=off -Xlog:cds+dynamic=off"
+from stockpipe.spark.jvm import archive_path
 
 
-def archive_path() -> Path:
-    """Where this environment's archive is (or would be)."""
-    return Path(sys.prefix) / "share" / "stockpipe" / f"spark-{versions.SPARK}.jsa"
-
-
-def java_options() -> str:
-    """Driver JVM options that use the archive; empty when there is none."""
-    path = archive_path()
-    return _USE.format(path) if path.is_file() else ""
-
-
-def ensure_archive(*, timeout: float = 600) -> Path | None:
-    """Make the archive if missing (one training run, about a minute); its path or None.
+def ensure_archive(settings: Settings, *, timeout: float = 600) -> Path | None:
+    """Make the archive (``spark_class_archive``) if missing: one training run, about a
+    minute; its path or None.
 
     Never fatal: without it Spark starts as it would anyway.
     """
-    path = archive_path()
+    path = archive_path(settings)
     if path.is_file():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)

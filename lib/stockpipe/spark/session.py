@@ -17,8 +17,7 @@ from pyspark import SparkContext
 from pyspark.sql import DataFrame, DataFrameReader, SparkSession
 
 from stockpipe.config import Settings
-from stockpipe.spark.classcache import java_options
-from stockpipe.stack.install import spark_jars
+from stockpipe.spark.jvm import archive_options, connector_jars
 
 #: The fair-scheduler pools: the streaming job's and the batch job's.
 SCHEDULER_POOLS = Path(__file__).with_name("fairscheduler.xml")
@@ -35,12 +34,12 @@ def spark_conf(
 
     ``ship_jars`` (default: the setting) passes the connector jars as
     ``spark.jars`` instead of a class path fixed at JVM launch. ``class_archive``
-    lets the driver JVM map this environment's class archive, if made (classcache).
+    lets the driver JVM map the class archive, if made (``spark_class_archive``).
     ``short_job``: a driver that plans a few small queries and exits compiles only
     with HotSpot's quick compiler (C1): its time goes to code that runs once, which
     the optimizing compiler (C2) would compile too late to pay back.
     """
-    jars = [str(p) for p in spark_jars(settings.cache_dir)]
+    jars = [str(p) for p in connector_jars(settings)]
     # Large generated methods (wide validation stages) are otherwise left to the
     # JVM's interpreter: HotSpot skips compiling methods over 8,000 bytecodes.
     jvm = "-XX:-DontCompileHugeMethods"
@@ -55,7 +54,7 @@ def spark_conf(
     return {
         **classpath,
         "spark.driver.extraJavaOptions": " ".join(
-            [*driver_jvm, java_options()] if class_archive else driver_jvm
+            [*driver_jvm, archive_options(settings)] if class_archive else driver_jvm
         ).strip(),
         "spark.executor.extraJavaOptions": jvm,
         "spark.driver.memory": settings.spark_driver_memory,

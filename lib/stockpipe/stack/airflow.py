@@ -30,22 +30,13 @@ from typing import Any
 
 from stockpipe.config import PROJECT_ROOT, Settings, child_environ
 from stockpipe.errors import StackError
+from stockpipe.pools import POOLS
 from stockpipe.stack.manager import generate_secret
 
 SIMPLE_AUTH_MANAGER = (
     "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
 )
 ADMIN_USER = "admin"
-#: One slot: the streaming DAGs share the job's checkpoint, so one run at a time.
-STREAMING_POOL = "stockpipe_streaming"
-#: One slot: the batch job's writes and lake maintenance never run side by side.
-#: The tables' leases enforce one writer anyway; the pool spares a task the wait.
-LAKE_WRITER_POOL = "stockpipe_lake_writer"
-#: The pools the DAGs use, with their descriptions (each has one slot).
-POOLS = {
-    STREAMING_POOL: "one streaming job at a time",
-    LAKE_WRITER_POOL: "one writer of the bars tables at a time (batch job, lake maintenance)",
-}
 
 
 def airflow_home(settings: Settings) -> Path:

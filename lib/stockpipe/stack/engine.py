@@ -16,9 +16,10 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from stockpipe import versions
 from stockpipe.config import Settings
 from stockpipe.errors import MissingToolError, StackError
-from stockpipe.stack import install, versions
+from stockpipe.stack import install
 from stockpipe.stack.services import Service
 
 SYSTEM_SOCKET = Path("/var/run/docker.sock")

@@ -13,8 +13,9 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from stockpipe import versions
 from stockpipe.errors import SetupError
-from stockpipe.stack import install, versions
+from stockpipe.stack import install
 
 MIRROR = "http://deb.debian.org/debian"
 

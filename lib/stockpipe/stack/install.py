@@ -19,8 +19,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from stockpipe import versions
 from stockpipe.errors import MissingToolError, SetupError
-from stockpipe.stack import versions
+from stockpipe.spark.jvm import JAR_PARTS
 
 _FIX = {
     "java": "install OpenJDK 17: apt-get install -y openjdk-17-jdk-headless",
@@ -88,11 +89,13 @@ def kafka_part(cache_dir: Path) -> Part:
 
 
 def spark_jars_part(cache_dir: Path) -> Part:
-    return Part("spark-jars", f"{versions.SPARK}-hadoop{versions.HADOOP}", cache_dir)
+    """Spark's Kafka source and S3A: where the jobs look by default (spark.jvm)."""
+    return Part(*JAR_PARTS[0], cache_dir)
 
 
 def delta_jars_part(cache_dir: Path) -> Part:
-    return Part("delta-jars", f"{versions.DELTA}-spark{versions.SPARK}", cache_dir)
+    """Delta Lake's jars: where the jobs look by default (spark.jvm)."""
+    return Part(*JAR_PARTS[1], cache_dir)
 
 
 def minio_part(cache_dir: Path) -> Part:
@@ -105,18 +108,6 @@ def kafka_classpath(cache_dir: Path) -> str:
 
 def minio_binary(cache_dir: Path) -> Path:
     return minio_part(cache_dir).home / "bin" / "minio"
-
-
-def spark_jars(cache_dir: Path) -> list[Path]:
-    """The jars Spark gets as local files (Kafka source, S3A, Delta Lake)."""
-    jars: list[Path] = []
-    for part in (spark_jars_part(cache_dir), delta_jars_part(cache_dir)):
-        if not part.ready:
-            raise SetupError(
-                f"Spark connector jars are not in {part.home}.", fix="run `make setup` first"
-            )
-        jars += sorted((part.home / "jars").glob("*.jar"))
-    return jars
 
 
 # Maven -----------------------------------------------------------------------------------

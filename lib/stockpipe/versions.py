@@ -1,6 +1,7 @@
 """Every pinned version of a non-Python component, in one place.
 
-Python packages are pinned in requirements.txt; SPARK must equal its pyspark pin.
+Python packages are pinned in pyproject.toml and uv.lock (requirements.txt is exported
+from it); SPARK and DELTA must equal the pyspark and delta-spark pins there.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ LOG4J = "2.25.2"
 SPARK = "4.2.0"
 SCALA = "2.13"
 #: Delta Lake for Spark (``delta-spark_<spark major.minor>``) and its storage jar; the
-#: delta-spark wheel in requirements.txt must have the same version (PyPI's 4.4.1 has no jar).
+#: delta-spark wheel in pyproject.toml must have the same version (PyPI's 4.4.1 has no jar).
 DELTA = "4.4.0"
 #: hadoop-aws at the Hadoop version pyspark bundles (pyspark/jars/hadoop-client-api-*.jar).
 HADOOP = "3.5.0"
