@@ -166,6 +166,34 @@ RAW_COLUMNS: tuple[str, ...] = (
     "kafka_timestamp",
     "ingest_date",
 )
+#: Raw-zone columns (raw/bars, raw/ticks): RAW_COLUMNS plus ``value_b64`` and ``key_b64``,
+#: the base64 of the original bytes, set only when they are not valid UTF-8 (``value``
+#: and ``key`` then hold them with U+FFFD replacements, so any reader can read them).
+RAW_ZONE_COLUMNS: tuple[str, ...] = (*RAW_COLUMNS, "value_b64", "key_b64")
+
+#: The rows Spark's Kafka source gives.
+KAFKA_SOURCE_DDL = (
+    "key BINARY, value BINARY, topic STRING, partition INT, offset BIGINT, "
+    "timestamp TIMESTAMP, timestampType INT"
+)
+
+#: Where a record came from in Kafka; kept on parsed, valid and quarantined rows.
+KAFKA_COLUMNS: tuple[str, ...] = ("topic", "partition", "offset", "kafka_timestamp")
+
+#: quarantine/bars: why, the record as received, and what could be parsed.
+QUARANTINE_COLUMNS: tuple[str, ...] = (
+    "reason",
+    "reasons",
+    "key",
+    "value",
+    "value_b64",
+    "key_b64",
+    *KAFKA_COLUMNS,
+    "symbol",
+    "source",
+    "batch_id",
+    "quarantined_at",
+)
 
 #: Derived columns of processed bars.
 DERIVED_COLUMNS: tuple[str, ...] = (
@@ -176,6 +204,10 @@ DERIVED_COLUMNS: tuple[str, ...] = (
     "volatility_20",
     "range_pct",
 )
+
+#: processed/bars is partitioned by these; files inside are sorted by symbol, ts.
+PARTITION_COLUMNS: tuple[str, ...] = ("interval", "year")
+PROCESSED_COLUMNS: tuple[str, ...] = (*BAR_COLUMNS, *DERIVED_COLUMNS, "year")
 
 BAR_ARROW_SCHEMA = pa.schema(
     [

@@ -34,6 +34,9 @@ from stockpipe.schemas import (
     MAX_PRICE,
     MAX_RECORD_BYTES,
     MAX_VOLUME,
+    PARTITION_COLUMNS,
+    QUARANTINE_COLUMNS,
+    RAW_ZONE_COLUMNS,
 )
 from stockpipe.spark import transforms as T
 
@@ -289,7 +292,7 @@ def test_census_size_does_not_depend_on_unvalidated_values(spark):
 
 
 def test_quarantine_keeps_the_record_as_received(validated):
-    assert validated["quarantine_columns"] == list(T.QUARANTINE_COLUMNS)
+    assert validated["quarantine_columns"] == list(QUARANTINE_COLUMNS)
     for name, row in validated["quarantine"].items():
         sent = ALL_CASES[name]
         received = base64.b64decode(row.value_b64) if row.value_b64 else row.value
@@ -424,7 +427,7 @@ def test_raw_from_kafka_keeps_every_record_and_its_bytes(spark):
         kafka = spark.createDataFrame(rows, KAFKA_SCHEMA)
         raw = T.raw_from_kafka(kafka)
         got = raw.withColumn("ts_us", F.unix_micros("kafka_timestamp")).collect()
-    assert raw.columns == [*T.RAW_ZONE_COLUMNS]
+    assert raw.columns == [*RAW_ZONE_COLUMNS]
     by_offset = {r.offset: r for r in got}
     assert by_offset[7].value == message().decode()
     assert by_offset[7].value_b64 is None
@@ -678,7 +681,7 @@ def test_for_processed_write_orders_columns_and_takes_the_utc_year(spark):
 def test_processed_files_are_sorted_by_symbol_and_ts(spark, tmp_path: Path):
     pdf = history_frame()
     out = T.for_processed_write(T.add_derived(to_spark(spark, pdf)))
-    out.write.partitionBy(*T.PARTITION_COLUMNS).parquet(str(tmp_path / "bars"))
+    out.write.partitionBy(*PARTITION_COLUMNS).parquet(str(tmp_path / "bars"))
 
     files = sorted((tmp_path / "bars").glob("interval=*/year=*/*.parquet"))
     dirs = {f.parent for f in files}

@@ -40,6 +40,7 @@ from stockpipe.errors import TopicResetError
 from stockpipe.kafka import offset_bounds, topic_id
 from stockpipe.lake import ZONES, zone
 from stockpipe.lease import Lease, check_all, hold
+from stockpipe.schemas import BAR_KEY, KAFKA_SOURCE_DDL, PARTITION_COLUMNS, PROCESSED_COLUMNS
 from stockpipe.spark import transforms as T
 from stockpipe.spark.batch_io import DriverIO, Scan, SparkIO, Upsert, partition_rows
 from stockpipe.spark.session import get_spark, scheduler_pool, session_conf
@@ -63,7 +64,7 @@ TABLES = ("raw_bars", "quarantine_bars", "processed_bars")
 PARTITIONS: dict[str, tuple[str, ...]] = {
     "raw_bars": ("ingest_date",),
     "quarantine_bars": ("quarantine_date",),
-    "processed_bars": T.PARTITION_COLUMNS,
+    "processed_bars": PARTITION_COLUMNS,
 }
 
 #: Fair-scheduler pools of the job (fairscheduler.xml). The check and the merge
@@ -448,9 +449,7 @@ class BarsBatchJob:
         else:
             # corrections: one MERGE commits them with the new bars; new bars only
             # (the usual day) are appended
-            how = Upsert(
-                (*T.BAR_KEY, "year"), years, T.PROCESSED_COLUMNS, PARTITIONS["processed_bars"]
-            )
+            how = Upsert((*BAR_KEY, "year"), years, PROCESSED_COLUMNS, PARTITIONS["processed_bars"])
             changes = T.processed_changes(new_rows, existing)
             inserted, updated = io.upsert("processed_bars", changes, how, metadata)
             if not inserted + updated:
@@ -478,7 +477,7 @@ class BarsBatchJob:
 
     def _empty(self, table: str) -> DataFrame:
         """No rows, in the columns the job writes to ``table``."""
-        kafka = self.spark.createDataFrame([], T.KAFKA_SOURCE_DDL)
+        kafka = self.spark.createDataFrame([], KAFKA_SOURCE_DDL)
         if table == "raw_bars":
             return T.raw_from_kafka(kafka)
         flagged = T.slim_flagged(T.flag_bars(T.parse_bars(T.raw_from_kafka(kafka)), self.now))
@@ -510,7 +509,7 @@ class BarsBatchJob:
         existing = io.scan(
             "processed_bars",
             [Scan(i, symbols[i], since=lo) for i, lo in bounds.items() if symbols[i]],
-            T.PROCESSED_COLUMNS,
+            PROCESSED_COLUMNS,
         ).persist()
         schema = "symbol string, interval string, t0 timestamp"
         short = T.short_of_context(existing, self.spark.createDataFrame(firsts, schema)).collect()
@@ -520,7 +519,7 @@ class BarsBatchJob:
                 for i, lo in bounds.items()
                 if (syms := tuple(sorted({r.symbol for r in short if r.interval == i})))
             ]
-            extra = io.scan("processed_bars", older, T.PROCESSED_COLUMNS)
+            extra = io.scan("processed_bars", older, PROCESSED_COLUMNS)
             combined = existing.unionByName(extra).persist()
             existing.unpersist()
             existing = combined

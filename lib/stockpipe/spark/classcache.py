@@ -83,7 +83,7 @@ def train(settings: Settings, workdir: Path, dump: Path) -> None:
     """
     from pyspark.sql import functions as F
 
-    from stockpipe.schemas import bar_messages
+    from stockpipe.schemas import PARTITION_COLUMNS, bar_messages
     from stockpipe.sources.synthetic import synthetic_bars
     from stockpipe.spark import streaming as S
     from stockpipe.spark import transforms as T
@@ -114,7 +114,7 @@ def train(settings: Settings, workdir: Path, dump: Path) -> None:
         str(workdir / "raw")
     )
     merged = T.add_derived(T.dedupe_bars(valid.select(*T.VALID_COLUMNS)))
-    T.for_processed_write(merged).write.mode("overwrite").partitionBy(*T.PARTITION_COLUMNS).parquet(
+    T.for_processed_write(merged).write.mode("overwrite").partitionBy(*PARTITION_COLUMNS).parquet(
         str(workdir / "processed")
     )
     spark.read.parquet(str(workdir / "processed")).count()

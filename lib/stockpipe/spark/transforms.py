@@ -35,10 +35,13 @@ from stockpipe.schemas import (
     DERIVED_COLUMNS,
     FUTURE_SKEW_S,
     INTERVALS,
+    KAFKA_COLUMNS,
     MAX_VOLUME,
     MIN_BAR_TS,
+    PARTITION_COLUMNS,
     PRICE_COLUMNS,
-    RAW_COLUMNS,
+    PROCESSED_COLUMNS,
+    QUARANTINE_COLUMNS,
     SCHEMA_VERSION,
 )
 from stockpipe.spark.checks import (
@@ -50,43 +53,11 @@ from stockpipe.spark.checks import (
     wrong_type_fields,
 )
 
-# Column contracts --------------------------------------------------------------------
-
-#: Raw-zone columns: RAW_COLUMNS plus ``value_b64`` and ``key_b64``, the base64 of
-#: the original bytes, set only when they are not valid UTF-8 (``value`` and ``key``
-#: then hold them with U+FFFD replacements, so they stay readable by any reader).
-RAW_ZONE_COLUMNS: tuple[str, ...] = (*RAW_COLUMNS, "value_b64", "key_b64")
-
-#: The rows Spark's Kafka source gives.
-KAFKA_SOURCE_DDL = (
-    "key BINARY, value BINARY, topic STRING, partition INT, offset BIGINT, "
-    "timestamp TIMESTAMP, timestampType INT"
-)
-
-#: Where a record came from in Kafka; kept on parsed, valid and quarantined rows.
-KAFKA_COLUMNS: tuple[str, ...] = ("topic", "partition", "offset", "kafka_timestamp")
+# Column contracts (the zones' own are in stockpipe.schemas) ---------------------------
 
 #: A valid bar: the bar contract plus the Kafka coordinates used to break ties.
 VALID_COLUMNS: tuple[str, ...] = (*BAR_COLUMNS, "partition", "offset", "kafka_timestamp")
 
-#: A quarantined record: why, the record as received, and what could be parsed.
-QUARANTINE_COLUMNS: tuple[str, ...] = (
-    "reason",
-    "reasons",
-    "key",
-    "value",
-    "value_b64",
-    "key_b64",
-    *KAFKA_COLUMNS,
-    "symbol",
-    "source",
-    "batch_id",
-    "quarantined_at",
-)
-
-#: processed/ is partitioned by these; files inside are sorted by symbol, ts.
-PARTITION_COLUMNS: tuple[str, ...] = ("interval", "year")
-PROCESSED_COLUMNS: tuple[str, ...] = (*BAR_COLUMNS, *DERIVED_COLUMNS, "year")
 #: The bars the longest derived window holds (sma_50), the bar itself included.
 LOOKBACK_BARS = 50
 #: Calendar time that holds LOOKBACK_BARS bars of an interval, with room for
