@@ -31,7 +31,7 @@ TICK_SOURCES: tuple[str, ...] = ("synthetic", "yahoo", "finnhub")
 MIN_BAR_TS = datetime(1900, 1, 1, tzinfo=UTC)
 #: How far ``ts`` (and a bar's ``ingested_at``) may lie after Kafka's receipt of the
 #: record (``future_ts``, ``future_ingested_at``): producer clocks are not exact. Ticks
-#: are bounded by the watermark delay as well (``streaming.future_tolerance``).
+#: are bounded by the watermark delay as well (``tick_transforms.future_tolerance``).
 FUTURE_SKEW_S = 300
 #: Largest price (``price_too_large``): above any listed share or index in any currency,
 #: and small enough that the running sums behind the windows keep their precision.
@@ -85,6 +85,11 @@ TICK_MESSAGE_DDL = (
     "schema_version INT, symbol STRING, ts LONG, price DOUBLE, size LONG, "
     "seq LONG, producer_id STRING"
 )
+#: A live feed's record of a frame it could not read carries this field, not a tick
+#: (``stockpipe.live.rejected_value``): the streaming job quarantines it (``feed_error``).
+FEED_ERROR_FIELD = "feed_error"
+#: Spark DDL the streaming job parses a tick value with: the message and FEED_ERROR_FIELD.
+TICK_PARSE_DDL = f"{TICK_MESSAGE_DDL}, {FEED_ERROR_FIELD} STRING"
 
 #: Fields a bar message must carry (adj_close, source, ingested_at, batch_id may be null).
 BAR_REQUIRED_FIELDS: tuple[str, ...] = ("schema_version", *BAR_KEY, *PRICE_COLUMNS, "volume")
@@ -96,7 +101,7 @@ BAR_TYPED_FIELDS: tuple[str, ...] = ("schema_version", *PRICE_COLUMNS, "adj_clos
 TICK_REQUIRED_FIELDS: tuple[str, ...] = ("schema_version", *TICK_COLUMNS)
 TICK_TYPED_FIELDS: tuple[str, ...] = ("schema_version", "ts", "price", "size", "seq")
 #: ``seq`` is a per-producer counter from 0; its 40 bits share one long with the
-#: tick's place in its window (see ``streaming.window_aggregates``).
+#: tick's place in its window (see ``tick_transforms.window_aggregates``).
 SEQ_BITS = 40
 MAX_SEQ = 2**SEQ_BITS - 1
 

@@ -43,6 +43,7 @@ from stockpipe.lease import Lease, check_all, hold
 from stockpipe.schemas import BAR_KEY, KAFKA_SOURCE_DDL, PARTITION_COLUMNS, PROCESSED_COLUMNS
 from stockpipe.spark import transforms as T
 from stockpipe.spark.batch_io import DriverIO, Scan, SparkIO, Upsert, partition_rows
+from stockpipe.spark.records import kafka_records, raw_from_kafka
 from stockpipe.spark.session import get_spark, scheduler_pool, session_conf
 from stockpipe.tables import (
     TopicProgress,
@@ -372,7 +373,7 @@ class BarsBatchJob:
         # re-reading) is written by a second Spark job in the low-priority pool,
         # whose tasks fill the cores the check and the merge leave idle.
         with ThreadPoolExecutor(1, thread_name_prefix="raw-zone") as pool:
-            flagged = T.slim_flagged(T.flag_bars(T.parse_bars(T.raw_from_kafka(batch)), self.now))
+            flagged = T.slim_flagged(T.flag_bars(T.parse_bars(raw_from_kafka(batch)), self.now))
             flagged = flagged.persist()
             try:
                 census_query = T.census(flagged)
@@ -412,7 +413,7 @@ class BarsBatchJob:
         if not todo:  # a replay: the raw zone has this slice already
             return
         with scheduler_pool(self.spark, RAW_POOL), _step("raw zone written"):
-            raw = T.raw_from_kafka(batch).filter(beyond(behind))
+            raw = raw_from_kafka(batch).filter(beyond(behind))
             self._append(raw, "raw_bars", part)
             self.report.raw_rows += todo
 
@@ -479,8 +480,8 @@ class BarsBatchJob:
         """No rows, in the columns the job writes to ``table``."""
         kafka = self.spark.createDataFrame([], KAFKA_SOURCE_DDL)
         if table == "raw_bars":
-            return T.raw_from_kafka(kafka)
-        flagged = T.slim_flagged(T.flag_bars(T.parse_bars(T.raw_from_kafka(kafka)), self.now))
+            return raw_from_kafka(kafka)
+        flagged = T.slim_flagged(T.flag_bars(T.parse_bars(raw_from_kafka(kafka)), self.now))
         valid, quarantine = T.split_flagged(flagged, self.now)
         if table == "quarantine_bars":
             return quarantine.withColumn("quarantine_date", F.to_date("quarantined_at"))
@@ -564,7 +565,7 @@ class BarsBatchJob:
             progress = kafka_progress(self.settings, "raw_bars")
             raw = self.spark.read.format("delta").load(self.paths["raw_bars"])
             flagged = T.slim_flagged(
-                T.flag_bars(T.parse_bars(T.raw_from_kafka(T.kafka_records(raw))), self.now)
+                T.flag_bars(T.parse_bars(raw_from_kafka(kafka_records(raw))), self.now)
             ).persist()
             try:
                 census = BatchCensus.of(T.census(flagged).collect())
