@@ -28,6 +28,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from stockpipe.times import to_ms
+
 WINDOW_COLUMNS = (
     "symbol",
     "window_start",
@@ -41,13 +43,6 @@ WINDOW_COLUMNS = (
     "trade_count",
     "price_std",
 )
-
-
-def to_ms(interval: str | int | float | pd.Timedelta) -> int:
-    """Milliseconds of an interval ("15 seconds", "1 minute", a Timedelta, or ms)."""
-    if isinstance(interval, int | float):
-        return int(interval)
-    return int(pd.Timedelta(interval).total_seconds() * 1000)
 
 
 #: Largest trade size the job accepts (as the streaming job's MAX_SIZE).

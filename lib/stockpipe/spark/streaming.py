@@ -76,6 +76,7 @@ from stockpipe.spark.tick_transforms import (
     validate_ticks,
     window_aggregates,
 )
+from stockpipe.times import to_utc
 
 log = logging.getLogger(__name__)
 
@@ -127,21 +128,14 @@ class StreamOptions:
 # ---------------------------------------------------------------------------------------
 
 
-def _utc(text: str | None) -> pd.Timestamp | None:
-    if not text:
-        return None
-    ts = pd.Timestamp(text)
-    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
-
-
 def progress_row(progress: Any) -> dict[str, Any]:
     """One metrics row from a ``StreamingQueryProgress`` (or its JSON as a dict)."""
     p = progress if isinstance(progress, dict) else dict(progress)
     ops = p.get("stateOperators") or []
-    watermark = _utc((p.get("eventTime") or {}).get("watermark"))
+    watermark = to_utc((p.get("eventTime") or {}).get("watermark"))
     if watermark is not None and watermark.value == 0:
         watermark = None  # Spark reports epoch 0 until a watermark exists
-    ts = _utc(p.get("timestamp"))
+    ts = to_utc(p.get("timestamp"))
     return {
         "query_name": p.get("name") or "",
         "query_id": str(p.get("id")),

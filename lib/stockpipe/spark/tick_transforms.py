@@ -19,7 +19,6 @@ from __future__ import annotations
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from stockpipe.reference import to_ms
 from stockpipe.schemas import (
     FEED_ERROR_FIELD,
     FUTURE_SKEW_S,
@@ -45,6 +44,7 @@ from stockpipe.spark.checks import (
     wrong_type_fields,
 )
 from stockpipe.spark.records import raw_from_kafka
+from stockpipe.times import to_ms
 
 #: A tick may be this far ahead of its Kafka timestamp (clock skew), and never more
 #: than the watermark delay (``future_tolerance``): beyond, it would push the
