@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
-from bars_reference import assert_same_bars, expected_processed  # tests/integration/
+from oracles.bars import assert_same_bars, expected_processed
 
 from stockpipe.ingest import ingest, produce_bars
 from stockpipe.kafka import ConfirmedProducer, ensure_topics, read_all

@@ -8,9 +8,9 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from oracles.tick_windows import compare_windows, late_pairs, parse_tick_values, reference_windows
 
 from stockpipe.live import Rejected, rejected_value
-from stockpipe.reference import compare_windows, late_pairs, reference_windows, to_ms
 from stockpipe.schemas import (
     MAX_PRICE,
     MAX_RECORD_BYTES,
@@ -35,7 +35,8 @@ from stockpipe.spark.tick_transforms import (
     validate_ticks,
     window_aggregates,
 )
-from stockpipe.ticks import TickGenerator, TickSpec, parse_tick_values
+from stockpipe.ticks import TickGenerator, TickSpec
+from stockpipe.times import to_ms
 
 BASE = int(pd.Timestamp("2024-01-02 14:30", tz="UTC").value // 1_000_000)
 KAFKA_TS = dt.datetime(2024, 1, 2, 15, 0, tzinfo=dt.UTC)
