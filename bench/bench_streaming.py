@@ -46,9 +46,9 @@ from common import isolated_stack, save
 
 from stockpipe.kafka import end_offsets, ensure_topics
 from stockpipe.lake import filesystem
-from stockpipe.reference import to_ms
 from stockpipe.stack.minio_access import provision_bucket
 from stockpipe.tables import open_table
+from stockpipe.times import to_ms
 
 SYMBOLS = "AAPL,MSFT,GOOGL,AMZN,NVDA,TSLA,META,SPY"
 

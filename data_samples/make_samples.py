@@ -191,7 +191,8 @@ def yfinance_frames(msft: pd.DataFrame, goog: pd.DataFrame, intraday: pd.DataFra
     import yfinance as yf
     import yfinance.multi as multi
 
-    from stockpipe.sources.recorded import write_frame_json
+    sys.path.insert(0, str(HERE.parent / "tests"))  # the recorded format: tests/oracles/
+    from oracles.recorded import write_frame_json
 
     window = slice("2013-02-01", "2013-02-28")
     m, g = msft.loc[window], goog.loc[window]

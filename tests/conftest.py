@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,9 @@ import pytest
 
 from stockpipe.config import Settings
 from stockpipe.stack.manager import Stack, isolated_settings
+
+# tests/ on the path: the oracles (tests/oracles/) import as ``oracles.<module>``
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 @pytest.fixture(scope="session")

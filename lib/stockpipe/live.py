@@ -37,7 +37,7 @@ import pandas as pd
 from stockpipe.config import Settings, get_settings
 from stockpipe.errors import UnknownNameError
 from stockpipe.kafka import ConfirmedProducer, Delivered, DeliveryReport
-from stockpipe.schemas import SCHEMA_VERSION, TICK_SOURCES
+from stockpipe.schemas import FEED_ERROR_FIELD, SCHEMA_VERSION, TICK_SOURCES
 
 log = logging.getLogger(__name__)
 
@@ -331,7 +331,7 @@ def rejected_value(rejected: Rejected, seq: int, producer_id: str, source: str) 
         "seq": seq,
         "producer_id": producer_id,
         "source": source,
-        "feed_error": rejected.reason,
+        FEED_ERROR_FIELD: rejected.reason,
         "frame": rejected.frame,
     }
     return json.dumps(value, separators=(",", ":")).encode()

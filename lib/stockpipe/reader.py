@@ -29,8 +29,7 @@ from stockpipe.schemas import (
     TICK_WINDOWS_SCHEMA,
 )
 from stockpipe.tables import open_table, row_count
-
-DateLike = str | date | datetime | pd.Timestamp | None
+from stockpipe.times import TimeLike, to_utc
 
 
 class LastRead:
@@ -72,16 +71,11 @@ def read_table(
     return table.select(columns) if columns else table
 
 
-def _utc(value: Any) -> pd.Timestamp:
-    ts = pd.Timestamp(value)
-    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
-
-
-def _ts(value: DateLike, *, end: bool = False) -> pd.Timestamp | None:
+def _ts(value: TimeLike, *, end: bool = False) -> pd.Timestamp | None:
     """A bound as a UTC instant; a plain date as ``end`` means the end of that day."""
-    if value is None or value == "":
+    ts = to_utc(value)
+    if ts is None:
         return None
-    ts = _utc(value)
     is_date = isinstance(value, date) and not isinstance(value, datetime)
     if end and (is_date or (isinstance(value, str) and len(value) <= 10)):
         ts = ts + pd.Timedelta(days=1) - pd.Timedelta(microseconds=1)
@@ -116,7 +110,7 @@ def _frame(table: pa.Table, sort: list[str]) -> pd.DataFrame:
 # processed bars ----------------------------------------------------------------------------
 
 
-def bars_filter(start: DateLike, end: DateLike, interval: str | None) -> ds.Expression | None:
+def bars_filter(start: TimeLike, end: TimeLike, interval: str | None) -> ds.Expression | None:
     """The file filter of a bars query: partition columns first, so whole files are pruned."""
     lo, hi = _ts(start), _ts(end, end=True)
     conds = []
@@ -136,8 +130,8 @@ def _of_symbols(symbols: Iterable[str] | None) -> ds.Expression | None:
 def read_bars(
     settings: Settings,
     symbols: list[str] | str | None = None,
-    start: DateLike = None,
-    end: DateLike = None,
+    start: TimeLike = None,
+    end: TimeLike = None,
     interval: str | None = "1d",
     columns: list[str] | None = None,
     *,
@@ -175,7 +169,7 @@ def read_bars(
 
 
 def read_raw_bars(
-    settings: Settings, ingest_date: DateLike = None, *, version: int | None = None
+    settings: Settings, ingest_date: TimeLike = None, *, version: int | None = None
 ) -> pd.DataFrame:
     """Raw Kafka records of the bar topic as received, in Kafka order."""
     filt = None
@@ -220,12 +214,10 @@ def read_tick_windows(
     time is read as UTC.
     """
     conds = []
-    if start is not None:
-        lo = _utc(start)
+    if (lo := to_utc(start)) is not None:
         conds += [ds.field("date") >= pa.scalar(lo.date(), pa.date32())]
         conds += [ds.field("window_start") >= _scalar(lo)]
-    if end is not None:
-        hi = _utc(end)
+    if (hi := to_utc(end)) is not None:
         conds += [ds.field("date") <= pa.scalar(hi.date(), pa.date32())]
         conds += [ds.field("window_start") < _scalar(hi)]
     syms = None if symbols is None else [s.upper() for s in symbols]

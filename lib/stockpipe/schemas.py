@@ -31,7 +31,7 @@ TICK_SOURCES: tuple[str, ...] = ("synthetic", "yahoo", "finnhub")
 MIN_BAR_TS = datetime(1900, 1, 1, tzinfo=UTC)
 #: How far ``ts`` (and a bar's ``ingested_at``) may lie after Kafka's receipt of the
 #: record (``future_ts``, ``future_ingested_at``): producer clocks are not exact. Ticks
-#: are bounded by the watermark delay as well (``streaming.future_tolerance``).
+#: are bounded by the watermark delay as well (``tick_transforms.future_tolerance``).
 FUTURE_SKEW_S = 300
 #: Largest price (``price_too_large``): above any listed share or index in any currency,
 #: and small enough that the running sums behind the windows keep their precision.
@@ -85,6 +85,11 @@ TICK_MESSAGE_DDL = (
     "schema_version INT, symbol STRING, ts LONG, price DOUBLE, size LONG, "
     "seq LONG, producer_id STRING"
 )
+#: A live feed's record of a frame it could not read carries this field, not a tick
+#: (``stockpipe.live.rejected_value``): the streaming job quarantines it (``feed_error``).
+FEED_ERROR_FIELD = "feed_error"
+#: Spark DDL the streaming job parses a tick value with: the message and FEED_ERROR_FIELD.
+TICK_PARSE_DDL = f"{TICK_MESSAGE_DDL}, {FEED_ERROR_FIELD} STRING"
 
 #: Fields a bar message must carry (adj_close, source, ingested_at, batch_id may be null).
 BAR_REQUIRED_FIELDS: tuple[str, ...] = ("schema_version", *BAR_KEY, *PRICE_COLUMNS, "volume")
@@ -96,7 +101,7 @@ BAR_TYPED_FIELDS: tuple[str, ...] = ("schema_version", *PRICE_COLUMNS, "adj_clos
 TICK_REQUIRED_FIELDS: tuple[str, ...] = ("schema_version", *TICK_COLUMNS)
 TICK_TYPED_FIELDS: tuple[str, ...] = ("schema_version", "ts", "price", "size", "seq")
 #: ``seq`` is a per-producer counter from 0; its 40 bits share one long with the
-#: tick's place in its window (see ``streaming.window_aggregates``).
+#: tick's place in its window (see ``tick_transforms.window_aggregates``).
 SEQ_BITS = 40
 MAX_SEQ = 2**SEQ_BITS - 1
 
@@ -166,6 +171,34 @@ RAW_COLUMNS: tuple[str, ...] = (
     "kafka_timestamp",
     "ingest_date",
 )
+#: Raw-zone columns (raw/bars, raw/ticks): RAW_COLUMNS plus ``value_b64`` and ``key_b64``,
+#: the base64 of the original bytes, set only when they are not valid UTF-8 (``value``
+#: and ``key`` then hold them with U+FFFD replacements, so any reader can read them).
+RAW_ZONE_COLUMNS: tuple[str, ...] = (*RAW_COLUMNS, "value_b64", "key_b64")
+
+#: The rows Spark's Kafka source gives.
+KAFKA_SOURCE_DDL = (
+    "key BINARY, value BINARY, topic STRING, partition INT, offset BIGINT, "
+    "timestamp TIMESTAMP, timestampType INT"
+)
+
+#: Where a record came from in Kafka; kept on parsed, valid and quarantined rows.
+KAFKA_COLUMNS: tuple[str, ...] = ("topic", "partition", "offset", "kafka_timestamp")
+
+#: quarantine/bars: why, the record as received, and what could be parsed.
+QUARANTINE_COLUMNS: tuple[str, ...] = (
+    "reason",
+    "reasons",
+    "key",
+    "value",
+    "value_b64",
+    "key_b64",
+    *KAFKA_COLUMNS,
+    "symbol",
+    "source",
+    "batch_id",
+    "quarantined_at",
+)
 
 #: Derived columns of processed bars.
 DERIVED_COLUMNS: tuple[str, ...] = (
@@ -176,6 +209,10 @@ DERIVED_COLUMNS: tuple[str, ...] = (
     "volatility_20",
     "range_pct",
 )
+
+#: processed/bars is partitioned by these; files inside are sorted by symbol, ts.
+PARTITION_COLUMNS: tuple[str, ...] = ("interval", "year")
+PROCESSED_COLUMNS: tuple[str, ...] = (*BAR_COLUMNS, *DERIVED_COLUMNS, "year")
 
 BAR_ARROW_SCHEMA = pa.schema(
     [

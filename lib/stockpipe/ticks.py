@@ -26,7 +26,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -403,46 +403,6 @@ def _account(report: TickRunReport, batch: TickBatch) -> None:
     lo, hi = int(batch.ts.min()), int(batch.ts.max())
     report.min_ts = lo if report.min_ts is None else min(report.min_ts, lo)
     report.max_ts = hi if report.max_ts is None else max(report.max_ts, hi)
-
-
-def parse_tick_values(values: Sequence[bytes | str]) -> pd.DataFrame:
-    """Tick messages (JSON values, as read back from Kafka) as a typed frame.
-
-    For reference results in tests and benchmarks, not validation (the streaming
-    job does that). Like Spark's parser it is strict about JSON types: a value
-    that is not an object, misses a field or has a wrong-typed one is left out;
-    values such as a zero price are kept (the reference drops them).
-    """
-    import json
-
-    ints = ("schema_version", "ts", "size", "seq")
-    rows = []
-    for v in values:
-        try:
-            d = json.loads(v)
-        except ValueError:
-            continue
-        if not isinstance(d, dict):
-            continue
-        if not all(type(d.get(k)) is int for k in ints):
-            continue
-        if type(d.get("price")) not in (int, float) or not all(
-            isinstance(d.get(k), str) for k in ("symbol", "producer_id")
-        ):
-            continue
-        rows.append(
-            (
-                d["schema_version"],
-                d["symbol"],
-                d["ts"],
-                float(d["price"]),
-                d["size"],
-                d["seq"],
-                d["producer_id"],
-            )
-        )
-    cols = ["schema_version", "symbol", "ts", "price", "size", "seq", "producer_id"]
-    return pd.DataFrame(rows, columns=cols)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -181,7 +181,7 @@ def test_batch_dag_run_succeeds_and_leaves_processed_bars_and_notebooks(
 
 
 def test_a_us_dated_yahoo_export_goes_through_the_batch_dag_as_pandas_reads_it(export_run):
-    from bars_reference import assert_same_bars, expected_processed
+    from oracles.bars import assert_same_bars, expected_processed
 
     from stockpipe.reader import read_bars
 

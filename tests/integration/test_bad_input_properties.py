@@ -24,9 +24,10 @@ from dataclasses import dataclass
 import pandas as pd
 import polars as pl
 import pytest
-from bars_reference import assert_same_bars, expected_processed  # tests/integration/
 from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
+from oracles.bars import assert_same_bars, expected_processed
+from oracles.tick_windows import compare_windows, parse_tick_values, reference_windows
 
 from stockpipe.kafka import ConfirmedProducer, ensure_topics
 from stockpipe.lake import storage_options, table_uri
@@ -38,7 +39,6 @@ from stockpipe.reader import (
     read_raw_ticks,
     read_tick_windows,
 )
-from stockpipe.reference import compare_windows, reference_windows
 from stockpipe.reporting import market_report
 from stockpipe.schemas import (
     BAR_REASONS,
@@ -53,7 +53,7 @@ from stockpipe.schemas import (
 from stockpipe.spark.batch import run_batch_job
 from stockpipe.spark.streaming import StreamOptions, run_stream
 from stockpipe.stack.minio_access import provision_bucket
-from stockpipe.ticks import TickGenerator, TickSpec, parse_tick_values
+from stockpipe.ticks import TickGenerator, TickSpec
 
 pytestmark = pytest.mark.integration
 

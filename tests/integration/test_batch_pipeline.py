@@ -9,13 +9,13 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
-from bars_reference import assert_same_bars, expected_processed  # tests/integration/
+from oracles.bars import assert_same_bars, expected_processed
 
 from stockpipe.ingest import ingest, produce_bars
 from stockpipe.kafka import ConfirmedProducer, ensure_topics, read_all
 from stockpipe.lake import zone
 from stockpipe.reader import LastRead, read_bars, read_quarantine, read_raw_bars
-from stockpipe.schemas import conform_bars
+from stockpipe.schemas import BAR_KEY, conform_bars
 from stockpipe.sources import fetch_many, get_source
 from stockpipe.spark import transforms as T
 from stockpipe.spark.batch import PARTITIONS, BarsBatchJob, pending_records, run_batch_job
@@ -321,7 +321,7 @@ def test_every_engine_reads_the_same_rows_without_duplicate_keys(lake, spark):
     with ConfirmedProducer(lake, lake.topic_bars) as p:
         p.send(b"MSFT", b"{broken")
     run_batch_job(lake, spark=spark)
-    keys = {"raw_bars": ["topic", "partition", "offset"], "processed_bars": list(T.BAR_KEY)}
+    keys = {"raw_bars": ["topic", "partition", "offset"], "processed_bars": list(BAR_KEY)}
     keys["quarantine_bars"] = keys["raw_bars"]
     for name, key in keys.items():
         uri, opts = table_uri(lake, name), storage_options(lake)

@@ -14,15 +14,14 @@ import threading
 import time
 
 import pytest
+from oracles.tick_windows import compare_windows, late_pairs, parse_tick_values, reference_windows
 
 from stockpipe.kafka import end_offsets, read_all
 from stockpipe.live import FeedOptions, get_feed, run_feed
 from stockpipe.reader import read_quarantined_ticks, read_raw_ticks, read_tick_windows
-from stockpipe.reference import compare_windows, late_pairs, reference_windows
 from stockpipe.sources.streamer_replay import ReplayServer, read_session
 from stockpipe.spark.streaming import StreamOptions, run_stream
 from stockpipe.stack.minio_access import provision_bucket
-from stockpipe.ticks import parse_tick_values
 
 pytestmark = pytest.mark.integration
 

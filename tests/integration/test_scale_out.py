@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from oracles.tick_windows import compare_windows, parse_tick_values, reference_windows
 
 from stockpipe.ingest import produce_bars
 from stockpipe.kafka import ConfirmedProducer, admin_client, end_offsets, ensure_topics, read_all
@@ -24,14 +25,13 @@ from stockpipe.reader import (
     read_stream_metrics,
     read_tick_windows,
 )
-from stockpipe.reference import compare_windows, reference_windows
 from stockpipe.sources.synthetic import synthetic_bars
 from stockpipe.spark.batch import run_batch_job
 from stockpipe.stack.manager import Stack, isolated_settings
 from stockpipe.stack.minio_access import provision_bucket
 from stockpipe.stack.services import free_port
 from stockpipe.stack.spark_cluster import SparkMaster, spark_cluster_services
-from stockpipe.ticks import TickSpec, parse_tick_values, run_producer
+from stockpipe.ticks import TickSpec, run_producer
 
 pytestmark = pytest.mark.integration
 

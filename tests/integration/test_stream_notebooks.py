@@ -11,13 +11,12 @@ import json
 import pandas as pd
 import papermill as pm
 import pytest
+from oracles.tick_windows import compare_windows, parse_tick_values, reference_windows
 
 from stockpipe.config import PROJECT_ROOT
 from stockpipe.kafka import ensure_topics, read_all
 from stockpipe.reader import read_stream_metrics, read_tick_windows
-from stockpipe.reference import compare_windows, reference_windows
 from stockpipe.stack.minio_access import provision_bucket
-from stockpipe.ticks import parse_tick_values
 
 pytestmark = pytest.mark.integration
 

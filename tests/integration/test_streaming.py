@@ -1,8 +1,8 @@
 """The tick producer and the streaming job on the real stack (Kafka, Spark, MinIO).
 
 Every window the job writes is compared with windows computed by pandas
-(stockpipe.reference) from the ticks read back from Kafka; the lake is read with
-``deltalake`` (stockpipe.reader) and with Spark's ``format("delta")``.
+(``oracles.tick_windows``) from the ticks read back from Kafka; the lake is read
+with ``deltalake`` (stockpipe.reader) and with Spark's ``format("delta")``.
 """
 
 from __future__ import annotations
@@ -19,6 +19,13 @@ import time
 import pandas as pd
 import pyarrow.dataset as ds
 import pytest
+from oracles.tick_windows import (
+    compare_windows,
+    late_pairs,
+    parse_tick_values,
+    reference_windows,
+    valid,
+)
 
 from stockpipe.errors import LeaseHeldError
 from stockpipe.kafka import ConfirmedProducer, end_offsets, ensure_topics, read_all
@@ -30,11 +37,10 @@ from stockpipe.reader import (
     read_stream_metrics,
     read_tick_windows,
 )
-from stockpipe.reference import compare_windows, late_pairs, reference_windows, valid
 from stockpipe.spark.streaming import TABLES, StreamOptions, run_stream
 from stockpipe.stack.minio_access import provision_bucket
 from stockpipe.tables import open_table
-from stockpipe.ticks import LATE, OUT_OF_ORDER, TickSpec, parse_tick_values, run_producer
+from stockpipe.ticks import LATE, OUT_OF_ORDER, TickSpec, run_producer
 
 pytestmark = pytest.mark.integration
 

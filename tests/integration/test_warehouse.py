@@ -16,11 +16,11 @@ from collections import Counter
 import pandas as pd
 import pytest
 from deltalake import DeltaTable
+from oracles.tick_windows import WINDOW_COLUMNS
 
 from stockpipe.ingest import ingest, produce_bars
 from stockpipe.kafka import ConfirmedProducer, ensure_topics
 from stockpipe.lake import storage_options, table_uri
-from stockpipe.reference import WINDOW_COLUMNS
 from stockpipe.sources import fetch_many, get_source
 from stockpipe.spark.batch import BarsBatchJob, run_batch_job
 from stockpipe.stack.minio_access import provision_bucket

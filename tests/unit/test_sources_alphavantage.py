@@ -15,13 +15,13 @@ import pandas as pd
 import pytest
 import requests
 import responses
+from oracles.recorded import alphavantage_body
 from responses import matchers
 
 from stockpipe.config import Settings
 from stockpipe.errors import ConfigError, RateLimitError, SourceError
 from stockpipe.sources import fetch_many, get_source
 from stockpipe.sources.base import RetryPolicy
-from stockpipe.sources.recorded import alphavantage_body
 
 URL = "https://www.alphavantage.co/query"
 KEY = "test-key-123"

@@ -11,9 +11,9 @@ from stockpipe.config import Settings
 from stockpipe.errors import SourceError, UnknownNameError
 from stockpipe.schemas import BAR_COLUMNS
 from stockpipe.sources import FetchResult, Source, fetch_many, get_source, parse_symbols
-from stockpipe.sources.base import utc_bound
 from stockpipe.sources.csvfile import CsvSource
 from stockpipe.sources.synthetic import SyntheticSource
+from stockpipe.times import to_utc
 
 OFFLINE = Settings(_env_file=None)
 
@@ -49,10 +49,10 @@ def test_parse_symbols_accepts_lists_and_comma_strings():
 
 
 def test_bounds_are_utc():
-    assert utc_bound("2024-01-02") == pd.Timestamp("2024-01-02", tz="UTC")
-    assert utc_bound(date(2024, 1, 2)) == pd.Timestamp("2024-01-02", tz="UTC")
-    assert utc_bound("2024-07-01T09:30:00-04:00") == pd.Timestamp("2024-07-01 13:30", tz="UTC")
-    assert utc_bound(None) is None and utc_bound("") is None
+    assert to_utc("2024-01-02") == pd.Timestamp("2024-01-02", tz="UTC")
+    assert to_utc(date(2024, 1, 2)) == pd.Timestamp("2024-01-02", tz="UTC")
+    assert to_utc("2024-07-01T09:30:00-04:00") == pd.Timestamp("2024-07-01 13:30", tz="UTC")
+    assert to_utc(None) is None and to_utc("") is None
 
 
 class _Flaky(Source):

@@ -17,13 +17,13 @@ import pandas as pd
 import pytest
 import yfinance
 import yfinance.multi
+from oracles.recorded import frame_from_json, frame_to_json, yfinance_frame
 from yfinance.exceptions import YFRateLimitError
 
 from stockpipe.config import Settings
 from stockpipe.errors import RateLimitError, SourceError
 from stockpipe.sources import fetch_many, get_source
 from stockpipe.sources.base import RetryPolicy
-from stockpipe.sources.recorded import frame_from_json, frame_to_json, yfinance_frame
 
 OFFLINE = Settings(_env_file=None)
 FIELDS = {"open": "Open", "high": "High", "low": "Low", "close": "Close", "adj_close": "Adj Close"}

@@ -8,31 +8,35 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from oracles.tick_windows import compare_windows, late_pairs, parse_tick_values, reference_windows
 
 from stockpipe.live import Rejected, rejected_value
-from stockpipe.reference import compare_windows, late_pairs, reference_windows, to_ms
 from stockpipe.schemas import (
     MAX_PRICE,
     MAX_RECORD_BYTES,
     TICK_REASONS,
     TICK_REQUIRED_FIELDS,
 )
-from stockpipe.spark import streaming
+from stockpipe.spark import streaming, tick_transforms
+from stockpipe.spark.records import raw_from_kafka
 from stockpipe.spark.streaming import (
-    FUTURE_TOLERANCE_MS,
     ProgressRecorder,
     StreamOptions,
     _parser,
+    progress_row,
+    trigger_of,
+)
+from stockpipe.spark.tick_transforms import (
+    FUTURE_TOLERANCE_MS,
     needs_checking,
     parse_ticks,
-    progress_row,
     quarantined_ticks,
-    trigger_of,
     valid_ticks,
     validate_ticks,
     window_aggregates,
 )
-from stockpipe.ticks import TickGenerator, TickSpec, parse_tick_values
+from stockpipe.ticks import TickGenerator, TickSpec
+from stockpipe.times import to_ms
 
 BASE = int(pd.Timestamp("2024-01-02 14:30", tz="UTC").value // 1_000_000)
 KAFKA_TS = dt.datetime(2024, 1, 2, 15, 0, tzinfo=dt.UTC)
@@ -450,7 +454,7 @@ def test_bytes_that_are_not_utf8_are_quarantined_readable_and_kept_exactly(spark
     )
     records = spark.createDataFrame(rows, schema)
     # pyarrow (every reader of the lake) must be able to read what the zones hold
-    raw = streaming.raw_records(records).orderBy("offset").toArrow().to_pylist()
+    raw = raw_from_kafka(records).orderBy("offset").toArrow().to_pylist()
     assert [base64.b64decode(r["value_b64"]) if r["value_b64"] else None for r in raw] == [
         garbage,
         bad_symbol,
@@ -468,8 +472,8 @@ def test_bytes_that_are_not_utf8_are_quarantined_readable_and_kept_exactly(spark
 
 
 def test_a_tick_may_be_ahead_of_its_kafka_time_by_no_more_than_the_watermark_delay():
-    assert streaming.future_tolerance("30 seconds") == 30_000
-    assert streaming.future_tolerance("1 hour") == FUTURE_TOLERANCE_MS
+    assert tick_transforms.future_tolerance("30 seconds") == 30_000
+    assert tick_transforms.future_tolerance("1 hour") == FUTURE_TOLERANCE_MS
 
 
 # The fast path agrees with the full parse, on generated near-canonical ticks ----------

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from oracles.tick_windows import parse_tick_values
 
 from stockpipe.ticks import (
     IN_ORDER,
@@ -15,7 +16,6 @@ from stockpipe.ticks import (
     TRADING_SECONDS_PER_YEAR,
     TickGenerator,
     TickSpec,
-    parse_tick_values,
     round_to_tick,
 )
 

@@ -34,8 +34,12 @@ from stockpipe.schemas import (
     MAX_PRICE,
     MAX_RECORD_BYTES,
     MAX_VOLUME,
+    PARTITION_COLUMNS,
+    QUARANTINE_COLUMNS,
+    RAW_ZONE_COLUMNS,
 )
 from stockpipe.spark import transforms as T
+from stockpipe.spark.records import kafka_records, raw_from_kafka
 
 NOW = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
 KAFKA_TS = datetime(2024, 1, 3, 0, 0, 1, tzinfo=UTC)
@@ -202,7 +206,7 @@ OFFSET = {name: i for i, name in enumerate(ALL_CASES)}
 @pytest.fixture(scope="module")
 def validated(spark: SparkSession) -> dict[str, Any]:
     """Every case in one frame, validated once; rows keyed by case name."""
-    raw = T.raw_from_kafka(kafka_frame(spark, list(ALL_CASES.values())))
+    raw = raw_from_kafka(kafka_frame(spark, list(ALL_CASES.values())))
     valid, quarantine = T.validate_bars(T.parse_bars(raw), NOW)
     name = {i: n for n, i in OFFSET.items()}
     valid_rows = valid.withColumn("ts_us", F.unix_micros("ts")).collect()
@@ -256,7 +260,7 @@ def test_census_counts_and_places_a_batch(spark):
 
     later = [message(interval="1h", ts="2021-03-04T10:00:00Z"), message(interval="1h")]
     values = [*ALL_CASES.values(), *later]
-    flagged = T.flag_bars(T.parse_bars(T.raw_from_kafka(kafka_frame(spark, values))), NOW)
+    flagged = T.flag_bars(T.parse_bars(raw_from_kafka(kafka_frame(spark, values))), NOW)
     got = BatchCensus.of(T.census(flagged).collect())
 
     expected_reasons = Counter({code: 1 for code in RULE_CASES})
@@ -280,7 +284,7 @@ def test_census_size_does_not_depend_on_unvalidated_values(spark):
     hostile = [message(interval=f"x{i}" * 50) for i in range(300)] + [
         message(ts=f"{1 + i:04d}-01-01T00:00:00Z") for i in range(300)
     ]
-    flagged = T.flag_bars(T.parse_bars(T.raw_from_kafka(kafka_frame(spark, hostile))), NOW)
+    flagged = T.flag_bars(T.parse_bars(raw_from_kafka(kafka_frame(spark, hostile))), NOW)
     rows = T.census(flagged).collect()
     assert sorted((r.reason, r.interval, r.first_ts, r.rows) for r in rows) == [
         ("early_ts", None, None, 300),
@@ -289,7 +293,7 @@ def test_census_size_does_not_depend_on_unvalidated_values(spark):
 
 
 def test_quarantine_keeps_the_record_as_received(validated):
-    assert validated["quarantine_columns"] == list(T.QUARANTINE_COLUMNS)
+    assert validated["quarantine_columns"] == list(QUARANTINE_COLUMNS)
     for name, row in validated["quarantine"].items():
         sent = ALL_CASES[name]
         received = base64.b64decode(row.value_b64) if row.value_b64 else row.value
@@ -327,7 +331,7 @@ def test_iso_timestamps_are_read_as_utc_instants(validated):
 def test_timestamps_do_not_depend_on_the_session_time_zone(spark):
     values = [message(ts=s) for s in ("2024-01-02T14:30:00.000Z", "2024-07-01T23:59:59.5Z")]
     with session_time_zone(spark, "America/New_York"):
-        parsed = T.parse_bars(T.raw_from_kafka(kafka_frame(spark, values)))
+        parsed = T.parse_bars(raw_from_kafka(kafka_frame(spark, values)))
         got = [r.us for r in parsed.select(F.unix_micros("ts").alias("us")).collect()]
     assert got == [micros("2024-01-02T14:30:00Z"), micros("2024-07-01T23:59:59.5Z")]
 
@@ -395,7 +399,7 @@ def test_the_fast_timestamp_read_agrees_with_the_format(spark):
 
 
 def test_each_value_is_parsed_once_in_the_plan(spark, capsys):
-    raw = T.raw_from_kafka(kafka_frame(spark, [message()]))
+    raw = raw_from_kafka(kafka_frame(spark, [message()]))
     valid, quarantine = T.validate_bars(T.parse_bars(raw), NOW)
     for df in (valid, quarantine):
         df.explain()
@@ -422,9 +426,9 @@ def test_raw_from_kafka_keeps_every_record_and_its_bytes(spark):
     ]
     with session_time_zone(spark, "America/New_York"):
         kafka = spark.createDataFrame(rows, KAFKA_SCHEMA)
-        raw = T.raw_from_kafka(kafka)
+        raw = raw_from_kafka(kafka)
         got = raw.withColumn("ts_us", F.unix_micros("kafka_timestamp")).collect()
-    assert raw.columns == [*T.RAW_ZONE_COLUMNS]
+    assert raw.columns == [*RAW_ZONE_COLUMNS]
     by_offset = {r.offset: r for r in got}
     assert by_offset[7].value == message().decode()
     assert by_offset[7].value_b64 is None
@@ -435,7 +439,7 @@ def test_raw_from_kafka_keeps_every_record_and_its_bytes(spark):
     assert by_offset[10].key == "K\ufffd\x00" and by_offset[7].key_b64 is None
     assert base64.b64decode(by_offset[10].key_b64) == b"K\xff\x00"
     # and back: the records exactly as Kafka gave them (a rebuild from raw reads these)
-    back = T.kafka_records(raw).orderBy("offset").collect()
+    back = kafka_records(raw).orderBy("offset").collect()
     assert [(r.key, r.value) for r in back] == [(r[0], r[1]) for r in rows]
     for r in got:
         assert (r.topic, r.ts_us) == ("stock.bars", micros(late.isoformat()))
@@ -678,7 +682,7 @@ def test_for_processed_write_orders_columns_and_takes_the_utc_year(spark):
 def test_processed_files_are_sorted_by_symbol_and_ts(spark, tmp_path: Path):
     pdf = history_frame()
     out = T.for_processed_write(T.add_derived(to_spark(spark, pdf)))
-    out.write.partitionBy(*T.PARTITION_COLUMNS).parquet(str(tmp_path / "bars"))
+    out.write.partitionBy(*PARTITION_COLUMNS).parquet(str(tmp_path / "bars"))
 
     files = sorted((tmp_path / "bars").glob("interval=*/year=*/*.parquet"))
     dirs = {f.parent for f in files}

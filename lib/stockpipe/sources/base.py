@@ -20,7 +20,6 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date, datetime
 from typing import Any, ClassVar, TypeVar
 
 import pandas as pd
@@ -29,6 +28,7 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait
 from stockpipe.config import Settings, get_settings
 from stockpipe.errors import EmptyWindowError, RateLimitError, SourceError, UnknownNameError
 from stockpipe.schemas import INTERVALS, conform_bars
+from stockpipe.times import TimeLike, to_utc
 
 #: Columns a source's :meth:`Source.raw_bars` returns.
 RAW_BAR_COLUMNS: tuple[str, ...] = ("ts", "open", "high", "low", "close", "adj_close", "volume")
@@ -40,7 +40,7 @@ INTERVAL_STEP: dict[str, pd.Timedelta] = {
     "1m": pd.Timedelta(minutes=1),
 }
 
-Bound = date | datetime | str | pd.Timestamp | None
+Bound = TimeLike
 T = TypeVar("T")
 
 
@@ -53,16 +53,6 @@ def check_interval(interval: str) -> str:
 
 def is_daily(interval: str) -> bool:
     return check_interval(interval) == "1d"
-
-
-def utc_bound(value: Bound) -> pd.Timestamp | None:
-    """A start/end bound as a UTC timestamp (a date is 00:00 UTC; naive is UTC)."""
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return None
-    ts = pd.Timestamp(value)
-    if pd.isna(ts):
-        raise ValueError(f"not a date or time: {value!r}")
-    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
 
 
 def describe_range(start: pd.Timestamp | None, end: pd.Timestamp | None) -> str:
@@ -182,7 +172,7 @@ class Source(ABC):
             symbol = normalize_symbol(symbol)
         except ValueError as exc:
             raise SourceError(self.name, str(symbol), str(exc)) from exc
-        lo, hi = utc_bound(start), utc_bound(end)
+        lo, hi = to_utc(start), to_utc(end)
         if lo is not None and hi is not None and lo >= hi:
             raise ValueError(f"start {lo} is not before end {hi}")
         raw = self.raw_bars(symbol, start=lo, end=hi, interval=interval, **kw)

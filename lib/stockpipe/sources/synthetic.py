@@ -25,8 +25,8 @@ from stockpipe.sources.base import (
     check_interval,
     is_daily,
     now_utc,
-    utc_bound,
 )
+from stockpipe.times import to_utc
 
 SESSION_OPEN = pd.Timedelta(hours=14, minutes=30)
 SESSION_LENGTH = pd.Timedelta(hours=6, minutes=30)
@@ -47,8 +47,8 @@ def bars_per_session(interval: str) -> int:
 def bar_times(start: Bound, end: Bound, interval: str) -> pd.DatetimeIndex:
     """Bar open times in ``[start, end)``: business days, or session bars on them."""
     check_interval(interval)
-    hi = utc_bound(end) or now_utc().normalize()
-    lo = utc_bound(start) or hi - DEFAULT_SPAN
+    hi = to_utc(end) or now_utc().normalize()
+    lo = to_utc(start) or hi - DEFAULT_SPAN
     days = pd.bdate_range(lo.normalize(), (hi - pd.Timedelta(microseconds=1)).normalize(), tz="UTC")
     if is_daily(interval):
         times = days

@@ -40,8 +40,10 @@ from stockpipe.errors import TopicResetError
 from stockpipe.kafka import offset_bounds, topic_id
 from stockpipe.lake import ZONES, zone
 from stockpipe.lease import Lease, check_all, hold
+from stockpipe.schemas import BAR_KEY, KAFKA_SOURCE_DDL, PARTITION_COLUMNS, PROCESSED_COLUMNS
 from stockpipe.spark import transforms as T
 from stockpipe.spark.batch_io import DriverIO, Scan, SparkIO, Upsert, partition_rows
+from stockpipe.spark.records import kafka_records, raw_from_kafka
 from stockpipe.spark.session import get_spark, scheduler_pool, session_conf
 from stockpipe.tables import (
     TopicProgress,
@@ -63,7 +65,7 @@ TABLES = ("raw_bars", "quarantine_bars", "processed_bars")
 PARTITIONS: dict[str, tuple[str, ...]] = {
     "raw_bars": ("ingest_date",),
     "quarantine_bars": ("quarantine_date",),
-    "processed_bars": T.PARTITION_COLUMNS,
+    "processed_bars": PARTITION_COLUMNS,
 }
 
 #: Fair-scheduler pools of the job (fairscheduler.xml). The check and the merge
@@ -371,7 +373,7 @@ class BarsBatchJob:
         # re-reading) is written by a second Spark job in the low-priority pool,
         # whose tasks fill the cores the check and the merge leave idle.
         with ThreadPoolExecutor(1, thread_name_prefix="raw-zone") as pool:
-            flagged = T.slim_flagged(T.flag_bars(T.parse_bars(T.raw_from_kafka(batch)), self.now))
+            flagged = T.slim_flagged(T.flag_bars(T.parse_bars(raw_from_kafka(batch)), self.now))
             flagged = flagged.persist()
             try:
                 census_query = T.census(flagged)
@@ -411,7 +413,7 @@ class BarsBatchJob:
         if not todo:  # a replay: the raw zone has this slice already
             return
         with scheduler_pool(self.spark, RAW_POOL), _step("raw zone written"):
-            raw = T.raw_from_kafka(batch).filter(beyond(behind))
+            raw = raw_from_kafka(batch).filter(beyond(behind))
             self._append(raw, "raw_bars", part)
             self.report.raw_rows += todo
 
@@ -448,9 +450,7 @@ class BarsBatchJob:
         else:
             # corrections: one MERGE commits them with the new bars; new bars only
             # (the usual day) are appended
-            how = Upsert(
-                (*T.BAR_KEY, "year"), years, T.PROCESSED_COLUMNS, PARTITIONS["processed_bars"]
-            )
+            how = Upsert((*BAR_KEY, "year"), years, PROCESSED_COLUMNS, PARTITIONS["processed_bars"])
             changes = T.processed_changes(new_rows, existing)
             inserted, updated = io.upsert("processed_bars", changes, how, metadata)
             if not inserted + updated:
@@ -478,10 +478,10 @@ class BarsBatchJob:
 
     def _empty(self, table: str) -> DataFrame:
         """No rows, in the columns the job writes to ``table``."""
-        kafka = self.spark.createDataFrame([], T.KAFKA_SOURCE_DDL)
+        kafka = self.spark.createDataFrame([], KAFKA_SOURCE_DDL)
         if table == "raw_bars":
-            return T.raw_from_kafka(kafka)
-        flagged = T.slim_flagged(T.flag_bars(T.parse_bars(T.raw_from_kafka(kafka)), self.now))
+            return raw_from_kafka(kafka)
+        flagged = T.slim_flagged(T.flag_bars(T.parse_bars(raw_from_kafka(kafka)), self.now))
         valid, quarantine = T.split_flagged(flagged, self.now)
         if table == "quarantine_bars":
             return quarantine.withColumn("quarantine_date", F.to_date("quarantined_at"))
@@ -510,7 +510,7 @@ class BarsBatchJob:
         existing = io.scan(
             "processed_bars",
             [Scan(i, symbols[i], since=lo) for i, lo in bounds.items() if symbols[i]],
-            T.PROCESSED_COLUMNS,
+            PROCESSED_COLUMNS,
         ).persist()
         schema = "symbol string, interval string, t0 timestamp"
         short = T.short_of_context(existing, self.spark.createDataFrame(firsts, schema)).collect()
@@ -520,7 +520,7 @@ class BarsBatchJob:
                 for i, lo in bounds.items()
                 if (syms := tuple(sorted({r.symbol for r in short if r.interval == i})))
             ]
-            extra = io.scan("processed_bars", older, T.PROCESSED_COLUMNS)
+            extra = io.scan("processed_bars", older, PROCESSED_COLUMNS)
             combined = existing.unionByName(extra).persist()
             existing.unpersist()
             existing = combined
@@ -565,7 +565,7 @@ class BarsBatchJob:
             progress = kafka_progress(self.settings, "raw_bars")
             raw = self.spark.read.format("delta").load(self.paths["raw_bars"])
             flagged = T.slim_flagged(
-                T.flag_bars(T.parse_bars(T.raw_from_kafka(T.kafka_records(raw))), self.now)
+                T.flag_bars(T.parse_bars(raw_from_kafka(kafka_records(raw))), self.now)
             ).persist()
             try:
                 census = BatchCensus.of(T.census(flagged).collect())

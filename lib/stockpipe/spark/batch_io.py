@@ -30,6 +30,7 @@ from pyspark.sql import functions as F
 from stockpipe.changefeed import CDF_PROPERTY
 from stockpipe.config import Settings
 from stockpipe.lake import storage_options, table_uri, zone
+from stockpipe.schemas import KAFKA_SOURCE_DDL
 from stockpipe.spark import transforms as T
 from stockpipe.spark.session import default_parallelism, kafka_reader, session_conf
 from stockpipe.tables import open_table
@@ -165,7 +166,7 @@ class DriverIO(SparkIO):
         from stockpipe.kafka import read_range
 
         arrow = read_range(self.settings, topic, start, end)
-        return self.spark.createDataFrame(arrow, schema=T.KAFKA_SOURCE_DDL)
+        return self.spark.createDataFrame(arrow, schema=KAFKA_SOURCE_DDL)
 
     def scan(self, table: str, scans: Sequence[Scan], columns: Sequence[str]) -> DataFrame:
         dt = open_table(self.settings, table)

@@ -2,8 +2,9 @@
 
 A JSON parse that keeps what went wrong (``parse_value``), the bounds of
 ``stockpipe.schemas`` as conditions, and every failed rule of a row joined into
-its ``reason`` (``with_reason``). Both jobs build their rules from these, so a
-bound or a record-level check means the same in either.
+its ``reason`` (``with_reason``), kept from the optimizer's rewrites by
+``fence``. Both jobs build their rules from these, so a bound or a record-level
+check means the same in either.
 """
 
 from __future__ import annotations
@@ -106,6 +107,17 @@ def price_checks(columns: Sequence[str]) -> dict[str, Column]:
 def bad_symbol(symbol: Column) -> Column:
     """A symbol given (not blank) that breaks SYMBOL_PATTERN."""
     return symbol.isNotNull() & (F.trim(symbol) != "") & ~symbol.rlike(SYMBOL_PATTERN)
+
+
+def fence(df: DataFrame) -> DataFrame:
+    """The same rows, behind a node the optimizer cannot push filters through.
+
+    Without it, a filter on a column computed from many others (like
+    ``reasons``) is rewritten in terms of their full expressions, which
+    repeats ``from_json`` dozens of times per row in one oversized,
+    non-compiled condition. ``inline`` of a one-element array is such a node.
+    """
+    return df.select(F.inline(F.array(F.struct(*[F.col(f"`{c}`") for c in df.columns]))))
 
 
 def with_reason(df: DataFrame, checks: Mapping[str, Column]) -> DataFrame:

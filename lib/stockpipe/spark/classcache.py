@@ -71,10 +71,11 @@ def train(settings: Settings, workdir: Path, dump: Path) -> None:
     """
     from pyspark.sql import functions as F
 
-    from stockpipe.schemas import bar_messages
+    from stockpipe.schemas import PARTITION_COLUMNS, bar_messages
     from stockpipe.sources.synthetic import synthetic_bars
-    from stockpipe.spark import streaming as S
+    from stockpipe.spark import tick_transforms as TT
     from stockpipe.spark import transforms as T
+    from stockpipe.spark.records import raw_from_kafka
     from stockpipe.spark.session import get_spark, spark_conf
     from stockpipe.ticks import TickGenerator, TickSpec
 
@@ -95,14 +96,14 @@ def train(settings: Settings, workdir: Path, dump: Path) -> None:
         "key binary, value binary, topic string, partition int, offset long, "
         "timestamp timestamp, timestamp_type int",
     )
-    flagged = T.slim_flagged(T.flag_bars(T.parse_bars(T.raw_from_kafka(kafka)), now)).persist()
+    flagged = T.slim_flagged(T.flag_bars(T.parse_bars(raw_from_kafka(kafka)), now)).persist()
     valid, quarantine = T.split_flagged(flagged, now)
     quarantine.groupBy("reason").count().collect()
-    T.raw_from_kafka(kafka).write.mode("overwrite").partitionBy("ingest_date").parquet(
+    raw_from_kafka(kafka).write.mode("overwrite").partitionBy("ingest_date").parquet(
         str(workdir / "raw")
     )
     merged = T.add_derived(T.dedupe_bars(valid.select(*T.VALID_COLUMNS)))
-    T.for_processed_write(merged).write.mode("overwrite").partitionBy(*T.PARTITION_COLUMNS).parquet(
+    T.for_processed_write(merged).write.mode("overwrite").partitionBy(*PARTITION_COLUMNS).parquet(
         str(workdir / "processed")
     )
     spark.read.parquet(str(workdir / "processed")).count()
@@ -123,8 +124,8 @@ def train(settings: Settings, workdir: Path, dump: Path) -> None:
         F.lit(0).cast("long").alias("offset"),
         F.lit(now).alias("timestamp"),
     )
-    windows = S.window_aggregates(
-        S.valid_ticks(S.validate_ticks(S.parse_ticks(records))),
+    windows = TT.window_aggregates(
+        TT.valid_ticks(TT.validate_ticks(TT.parse_ticks(records))),
         window="1 minute",
         slide="15 seconds",
         watermark="30 seconds",
@@ -139,7 +140,7 @@ def train(settings: Settings, workdir: Path, dump: Path) -> None:
         .start()
     )
     query.awaitTermination()
-    S.needs_checking(
+    TT.needs_checking(
         spark.read.text(str(ticks)).select(
             F.col("value").cast("binary").alias("value"), F.lit(now).alias("timestamp")
         )

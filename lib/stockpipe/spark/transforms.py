@@ -1,5 +1,8 @@
-"""Pure transforms of the bar batch job: Kafka records to raw rows, to typed,
-validated, de-duplicated bars with derived columns.
+"""Pure transforms of the bar batch job: raw rows to typed, validated,
+de-duplicated bars with derived columns.
+
+The tick job's twin is ``stockpipe.spark.tick_transforms``; both make raw rows with
+``stockpipe.spark.records`` and build their reasons with ``stockpipe.spark.checks``.
 
 Every function takes DataFrames and plain scalars and returns DataFrames; none
 reads settings, storage or the clock (the job passes ``now`` in), so each one is
@@ -35,58 +38,31 @@ from stockpipe.schemas import (
     DERIVED_COLUMNS,
     FUTURE_SKEW_S,
     INTERVALS,
+    KAFKA_COLUMNS,
     MAX_VOLUME,
     MIN_BAR_TS,
+    PARTITION_COLUMNS,
     PRICE_COLUMNS,
-    RAW_COLUMNS,
+    PROCESSED_COLUMNS,
+    QUARANTINE_COLUMNS,
     SCHEMA_VERSION,
 )
 from stockpipe.spark.checks import (
     bad_symbol,
+    fence,
     parse_value,
     price_checks,
     split_codes,
     with_reason,
     wrong_type_fields,
 )
+from stockpipe.spark.records import or_null, utc_date
 
-# Column contracts --------------------------------------------------------------------
-
-#: Raw-zone columns: RAW_COLUMNS plus ``value_b64`` and ``key_b64``, the base64 of
-#: the original bytes, set only when they are not valid UTF-8 (``value`` and ``key``
-#: then hold them with U+FFFD replacements, so they stay readable by any reader).
-RAW_ZONE_COLUMNS: tuple[str, ...] = (*RAW_COLUMNS, "value_b64", "key_b64")
-
-#: The rows Spark's Kafka source gives.
-KAFKA_SOURCE_DDL = (
-    "key BINARY, value BINARY, topic STRING, partition INT, offset BIGINT, "
-    "timestamp TIMESTAMP, timestampType INT"
-)
-
-#: Where a record came from in Kafka; kept on parsed, valid and quarantined rows.
-KAFKA_COLUMNS: tuple[str, ...] = ("topic", "partition", "offset", "kafka_timestamp")
+# Column contracts (the zones' own are in stockpipe.schemas) ---------------------------
 
 #: A valid bar: the bar contract plus the Kafka coordinates used to break ties.
 VALID_COLUMNS: tuple[str, ...] = (*BAR_COLUMNS, "partition", "offset", "kafka_timestamp")
 
-#: A quarantined record: why, the record as received, and what could be parsed.
-QUARANTINE_COLUMNS: tuple[str, ...] = (
-    "reason",
-    "reasons",
-    "key",
-    "value",
-    "value_b64",
-    "key_b64",
-    *KAFKA_COLUMNS,
-    "symbol",
-    "source",
-    "batch_id",
-    "quarantined_at",
-)
-
-#: processed/ is partitioned by these; files inside are sorted by symbol, ts.
-PARTITION_COLUMNS: tuple[str, ...] = ("interval", "year")
-PROCESSED_COLUMNS: tuple[str, ...] = (*BAR_COLUMNS, *DERIVED_COLUMNS, "year")
 #: The bars the longest derived window holds (sma_50), the bar itself included.
 LOOKBACK_BARS = 50
 #: Calendar time that holds LOOKBACK_BARS bars of an interval, with room for
@@ -113,12 +89,6 @@ ALL_PRICES: tuple[str, ...] = (*PRICE_COLUMNS, "adj_close")
 TS_FORMAT = "yyyy-MM-dd'T'HH:mm:ss[.SSSSSSSSS]XXX"
 
 # Small helpers -----------------------------------------------------------------------
-
-
-def utc_date(ts: Column) -> Column:
-    """The UTC calendar date of an instant, whatever the session time zone."""
-    days = F.floor(F.unix_seconds(ts) / F.lit(86_400)).cast("int")
-    return F.date_from_unix_date(days)
 
 
 def iso_shaped(text: Column) -> Column:
@@ -164,66 +134,7 @@ def timestamp_literal(moment: datetime) -> Column:
     return F.timestamp_micros(F.lit(micros))
 
 
-def _or_null(df: DataFrame, name: str, dtype: str) -> Column:
-    """``df[name]``, or a typed null when an older layout lacks that column."""
-    return F.col(name) if name in df.columns else F.lit(None).cast(dtype)
-
-
-def fence(df: DataFrame) -> DataFrame:
-    """The same rows, behind a node the optimizer cannot push filters through.
-
-    Without it, a filter on a column computed from many others (like
-    ``reasons``) is rewritten in terms of their full expressions, which
-    repeats ``from_json`` dozens of times per row in one oversized,
-    non-compiled condition. ``inline`` of a one-element array is such a node.
-    """
-    return df.select(F.inline(F.array(F.struct(*[F.col(f"`{c}`") for c in df.columns]))))
-
-
-# 1. Kafka -> raw -----------------------------------------------------------------------
-
-
-def raw_from_kafka(df: DataFrame) -> DataFrame:
-    """Kafka source rows as raw-zone rows (RAW_ZONE_COLUMNS): nothing dropped.
-
-    ``key`` and ``value`` are UTF-8 text; bytes that are not valid UTF-8 would make
-    the Parquet string unreadable outside Spark, so they are replaced there and kept
-    exactly, base64-encoded, in ``key_b64`` and ``value_b64`` (null for valid ones).
-    ``ingest_date`` is the UTC date of the Kafka timestamp.
-    """
-    key, value = F.col("key").cast("string"), F.col("value").cast("string")
-    return df.select(
-        F.make_valid_utf8(key).alias("key"),
-        F.make_valid_utf8(value).alias("value"),
-        "topic",
-        "partition",
-        "offset",
-        F.col("timestamp").alias("kafka_timestamp"),
-        utc_date(F.col("timestamp")).alias("ingest_date"),
-        F.when(~F.is_valid_utf8(value), F.base64(F.col("value"))).alias("value_b64"),
-        F.when(~F.is_valid_utf8(key), F.base64(F.col("key"))).alias("key_b64"),
-    )
-
-
-def kafka_records(raw: DataFrame) -> DataFrame:
-    """Raw-zone rows as Spark's Kafka source gave them (the inverse of raw_from_kafka):
-    the original bytes from ``key_b64`` and ``value_b64`` where they were not UTF-8."""
-
-    def original(text: str) -> Column:
-        b64 = _or_null(raw, f"{text}_b64", "string")  # a table made before key_b64
-        return F.when(b64.isNotNull(), F.unbase64(b64)).otherwise(F.encode(text, "UTF-8"))
-
-    return raw.select(
-        original("key").alias("key"),
-        original("value").alias("value"),
-        "topic",
-        "partition",
-        "offset",
-        F.col("kafka_timestamp").alias("timestamp"),
-    )
-
-
-# 2. raw -> parsed ----------------------------------------------------------------------
+# 1. raw -> parsed (Kafka -> raw is stockpipe.spark.records) -------------------------
 
 
 def parse_bars(raw: DataFrame) -> DataFrame:
@@ -256,8 +167,8 @@ def parse_bars(raw: DataFrame) -> DataFrame:
     return with_msg.select(
         "key",
         "value",
-        _or_null(raw, "value_b64", "string").alias("value_b64"),
-        _or_null(raw, "key_b64", "string").alias("key_b64"),
+        or_null(raw, "value_b64", "string").alias("value_b64"),
+        or_null(raw, "key_b64", "string").alias("key_b64"),
         *KAFKA_COLUMNS,
         *fields,
         "too_large",
@@ -266,7 +177,7 @@ def parse_bars(raw: DataFrame) -> DataFrame:
     )
 
 
-# 3. parsed -> valid, quarantine --------------------------------------------------------
+# 2. parsed -> valid, quarantine --------------------------------------------------------
 
 
 def _reason_checks(now: Column) -> dict[str, Column]:
@@ -411,16 +322,16 @@ def validate_bars(parsed: DataFrame, now: datetime) -> tuple[DataFrame, DataFram
     return split_flagged(fence(flag_bars(parsed, now)), now)
 
 
-# 4. dedupe -----------------------------------------------------------------------------
+# 3. dedupe -----------------------------------------------------------------------------
 
 
 def _latest_first(df: DataFrame) -> list[Column]:
     """Ordering that puts the latest ingestion first; rows from processed/ lack Kafka columns."""
     return [
         F.col("ingested_at").desc_nulls_last(),
-        _or_null(df, "kafka_timestamp", "timestamp").desc_nulls_last(),
-        _or_null(df, "offset", "bigint").desc_nulls_last(),
-        _or_null(df, "partition", "int").desc_nulls_last(),
+        or_null(df, "kafka_timestamp", "timestamp").desc_nulls_last(),
+        or_null(df, "offset", "bigint").desc_nulls_last(),
+        or_null(df, "partition", "int").desc_nulls_last(),
     ]
 
 
@@ -452,7 +363,7 @@ def count_duplicates(df: DataFrame) -> int:
     return int(removed["removed"] or 0) if removed else 0
 
 
-# 5. derived columns --------------------------------------------------------------------
+# 4. derived columns --------------------------------------------------------------------
 
 
 def add_derived(df: DataFrame) -> DataFrame:
@@ -510,7 +421,7 @@ def add_derived(df: DataFrame) -> DataFrame:
     ).drop("_price", "_rn", "_p1", "_l1", "_l2")
 
 
-# 6. incremental merge ------------------------------------------------------------------
+# 5. incremental merge ------------------------------------------------------------------
 
 #: Columns whose change moves the derived values of the bars after (prices, volume).
 VALUE_COLUMNS: tuple[str, ...] = (*PRICE_COLUMNS, "adj_close", "volume")
@@ -595,7 +506,7 @@ def processed_changes(new: DataFrame, existing: DataFrame) -> DataFrame:
     return add_year(changed).select(*PROCESSED_COLUMNS, UPDATE_FLAG)
 
 
-# 7. processed layout -------------------------------------------------------------------
+# 6. processed layout -------------------------------------------------------------------
 
 
 def add_year(df: DataFrame) -> DataFrame:

@@ -1,4 +1,4 @@
-"""Sliding-window aggregates of ticks computed with pandas alone.
+"""Sliding-window aggregates of ticks computed with pandas alone, and ticks read back.
 
 This is the independent answer the streaming job is checked against (tests and
 the benchmark). It follows the same contract, written down here:
@@ -25,38 +25,29 @@ the benchmark). It follows the same contract, written down here:
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
+
 import numpy as np
 import pandas as pd
 
-WINDOW_COLUMNS = (
-    "symbol",
-    "window_start",
-    "window_end",
-    "open",
-    "high",
-    "low",
-    "close",
-    "vwap",
-    "volume",
-    "trade_count",
-    "price_std",
+from stockpipe.schemas import (
+    MAX_PRICE,
+    MAX_SEQ,
+    MAX_TICK_SIZE,
+    SCHEMA_VERSION,
+    SYMBOL_PATTERN,
+    TICK_COLUMNS,
+    TICK_WINDOWS_SCHEMA,
 )
+from stockpipe.times import to_ms
+
+#: The columns of processed/tick_windows but its ``date`` partition.
+WINDOW_COLUMNS: tuple[str, ...] = tuple(n for n in TICK_WINDOWS_SCHEMA.names if n != "date")
 
 
-def to_ms(interval: str | int | float | pd.Timedelta) -> int:
-    """Milliseconds of an interval ("15 seconds", "1 minute", a Timedelta, or ms)."""
-    if isinstance(interval, int | float):
-        return int(interval)
-    return int(pd.Timedelta(interval).total_seconds() * 1000)
-
-
-#: Largest trade size the job accepts (as the streaming job's MAX_SIZE).
-MAX_SIZE = 1_000_000_000
-#: seq is a counter from 0 below 2^40 (as the streaming job's MAX_SEQ + 1).
-MAX_SEQ_EXCLUSIVE = 2**40
-#: Largest price, and what a symbol may be (as the contract's MAX_PRICE and SYMBOL_PATTERN).
-MAX_PRICE = 1e9
-SYMBOL = r"[A-Za-z0-9.^=&_/-]{1,32}"
+#: What a symbol may be: the contract's SYMBOL_PATTERN without its anchors (fullmatch).
+SYMBOL = SYMBOL_PATTERN.removeprefix("^").removesuffix("$")
 
 
 def valid(ticks: pd.DataFrame) -> pd.DataFrame:
@@ -70,14 +61,14 @@ def valid(ticks: pd.DataFrame) -> pd.DataFrame:
         & (price > 0)
         & (price <= MAX_PRICE)
         & (size > 0)
-        & (size <= MAX_SIZE)
+        & (size <= MAX_TICK_SIZE)
         & (ts > 0)
     )
     if "seq" in ticks:
         seq = pd.to_numeric(ticks["seq"], errors="coerce")
-        ok &= (seq >= 0) & (seq < MAX_SEQ_EXCLUSIVE)
+        ok &= (seq >= 0) & (seq <= MAX_SEQ)
     if "schema_version" in ticks:
-        ok &= ticks["schema_version"] == 1
+        ok &= ticks["schema_version"] == SCHEMA_VERSION
     if "producer_id" in ticks:
         ok &= ticks["producer_id"].fillna("").astype(str).str.strip().ne("")
     return ticks.loc[ok]
@@ -224,3 +215,40 @@ def compare_windows(
                 f"{c} differs in {len(bad)} windows, e.g. {bad.head(3).values.tolist()}"
             )
     return problems
+
+
+def parse_tick_values(values: Sequence[bytes | str]) -> pd.DataFrame:
+    """Tick messages (JSON values, as read back from Kafka) as a typed frame.
+
+    The input of the reference windows, not validation (the streaming job does
+    that). Like Spark's parser it is strict about JSON types: a value
+    that is not an object, misses a field or has a wrong-typed one is left out;
+    values such as a zero price are kept (the reference drops them).
+    """
+    ints = ("schema_version", "ts", "size", "seq")
+    rows = []
+    for v in values:
+        try:
+            d = json.loads(v)
+        except ValueError:
+            continue
+        if not isinstance(d, dict):
+            continue
+        if not all(type(d.get(k)) is int for k in ints):
+            continue
+        if type(d.get("price")) not in (int, float) or not all(
+            isinstance(d.get(k), str) for k in ("symbol", "producer_id")
+        ):
+            continue
+        rows.append(
+            (
+                d["schema_version"],
+                d["symbol"],
+                d["ts"],
+                float(d["price"]),
+                d["size"],
+                d["seq"],
+                d["producer_id"],
+            )
+        )
+    return pd.DataFrame(rows, columns=["schema_version", *TICK_COLUMNS])

@@ -5,12 +5,20 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from stockpipe.schemas import BAR_COLUMNS, BAR_KEY, DERIVED_COLUMNS
+
+#: What two processed-bar frames must agree on: the bar's values and derived columns.
+COMPARED_COLUMNS: tuple[str, ...] = (
+    *(c for c in BAR_COLUMNS if c not in ("source", "ingested_at", "batch_id")),
+    *DERIVED_COLUMNS,
+)
+
 
 def expected_processed(bars: pd.DataFrame) -> pd.DataFrame:
     """The processed zone computed independently with pandas."""
     df = bars.sort_values("ingested_at", kind="stable")
-    df = df.drop_duplicates(["symbol", "interval", "ts"], keep="last")
-    df = df.sort_values(["symbol", "interval", "ts"]).reset_index(drop=True)
+    df = df.drop_duplicates(list(BAR_KEY), keep="last")
+    df = df.sort_values(list(BAR_KEY)).reset_index(drop=True)
     price = df["adj_close"].fillna(df["close"])
     g = price.groupby([df["symbol"], df["interval"]])
     prev = g.shift(1)
@@ -26,23 +34,8 @@ def expected_processed(bars: pd.DataFrame) -> pd.DataFrame:
 
 
 def assert_same_bars(actual: pd.DataFrame, expected: pd.DataFrame) -> None:
-    cols = [
-        "symbol",
-        "interval",
-        "ts",
-        "open",
-        "high",
-        "low",
-        "close",
-        "adj_close",
-        "volume",
-        "return",
-        "log_return",
-        "sma_20",
-        "sma_50",
-        "volatility_20",
-        "range_pct",
-    ]
+    """Fail unless the frames hold the same bars (COMPARED_COLUMNS, floats within 1e-9)."""
+    cols = list(COMPARED_COLUMNS)
     a = actual.loc[:, cols].sort_values(["symbol", "ts"]).reset_index(drop=True)
     e = expected.loc[:, cols].sort_values(["symbol", "ts"]).reset_index(drop=True)
     a["volume"] = a["volume"].astype("int64")
