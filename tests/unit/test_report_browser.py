@@ -48,7 +48,7 @@ from stockpipe.charts import (
 from stockpipe.charts.figures import DOWN_COLOR, UP_COLOR
 from stockpipe.config import PROJECT_ROOT
 from stockpipe.demo import DEMO_SYMBOLS, STREAM_SYMBOLS
-from stockpipe.reference import reference_windows
+from oracles.tick_windows import reference_windows
 from stockpipe.sources.samples import SamplesSource
 from stockpipe.ticks import TickGenerator, TickSpec
 
