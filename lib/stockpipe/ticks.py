@@ -445,65 +445,9 @@ def parse_tick_values(values: Sequence[bytes | str]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=cols)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m stockpipe.ticks``: send ticks until a duration, a count or Ctrl-C/SIGTERM."""
-    import argparse
-    import json
-    import signal
-
-    from stockpipe.config import get_settings
-
-    d = TickSpec()
-    p = argparse.ArgumentParser(
-        prog="python -m stockpipe.ticks", description=__doc__.split("\n")[0]
-    )
-    p.add_argument("--symbols", default=",".join(d.symbols))
-    p.add_argument("--rate", type=float, default=1000.0, help="ticks/s; 0: as fast as possible")
-    p.add_argument("--duration", type=float, default=None, help="seconds")
-    p.add_argument("--max-ticks", type=int, default=None)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out-of-order", type=float, default=0.0, help="share of ticks")
-    p.add_argument("--out-of-order-max-ms", type=int, default=d.out_of_order_max_ms)
-    p.add_argument("--late", type=float, default=0.0, help="share of ticks")
-    p.add_argument("--late-by-ms", type=int, default=d.late_by_ms)
-    p.add_argument("--start-ms", type=int, default=None, help="virtual clock start (epoch ms)")
-    p.add_argument("--step-ms", type=float, default=None)
-    p.add_argument("--topic", default=None)
-    p.add_argument("--json", action="store_true", help="print the report as one JSON line")
-    args = p.parse_args(argv)
-    if args.duration is None and args.max_ticks is None:
-        p.error("give --duration or --max-ticks (Ctrl-C also stops)")
-
-    def on_sigterm(_signum: int, _frame: object) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_sigterm)
-    spec = TickSpec(
-        symbols=tuple(s.strip() for s in args.symbols.split(",") if s.strip()),
-        seed=args.seed,
-        rate=args.rate or 10_000.0,
-        start_ms=args.start_ms,
-        step_ms=args.step_ms,
-        out_of_order_fraction=args.out_of_order,
-        out_of_order_max_ms=args.out_of_order_max_ms,
-        late_fraction=args.late,
-        late_by_ms=args.late_by_ms,
-    )
-    report = run_producer(
-        get_settings(),
-        spec,
-        rate=args.rate or None,
-        duration_s=args.duration,
-        max_ticks=args.max_ticks,
-        topic=args.topic,
-        on_progress=None if args.json else lambda r: print(f"{r.generated} ticks, {r.rate:.0f}/s"),
-    )
-    if args.json:
-        print(json.dumps(report.summary(), default=str), flush=True)
-    else:
-        print(report, flush=True)
-    return 0 if report.failed == 0 else 1
-
-
 if __name__ == "__main__":
-    raise SystemExit(main())
+    import sys
+
+    from stockpipe.cli import app
+
+    app(["ticks", *sys.argv[1:]], prog_name="stockpipe")  # the command is `stockpipe ticks`
