@@ -228,7 +228,7 @@ def run_rate(base_settings, stack, rate: int, args) -> dict:
     trigger_s = to_ms(args.trigger) / 1000
     job_log = open(f"{args.job_log}.{rate}", "w") if args.job_log else None  # noqa: SIM115
     job = subprocess.Popen(
-        [sys.executable, "-m", "stockpipe.spark.streaming", "--mode", "continuous",
+        [sys.executable, "-m", "stockpipe.cli", "stream", "--mode", "continuous",
          "--name", "bench", "--window", args.window, "--slide", args.slide,
          "--watermark", args.watermark, "--trigger", args.trigger,
          *(["--archive-trigger", args.archive_trigger] if args.archive_trigger else []),
@@ -241,7 +241,7 @@ def run_rate(base_settings, stack, rate: int, args) -> dict:
     progress = Progress(job.stdout, job_log)
     # Warm up: a few ticks, and wait until the job has committed its first batch.
     subprocess.run(
-        [sys.executable, "-m", "stockpipe.ticks", "--symbols", SYMBOLS, "--rate", "100",
+        [sys.executable, "-m", "stockpipe.cli", "ticks", "--symbols", SYMBOLS, "--rate", "100",
          "--max-ticks", "200", "--json"],
         env=_env(s), check=True, stdout=subprocess.DEVNULL,
     )  # fmt: skip
@@ -252,7 +252,7 @@ def run_rate(base_settings, stack, rate: int, args) -> dict:
             raise RuntimeError("the streaming job did not commit a first batch in time")
         time.sleep(1.0)
     producer = subprocess.Popen(
-        [sys.executable, "-m", "stockpipe.ticks", "--symbols", SYMBOLS, "--rate", str(rate),
+        [sys.executable, "-m", "stockpipe.cli", "ticks", "--symbols", SYMBOLS, "--rate", str(rate),
          "--duration", str(args.live_warmup + args.duration), "--seed", "1",
          "--out-of-order", "0.02",
          "--out-of-order-max-ms", "5000", "--json"],

@@ -19,7 +19,7 @@ from typing import Any
 import pyarrow as pa
 
 from stockpipe.config import Settings
-from stockpipe.errors import LakeError
+from stockpipe.errors import ChangeFeedUnavailable
 from stockpipe.lake import ZONES
 from stockpipe.tables import open_table
 
@@ -29,16 +29,6 @@ CDF_PROPERTY = "delta.enableChangeDataFeed"
 #: The Spark session setting that turns the feed on for every table Spark creates.
 SPARK_DEFAULT = "spark.databricks.delta.properties.defaults.enableChangeDataFeed"
 JOB = "warehouse export (enabling the change data feed)"
-
-
-class ChangeFeedUnavailable(LakeError):
-    """The change data feed of a version range cannot be read (a full reload is needed)."""
-
-    def __init__(self, table: str, start: int, end: int, reason: str) -> None:
-        self.table, self.start, self.end, self.reason = table, start, end, reason
-        super().__init__(
-            f"the change data feed of {table} for versions {start}..{end} cannot be read ({reason})"
-        )
 
 
 def feed_enabled(dt: Any) -> bool:

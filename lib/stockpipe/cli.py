@@ -1,16 +1,59 @@
-"""The `stockpipe` command: setup, the local stack, and the demo."""
+"""The `stockpipe` command: setup, the local stack, the jobs and the demo.
+
+Every command ends a :class:`StockpipeError` with one red ``error: <message>``
+line on stderr and exit code 1 (``_Typer.command``), never a traceback.
+"""
 
 from __future__ import annotations
 
+import functools
+import signal
 import sys
 import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any, Literal
 
 import typer
 
 from stockpipe.config import load_settings
-from stockpipe.errors import StockpipeError
+from stockpipe.errors import LeaseHeldError, StockpipeError, UnknownNameError
 
-app = typer.Typer(
+ExitCodes = Mapping[type[Exception], int]
+
+
+def _exit_on(errors: ExitCodes, command: Callable[..., Any]) -> Callable[..., Any]:
+    """``command`` turning each error of ``errors`` into one ``error:`` line and its exit code."""
+
+    @functools.wraps(command)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except (typer.Exit, typer.Abort, typer.TyperException):
+            raise  # typer's own ends (an exit code, a usage error) pass as they are
+        except tuple(errors) as exc:
+            typer.secho(f"error: {exc}", fg="red", err=True)
+            raise typer.Exit(next(c for t, c in errors.items() if isinstance(exc, t))) from None
+
+    return run
+
+
+class _Typer(typer.Typer):
+    """A Typer app whose commands all report a StockpipeError as one clean line.
+
+    ``exit_codes`` adds errors (or other exit codes) of one command; the first
+    class that matches wins, StockpipeError (exit 1) comes last.
+    """
+
+    def command(  # type: ignore[override]
+        self, *args: Any, exit_codes: ExitCodes | None = None, **kwargs: Any
+    ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        register = super().command(*args, **kwargs)
+        errors = {**(exit_codes or {}), StockpipeError: 1}
+        return lambda command: register(_exit_on(errors, command))
+
+
+app = _Typer(
     help="stockpipe: stock data through Kafka, Spark and an S3 lake.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -27,11 +70,6 @@ def _settings():
     return load_settings(env_file)
 
 
-def _fail(exc: Exception) -> None:
-    typer.secho(f"error: {exc}", fg="red", err=True)
-    raise typer.Exit(1)
-
-
 @app.command()
 def setup(verbose: bool = typer.Option(False, "--verbose", "-v")) -> None:
     """Fetch and build the pinned Kafka, Spark connector and MinIO parts (cached)."""
@@ -39,10 +77,7 @@ def setup(verbose: bool = typer.Option(False, "--verbose", "-v")) -> None:
     from stockpipe.stack.install import setup_all
 
     settings = load_settings()
-    try:
-        setup_all(settings.cache_dir, quiet_when_ready=not verbose)
-    except StockpipeError as exc:
-        _fail(exc)
+    setup_all(settings.cache_dir, quiet_when_ready=not verbose)
     ensure_archive(settings)
 
 
@@ -53,10 +88,7 @@ def up() -> None:
 
     settings = _settings()
     t0 = time.perf_counter()
-    try:
-        Stack(settings).up(log=typer.echo)
-    except StockpipeError as exc:
-        _fail(exc)
+    Stack(settings).up(log=typer.echo)
     typer.echo(
         f"stack is up ({time.perf_counter() - t0:.1f} s): Kafka {settings.bootstrap_servers}, "
         f"MinIO {settings.s3_url} (console http://{settings.host}:{settings.minio_console_port}), "
@@ -93,18 +125,16 @@ def status() -> None:
         raise typer.Exit(3)
 
 
-@app.command()
+# a service that is down raises its client's error: say which, not a traceback
+@app.command(exit_codes={Exception: 1})
 def init() -> None:
     """Create the bucket and the topics on the configured services (e.g. a cluster)."""
     from stockpipe.kafka import ensure_topics
     from stockpipe.stack.minio_access import provision_bucket
 
     settings = load_settings()
-    try:
-        made = provision_bucket(settings)
-        topics = ensure_topics(settings)
-    except Exception as exc:  # a service that is down: say which, not a traceback
-        _fail(exc)
+    made = provision_bucket(settings)
+    topics = ensure_topics(settings)
     typer.echo(
         f"bucket {settings.bucket} {'created' if made else 'exists'}; topics "
         f"{', '.join(topics) or 'exist'} (replication {settings.replication_factor}) "
@@ -127,10 +157,7 @@ def smoke(records: int = 20) -> None:
     """Produce a few records, read them with Spark, write Parquet to MinIO, read back."""
     from stockpipe.smoke import run_smoke
 
-    try:
-        run_smoke(_settings(), records=records, log=typer.echo)
-    except StockpipeError as exc:
-        _fail(exc)
+    run_smoke(_settings(), records=records, log=typer.echo)
 
 
 @app.command()
@@ -153,16 +180,13 @@ def demo(
     """The batch DAG on the sample data, a live streaming session, the charts, a summary."""
     from stockpipe.demo import run_demo
 
-    try:
-        run_demo(
-            _settings(),
-            stream_seconds=stream_seconds,
-            symbols=symbols,
-            stream_source=stream_source,
-            log=typer.echo,
-        )
-    except StockpipeError as exc:
-        _fail(exc)
+    run_demo(
+        _settings(),
+        stream_seconds=stream_seconds,
+        symbols=symbols,
+        stream_source=stream_source,
+        log=typer.echo,
+    )
 
 
 @app.command()
@@ -186,20 +210,142 @@ def batch(
     from stockpipe.spark.session import get_spark
 
     settings = _settings()
-    try:
-        if rebuild:
-            job = BarsBatchJob(settings, get_spark(settings, "stockpipe-rebuild"), topic or None)
-            report = job.rebuild()
-        else:
-            report = run_batch_job(
-                settings,
-                topic or None,
-                max_offsets_per_trigger=max_offsets_per_trigger or None,
-                reset_topic=reset_topic or None,
-            )
-    except StockpipeError as exc:
-        _fail(exc)
+    if rebuild:
+        job = BarsBatchJob(settings, get_spark(settings, "stockpipe-rebuild"), topic or None)
+        report = job.rebuild()
+    else:
+        report = run_batch_job(
+            settings,
+            topic or None,
+            max_offsets_per_trigger=max_offsets_per_trigger or None,
+            reset_topic=reset_topic or None,
+        )
     typer.echo(str(report))
+
+
+@contextmanager
+def _sigterm_stops() -> Iterator[None]:
+    """SIGTERM stops a job as Ctrl-C does (its own clean stop), for the time of the job."""
+
+    def on_sigterm(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _given(**options: Any) -> dict[str, Any]:
+    """The options given on the command line: the others keep the job's own defaults."""
+    return {k: v for k, v in options.items() if v is not None}
+
+
+@app.command(exit_codes={LeaseHeldError: 3})
+def stream(
+    ctx: typer.Context,
+    mode: str | None = typer.Option(None, help="continuous, or available-now (the backlog)"),
+    window: str | None = typer.Option(None),
+    slide: str | None = typer.Option(None),
+    watermark: str | None = typer.Option(None),
+    trigger: str | None = typer.Option(None, help="micro-batch interval (continuous)"),
+    archive_trigger: str | None = typer.Option(
+        None, help="micro-batch interval of the raw and quarantine queries (continuous)"
+    ),
+    duration_s: float | None = typer.Option(
+        None, "--duration", help="seconds; default: until Ctrl-C"
+    ),
+    name: str | None = typer.Option(None, help="query name (also the checkpoint folder)"),
+    checkpoint: str | None = typer.Option(None, help="checkpoint root (default in the lake)"),
+    topic: str | None = typer.Option(None),
+    max_offsets_per_trigger: int | None = typer.Option(None),
+    state_partitions: int | None = typer.Option(None),
+    lease_wait_s: float | None = typer.Option(
+        None,
+        "--lease-wait",
+        help="seconds to wait for another job's leases of the tables (default: fail at once)",
+    ),
+    progress: Literal["text", "json"] = typer.Option(
+        "text", help="one line per micro-batch: readable, or a JSON object (for tools)"
+    ),
+) -> None:
+    """Run the streaming job: ticks from Kafka to sliding-window aggregates in the lake.
+
+    Defaults are the job's own (``StreamOptions``); another job holding the
+    tables' leases ends it with exit code 3.
+    """
+    import json
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    from stockpipe.config import get_settings
+    from stockpipe.spark.streaming import StreamOptions, format_progress, run_stream
+
+    given = {k: v for k, v in ctx.params.items() if k != "progress"}  # named as the fields
+    try:
+        opts = StreamOptions(**_given(**given))
+    except UnknownNameError as exc:  # a bad --mode is a usage error, as any bad option
+        raise typer.BadParameter(str(exc), param_hint="--mode") from None
+
+    def show(row: dict[str, Any]) -> None:
+        text = json.dumps(row, default=str) if progress == "json" else format_progress(row)
+        typer.echo(text)
+
+    with _sigterm_stops():
+        report = run_stream(get_settings(), opts, on_progress=show)
+    typer.echo(str(report))
+
+
+@app.command()
+def ticks(
+    symbols: str | None = typer.Option(None, help="comma separated (default: TickSpec's)"),
+    rate: float = typer.Option(1000.0, help="ticks/s; 0: as fast as possible"),
+    duration: float | None = typer.Option(None, help="seconds"),
+    max_ticks: int | None = typer.Option(None),
+    seed: int = typer.Option(0),
+    out_of_order: float = typer.Option(0.0, help="share of ticks"),
+    out_of_order_max_ms: int | None = typer.Option(None),
+    late: float = typer.Option(0.0, help="share of ticks"),
+    late_by_ms: int | None = typer.Option(None),
+    start_ms: int | None = typer.Option(None, help="virtual clock start (epoch ms)"),
+    step_ms: float | None = typer.Option(None),
+    topic: str | None = typer.Option(None),
+    as_json: bool = typer.Option(False, "--json", help="print the report as one JSON line"),
+) -> None:
+    """Send synthetic ticks to the tick topic until a duration, a count or Ctrl-C/SIGTERM."""
+    import json
+
+    if duration is None and max_ticks is None:
+        raise typer.BadParameter("give --duration or --max-ticks (Ctrl-C also stops)")
+    from stockpipe.config import get_settings
+    from stockpipe.ticks import TickSpec, run_producer
+
+    listed = None if symbols is None else tuple(s.strip() for s in symbols.split(",") if s.strip())
+    spec = TickSpec(
+        seed=seed,
+        rate=rate or 10_000.0,
+        start_ms=start_ms,
+        step_ms=step_ms,
+        out_of_order_fraction=out_of_order,
+        late_fraction=late,
+        **_given(symbols=listed, out_of_order_max_ms=out_of_order_max_ms, late_by_ms=late_by_ms),
+    )
+    with _sigterm_stops():
+        report = run_producer(
+            get_settings(),
+            spec,
+            rate=rate or None,
+            duration_s=duration,
+            max_ticks=max_ticks,
+            topic=topic,
+            on_progress=None
+            if as_json
+            else lambda r: typer.echo(f"{r.generated} ticks, {r.rate:.0f}/s"),
+        )
+    typer.echo(json.dumps(report.summary(), default=str) if as_json else str(report))
+    if report.failed:
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -215,10 +361,7 @@ def export(
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from stockpipe.warehouse.export import export as run_export
 
-    try:
-        report = run_export(_settings(), tables or None, target=target or None)
-    except StockpipeError as exc:
-        _fail(exc)
+    report = run_export(_settings(), tables or None, target=target or None)
     typer.echo(str(report))
     for table, rows in report.counts.items():
         typer.echo(f"  {table}: {rows:,} rows")
@@ -229,10 +372,7 @@ def airflow() -> None:
     """Airflow (API server + UI, scheduler, DAG processor, triggerer) on 127.0.0.1."""
     from stockpipe.stack.airflow import run_airflow
 
-    try:
-        raise typer.Exit(run_airflow(_settings(), log=typer.echo))
-    except StockpipeError as exc:
-        _fail(exc)
+    raise typer.Exit(run_airflow(_settings(), log=typer.echo))
 
 
 @app.command()
@@ -247,12 +387,7 @@ def dag(
 
     settings = _settings()
     log_file = settings.state_dir / "airflow" / "dags-test" / f"{dag_id}.log"
-    try:
-        result = dags_test(
-            settings, dag_id, json.loads(conf), log_file=log_file, on_line=typer.echo
-        )
-    except StockpipeError as exc:
-        _fail(exc)
+    result = dags_test(settings, dag_id, json.loads(conf), log_file=log_file, on_line=typer.echo)
     for t in result.tasks:
         typer.echo(f"{t.task_id:<24} {t.state or '-':<16} {t.seconds or 0:7.1f} s")
     typer.echo(f"{dag_id} {result.run_id}: {result.state} (output also in {log_file})")
@@ -265,15 +400,12 @@ def lab() -> None:
     """JupyterLab on the notebooks with the project kernel, reaching the same stack."""
     from stockpipe.stack.lab import run_lab
 
-    try:
-        run_lab(_settings())
-    except StockpipeError as exc:
-        _fail(exc)
+    run_lab(_settings())
 
 
 # The lake's Delta tables ----------------------------------------------------------------------
 
-lake_app = typer.Typer(
+lake_app = _Typer(
     help="The lake's Delta tables: compaction, vacuum, history.", no_args_is_help=True
 )
 app.add_typer(lake_app, name="lake")
@@ -308,12 +440,9 @@ def lake_optimize(
 
     _lake_logging()
     settings = _settings()
-    try:
-        for name in m.resolve_tables(tables):
-            result = m.optimize(settings, name, wait_s=lease_wait)
-            typer.echo(f"{name}: {result if result is not None else 'no table yet'}")
-    except StockpipeError as exc:
-        _fail(exc)
+    for name in m.resolve_tables(tables):
+        result = m.optimize(settings, name, wait_s=lease_wait)
+        typer.echo(f"{name}: {result if result is not None else 'no table yet'}")
 
 
 @lake_app.command("vacuum")
@@ -333,18 +462,13 @@ def lake_vacuum(
 
     _lake_logging()
     settings = _settings()
-    try:
-        m.check_retention(retention_hours, force)
-        for name in m.resolve_tables(tables):
-            result = m.vacuum(
-                settings, name, retention_hours, dry_run, force=force, wait_s=lease_wait
-            )
-            typer.echo(f"{name}: {result if result is not None else 'no table yet'}")
-            if result is not None and dry_run:
-                for path in result.files:
-                    typer.echo(f"  {path}")
-    except StockpipeError as exc:
-        _fail(exc)
+    m.check_retention(retention_hours, force)
+    for name in m.resolve_tables(tables):
+        result = m.vacuum(settings, name, retention_hours, dry_run, force=force, wait_s=lease_wait)
+        typer.echo(f"{name}: {result if result is not None else 'no table yet'}")
+        if result is not None and dry_run:
+            for path in result.files:
+                typer.echo(f"  {path}")
 
 
 @lake_app.command("maintain")
@@ -358,10 +482,7 @@ def lake_maintain(
 
     _lake_logging()
     settings = _settings()
-    try:
-        report = maintain(settings, tables, retention_hours=retention_hours, wait_s=lease_wait)
-    except StockpipeError as exc:
-        _fail(exc)
+    report = maintain(settings, tables, retention_hours=retention_hours, wait_s=lease_wait)
     for line in report.lines():
         typer.echo(line)
     if not report.ok:
@@ -378,11 +499,8 @@ def lake_history(
     from stockpipe.tables import history
 
     settings = _settings()
-    try:
-        [name] = resolve_tables([table])
-        commits = history(settings, name, limit)
-    except StockpipeError as exc:
-        _fail(exc)
+    [name] = resolve_tables([table])
+    commits = history(settings, name, limit)
     if not commits:
         typer.secho(f"{name}: no table yet", err=True)
         raise typer.Exit(1)
@@ -398,7 +516,7 @@ def lake_history(
 
 # The Compose deployment's engine ---------------------------------------------------------
 
-engine_app = typer.Typer(
+engine_app = _Typer(
     help="A Docker engine and Compose for docker/compose.yaml (the machine's, or a private one).",
     no_args_is_help=True,
 )
@@ -412,12 +530,9 @@ def engine_start() -> None:
     from stockpipe.stack.images import ensure_base_image
 
     settings = _settings()
-    try:
-        host = start_engine(settings, log=typer.echo)
-        build_compose(settings.cache_dir)
-        base = ensure_base_image(host, settings.cache_dir)
-    except StockpipeError as exc:
-        _fail(exc)
+    host = start_engine(settings, log=typer.echo)
+    build_compose(settings.cache_dir)
+    base = ensure_base_image(host, settings.cache_dir)
     typer.echo(f"DOCKER_HOST={host}")
     typer.echo(f"compose: {compose_binary(settings.cache_dir)}")
     typer.echo(f"base image of the local build mode: {base}")
@@ -433,7 +548,7 @@ def engine_stop() -> None:
 
 
 def main() -> None:  # pragma: no cover
-    sys.exit(app())
+    sys.exit(app(prog_name="stockpipe"))  # also as `python -m stockpipe.cli`
 
 
 if __name__ == "__main__":  # pragma: no cover

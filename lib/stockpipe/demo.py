@@ -33,7 +33,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from stockpipe.config import PROJECT_ROOT, Settings, child_environ
-from stockpipe.errors import StockpipeError
+from stockpipe.errors import DemoError
 from stockpipe.notebooks import REPORTS_DIR, notebook_path, notebook_url
 from stockpipe.stack.airflow import (
     DagTestResult,
@@ -47,10 +47,6 @@ DEMO_SYMBOLS = "MSFT,GOOG"  # the daily series in data_samples/ (EURUSD is hourl
 STREAM_SYMBOLS = "AAPL,MSFT,GOOGL,AMZN"
 
 Log = Callable[[str], None]
-
-
-class DemoError(StockpipeError):
-    """A step of the demo failed; says which and where its log is."""
 
 
 @dataclass

@@ -23,7 +23,13 @@ from typing import Any
 from urllib.parse import unquote
 
 from stockpipe.config import Settings
-from stockpipe.errors import LakeError, LeaseHeldError, StockpipeError, UnknownNameError
+from stockpipe.errors import (
+    LakeError,
+    LeaseHeldError,
+    RetentionTooShortError,
+    StockpipeError,
+    UnknownNameError,
+)
 from stockpipe.lake import TABLES, ZONES, filesystem, zone
 from stockpipe.lease import Lease, check_all, hold
 from stockpipe.tables import METADATA_KEY, open_table, parse_metadata, recent_commits
@@ -39,19 +45,6 @@ JOB = "lake maintenance"
 ZORDER: dict[str, tuple[str, ...]] = {"processed_bars": ("symbol",)}
 
 PartitionFilter = list[tuple[str, str, Any]]
-
-
-class RetentionTooShortError(LakeError, ValueError):
-    """A VACUUM retention under seven days asked for without the force flag."""
-
-    def __init__(self, hours: float) -> None:
-        self.hours = hours
-        super().__init__(
-            f"a VACUUM retention of {hours:g} h is under {DEFAULT_RETENTION_HOURS} h (7 days): "
-            "it may delete files that a reader of a recent version (a running query, time "
-            "travel, a job that listed the table) still needs. Pass force (--force) only "
-            "when nothing reads the table."
-        )
 
 
 # Pure helpers ------------------------------------------------------------------------------
@@ -81,7 +74,7 @@ def check_retention(hours: float, force: bool = False) -> None:
     if hours < 0:
         raise LakeError(f"a VACUUM retention cannot be negative ({hours:g} h)")
     if hours < DEFAULT_RETENTION_HOURS and not force:
-        raise RetentionTooShortError(hours)
+        raise RetentionTooShortError(hours, DEFAULT_RETENTION_HOURS)
 
 
 def carried_metadata(commits: Iterable[Mapping[str, Any]]) -> str | None:

@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from stockpipe.config import PROJECT_ROOT, Settings, get_settings
-from stockpipe.errors import StockpipeError
+from stockpipe.errors import SecretParameterError
 
 NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
 #: Local folder for HTML reports and local copies of executed notebooks (git-ignored).
@@ -32,17 +32,6 @@ KERNEL_NAME = "stockpipe"
 #: every other process they start inherit it, so the run finds them all to stop them,
 #: even one that left the kernel's process group.
 RUN_ENV = "STOCKPIPE_NOTEBOOK_RUN"
-
-
-class SecretParameterError(StockpipeError, ValueError):
-    """A notebook parameter carries a secret, which would be stored in the executed notebook."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        super().__init__(
-            f"notebook parameter {name!r} contains a secret; secrets reach notebooks "
-            "through the environment (.env) only, never as parameters"
-        )
 
 
 def notebook_path(notebook: str) -> str:

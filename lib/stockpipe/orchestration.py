@@ -9,8 +9,8 @@ papermill provider's operator, with three additions that every run needs:
 * parameters are checked for secrets before the kernel starts: credentials and API
   keys reach notebooks through the environment only, never as parameters, so they
   never land in an executed notebook;
-* an error that a retry cannot fix (a bad source name, a missing setting) fails the
-  task at once instead of burning its retries;
+* an error that a retry cannot fix (a bad source name, a missing setting: its class
+  in ``stockpipe.errors`` says so) fails the task at once instead of burning its retries;
 * a timeout of its own (``execution_timeout``, from a ``*_timeout_s`` setting): when
   the task ends, however it ends, every process its notebook started (the kernel,
   Spark's driver) is stopped, so a retry never runs beside a job left behind.
@@ -25,6 +25,7 @@ so the scheduler parses the DAG files quickly.
 
 from __future__ import annotations
 
+import builtins
 import signal
 import threading
 import time
@@ -32,7 +33,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from functools import cache
+from typing import Any, Literal
 
 from airflow.providers.papermill.operators.papermill import PapermillOperator
 from airflow.sdk import Asset, BaseSensorOperator, CronDataIntervalTimetable, Param, task
@@ -44,12 +46,11 @@ from airflow.sdk.exceptions import (
 )
 
 from stockpipe.config import PROJECT_ROOT, Settings, get_settings
-from stockpipe.errors import StackError
+from stockpipe.errors import SecretParameterError, StackError, StockpipeError
 from stockpipe.lease import Holder
 from stockpipe.notebooks import (
     KERNEL_NAME,
     REPORTS_DIR,
-    SecretParameterError,
     check_no_secrets,
     marked_run,
     notebook_path,
@@ -73,6 +74,7 @@ __all__ = [
     "lake_asset",
     "maintain_lake",
     "maintenance_params",
+    "outcome",
     "schedule",
     "stack_ready",
     "stream_params",
@@ -86,21 +88,44 @@ DAGS_DIR = PROJECT_ROOT / "dags"
 #: A fixed date in the past: with catchup off, only the latest interval is ever scheduled.
 START_DATE = datetime(2025, 1, 1, tzinfo=UTC)
 
-#: Exception names (``ename`` of the failing cell) that no retry can fix.
-PERMANENT_ERRORS = frozenset(
-    {
-        "UnknownNameError",
-        "ConfigError",
-        "SetupError",
-        "MissingToolError",
-        "PapermillMissingParameterException",
-        "NameError",
-        "SyntaxError",
-        "TypeError",
-    }
-)
-#: Exception names that mean "nothing to do": the task and what follows are skipped.
-NOTHING_TO_DO = frozenset({"NothingNewError"})
+#: Python's errors of a notebook's own code (with their builtin subclasses, e.g.
+#: IndentationError): a retry runs the same code, so it fails the same way.
+CODE_ERRORS: tuple[type[Exception], ...] = (NameError, SyntaxError, TypeError)
+
+Outcome = Literal["skip", "fail", "retry"]
+
+
+def _subclasses(cls: type[StockpipeError]) -> Iterator[type[StockpipeError]]:
+    for sub in cls.__subclasses__():
+        yield sub
+        yield from _subclasses(sub)
+
+
+@cache
+def known_errors() -> dict[str, type[Exception]]:
+    """Exception classes by name: papermill reports a failing cell's class by name only."""
+    from papermill.exceptions import PapermillMissingParameterException
+
+    python = [
+        c for c in vars(builtins).values() if isinstance(c, type) and issubclass(c, CODE_ERRORS)
+    ]
+    ours = [StockpipeError, *_subclasses(StockpipeError)]
+    return {c.__name__: c for c in (*python, PapermillMissingParameterException, *ours)}
+
+
+def outcome(ename: str) -> Outcome:
+    """What a task does when a cell raised the exception named ``ename``.
+
+    A stockpipe error says itself (its ``skip`` and ``retryable``); a code error
+    or a missing notebook parameter fails at once; anything else (a service's or
+    a library's error) may pass, so it is retried.
+    """
+    cls = known_errors().get(ename)
+    if cls is None:
+        return "retry"
+    if not issubclass(cls, StockpipeError):
+        return "fail"
+    return "skip" if cls.skip else "retry" if cls.retryable else "fail"
 
 
 # The notebook task -------------------------------------------------------------------------
@@ -213,11 +238,12 @@ class NotebookOperator(PapermillOperator):
         try:
             super().execute(context)
         except PapermillExecutionError as exc:
-            if exc.ename in NOTHING_TO_DO:
+            decided = outcome(exc.ename)
+            if decided == "skip":
                 raise AirflowSkipException(
                     f"{self.notebook}: {exc.evalue} (executed notebook: {url})"
                 ) from None
-            if exc.ename in PERMANENT_ERRORS:
+            if decided == "fail":
                 raise AirflowFailException(
                     f"{self.notebook} failed with an error a retry cannot fix "
                     f"(executed notebook: {url}):\n{exc}"

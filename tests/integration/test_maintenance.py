@@ -21,11 +21,11 @@ import pytest
 from typer.testing import CliRunner
 
 from stockpipe import tables
-from stockpipe.errors import LeaseHeldError
+from stockpipe.errors import LeaseHeldError, RetentionTooShortError
 from stockpipe.lake import filesystem as lake_fs
 from stockpipe.lake import storage_options, table_uri, zone
 from stockpipe.lease import hold
-from stockpipe.maintenance import RetentionTooShortError, maintain, optimize, vacuum
+from stockpipe.maintenance import maintain, optimize, vacuum
 from stockpipe.stack.minio_access import provision_bucket
 from stockpipe.tables import (
     TopicProgress,

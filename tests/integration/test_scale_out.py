@@ -55,7 +55,7 @@ def _stream_cmd(
     name: str, mode: str = "available-now", *extra: str, watermark: str = WATERMARK
 ) -> list[str]:
     return [
-        sys.executable, "-m", "stockpipe.spark.streaming", "--mode", mode,
+        sys.executable, "-m", "stockpipe.cli", "stream", "--mode", mode,
         "--name", name, "--window", WINDOW, "--slide", SLIDE, "--watermark", watermark,
         "--state-partitions", "2", "--duration", "400", *extra,
     ]  # fmt: skip

@@ -237,7 +237,7 @@ def _child_env(s) -> dict[str, str]:
 
 def _stream_cmd(name: str, mode: str, *extra: str) -> list[str]:
     return [
-        sys.executable, "-m", "stockpipe.spark.streaming", "--mode", mode, "--name", name,
+        sys.executable, "-m", "stockpipe.cli", "stream", "--mode", mode, "--name", name,
         "--window", WINDOW, "--slide", SLIDE, "--watermark", WATERMARK,
         "--state-partitions", "2", *extra,
     ]  # fmt: skip

@@ -244,7 +244,8 @@ def test_no_secret_in_any_notebook_parameter(dagbag):
 
 
 def test_a_secret_passed_as_parameter_is_refused(settings):
-    from stockpipe.notebooks import SecretParameterError, check_no_secrets
+    from stockpipe.errors import SecretParameterError
+    from stockpipe.notebooks import check_no_secrets
 
     check_no_secrets({"symbols": "MSFT"}, settings)
     with pytest.raises(SecretParameterError, match="'token'"):

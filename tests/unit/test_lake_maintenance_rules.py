@@ -9,10 +9,9 @@ import json
 import pyarrow as pa
 import pytest
 
-from stockpipe.errors import LakeError, UnknownNameError
+from stockpipe.errors import LakeError, RetentionTooShortError, UnknownNameError
 from stockpipe.lake import TABLES
 from stockpipe.maintenance import (
-    RetentionTooShortError,
     carried_metadata,
     check_retention,
     describe_progress,

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from oracles.tick_windows import reference_windows
 from test_charts import QUARANTINE, make_bars, make_metrics, make_windows
 
 from stockpipe import reporting
@@ -48,7 +49,6 @@ from stockpipe.charts import (
 from stockpipe.charts.figures import DOWN_COLOR, UP_COLOR
 from stockpipe.config import PROJECT_ROOT
 from stockpipe.demo import DEMO_SYMBOLS, STREAM_SYMBOLS
-from oracles.tick_windows import reference_windows
 from stockpipe.sources.samples import SamplesSource
 from stockpipe.ticks import TickGenerator, TickSpec
 

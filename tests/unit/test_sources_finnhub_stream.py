@@ -11,9 +11,9 @@ from pydantic import SecretStr
 from websockets.sync.server import serve
 
 from stockpipe.config import Settings
-from stockpipe.errors import ConfigError
+from stockpipe.errors import ConfigError, SecretParameterError
 from stockpipe.live import FeedOptions, Rejected, Trade, get_feed
-from stockpipe.notebooks import SecretParameterError, check_no_secrets
+from stockpipe.notebooks import check_no_secrets
 
 KEY = "unit-finnhub-key-9Zq3"
 FAST = FeedOptions(idle_timeout_s=5, backoff_initial_s=0.05, poll_s=0.1)

@@ -22,7 +22,6 @@ from stockpipe.spark.records import raw_from_kafka
 from stockpipe.spark.streaming import (
     ProgressRecorder,
     StreamOptions,
-    _parser,
     progress_row,
     trigger_of,
 )
@@ -397,14 +396,29 @@ def test_progress_row_reads_a_progress_event():
     assert none_yet["watermark"] is None
 
 
-def test_archive_queries_batch_less_often_unless_told_otherwise():
+def test_archive_queries_batch_less_often_unless_told_otherwise(monkeypatch):
     opts = StreamOptions(trigger="2 seconds")
     assert trigger_of(opts, "windows") == "2 seconds"
     assert trigger_of(opts, "raw") == trigger_of(opts, "quarantine") == "15 seconds"
     same = StreamOptions(trigger="2 seconds", archive_trigger=None)
     assert {trigger_of(same, r) for r in ("windows", "raw", "quarantine")} == {"2 seconds"}
-    args = _parser().parse_args(["--trigger", "3 seconds", "--archive-trigger", "1 minute"])
+    args = stream_options(monkeypatch, "--trigger", "3 seconds", "--archive-trigger", "1 minute")
     assert (args.trigger, args.archive_trigger) == ("3 seconds", "1 minute")
+    assert stream_options(monkeypatch) == StreamOptions()  # the command's defaults are the job's
+
+
+def stream_options(monkeypatch, *argv: str) -> StreamOptions:
+    """The options `stockpipe stream` runs with."""
+    from typer.testing import CliRunner
+
+    from stockpipe.cli import app
+
+    seen: list[StreamOptions] = []
+    monkeypatch.setattr("stockpipe.config.get_settings", lambda: None)
+    monkeypatch.setattr(streaming, "run_stream", lambda _s, opts, **_: seen.append(opts) or "ok")
+    out = CliRunner().invoke(app, ["stream", *argv])
+    assert out.exit_code == 0, out.output
+    return seen[0]
 
 
 def test_metrics_are_written_a_few_batches_per_commit_and_a_failed_write_keeps_its_rows(

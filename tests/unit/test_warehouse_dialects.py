@@ -10,11 +10,11 @@ import pyarrow as pa
 import pytest
 
 from stockpipe.config import load_settings
-from stockpipe.errors import ConfigError
+from stockpipe.errors import ConcurrentExportError, ConfigError
 from stockpipe.warehouse import changes as C
 from stockpipe.warehouse.connection import snowflake_options
 from stockpipe.warehouse.dialects import DELETED, dialect_for, literal
-from stockpipe.warehouse.export import ConcurrentExportError, Loader, Plan
+from stockpipe.warehouse.export import Loader, Plan
 from stockpipe.warehouse.tables import WAREHOUSE_TABLES, resolve
 
 

@@ -29,11 +29,12 @@ second job waits ``--lease-wait`` seconds for them or fails naming the holder.
 The transforms are ``stockpipe.spark.tick_transforms``; this module reads the
 topic, applies them and writes the tables.
 
-Run it (settings from the environment / ``.env``)::
+Run it (settings from the environment / ``.env``; a child process runs
+``python -m stockpipe.cli stream``)::
 
-    python -m stockpipe.spark.streaming --mode continuous --duration 600
-    python -m stockpipe.spark.streaming --mode available-now   # the backlog, then stop
-    python -m stockpipe.spark.streaming --window "10 seconds" --slide "5 seconds" \\
+    stockpipe stream --mode continuous --duration 600
+    stockpipe stream --mode available-now   # the backlog, then stop
+    stockpipe stream --window "10 seconds" --slide "5 seconds" \\
         --watermark "5 seconds" --trigger "2 seconds" --name ticks_test
 
 Stop a continuous run with Ctrl-C (or SIGTERM): the queries stop, and a restart
@@ -42,12 +43,9 @@ resumes from the checkpoint without losing or doubling a window.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import queue
-import signal
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -60,7 +58,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming import StreamingQuery, StreamingQueryListener
 
 from stockpipe.config import Settings
-from stockpipe.errors import LeaseHeldError, StreamingError, UnknownNameError
+from stockpipe.errors import StreamingError, UnknownNameError
 from stockpipe.kafka import require_topic
 from stockpipe.lake import ZONES, storage_options, table_uri, zone
 from stockpipe.lease import Lease, check_all, hold
@@ -545,87 +543,6 @@ def _summarise(report: StreamReport, names: dict[str, str]) -> None:
                 report.watermark = row["watermark"]
 
 
-# ---------------------------------------------------------------------------------------
-# Command line
-# ---------------------------------------------------------------------------------------
-
-
-def _parser() -> argparse.ArgumentParser:
-    d = StreamOptions()
-    p = argparse.ArgumentParser(
-        prog="python -m stockpipe.spark.streaming",
-        description="Ticks from Kafka to sliding-window aggregates in the lake.",
-    )
-    p.add_argument("--mode", choices=RUN_MODES, default=d.mode)
-    p.add_argument("--window", default=d.window)
-    p.add_argument("--slide", default=d.slide)
-    p.add_argument("--watermark", default=d.watermark)
-    p.add_argument("--trigger", default=d.trigger, help="micro-batch interval (continuous)")
-    p.add_argument(
-        "--archive-trigger",
-        default=d.archive_trigger,
-        help="micro-batch interval of the raw and quarantine queries (continuous)",
-    )
-    p.add_argument("--duration", type=float, default=None, help="seconds; default: until Ctrl-C")
-    p.add_argument("--name", default=d.name, help="query name (also the checkpoint folder)")
-    p.add_argument("--checkpoint", default=None, help="checkpoint root (default in the lake)")
-    p.add_argument("--topic", default=None)
-    p.add_argument("--max-offsets-per-trigger", type=int, default=None)
-    p.add_argument("--state-partitions", type=int, default=None)
-    p.add_argument(
-        "--lease-wait",
-        type=float,
-        default=d.lease_wait_s,
-        help="seconds to wait for another job's leases of the tables (default: fail at once)",
-    )
-    p.add_argument(
-        "--progress",
-        choices=("text", "json"),
-        default="text",
-        help="one line per micro-batch: readable, or a JSON object (for tools)",
-    )
-    return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    from stockpipe.config import get_settings
-
-    opts = StreamOptions(
-        window=args.window,
-        slide=args.slide,
-        watermark=args.watermark,
-        trigger=args.trigger,
-        archive_trigger=args.archive_trigger,
-        mode=args.mode,
-        duration_s=args.duration,
-        name=args.name,
-        checkpoint=args.checkpoint,
-        topic=args.topic,
-        max_offsets_per_trigger=args.max_offsets_per_trigger,
-        state_partitions=args.state_partitions,
-        lease_wait_s=args.lease_wait,
-    )
-
-    def on_sigterm(_signum: int, _frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_sigterm)
-
-    def show(row: dict[str, Any]) -> None:
-        text = json.dumps(row, default=str) if args.progress == "json" else format_progress(row)
-        print(text, flush=True)
-
-    try:
-        report = run_stream(get_settings(), opts, on_progress=show)
-    except LeaseHeldError as exc:
-        print(f"error: {exc}", file=sys.stderr, flush=True)
-        return 3
-    print(report, flush=True)
-    return 0
-
-
 def format_progress(row: dict[str, Any]) -> str:
     """One line per micro-batch, for logs and notebooks."""
     wm = row["watermark"].strftime("%H:%M:%S") if row["watermark"] is not None else "-"
@@ -635,7 +552,3 @@ def format_progress(row: dict[str, Any]) -> str:
         f" proc/s  {row['batch_duration_ms']:>6} ms  watermark {wm}  state {row['state_rows']}"
         f"  late {row['late_rows_dropped']}"
     )
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -13,7 +13,7 @@ from dataclasses import asdict, astuple, dataclass
 
 import pyarrow as pa
 
-from stockpipe.errors import StockpipeError, UnknownNameError
+from stockpipe.errors import UnknownNameError, UnsupportedTypeError
 
 #: The staging table's flag column: the key was deleted in the source.
 DELETED = "_deleted"
@@ -40,12 +40,6 @@ class StateRow:
     version: int
     mode: str
     rows: int
-
-
-class UnsupportedTypeError(StockpipeError, TypeError):
-    def __init__(self, dialect: str, column: str, dtype: pa.DataType) -> None:
-        self.column, self.dtype = column, dtype
-        super().__init__(f"{dialect}: no column type for {column} ({dtype})")
 
 
 def type_kind(dtype: pa.DataType) -> str | None:

@@ -26,14 +26,9 @@ from typing import Any
 
 import pyarrow as pa
 
-from stockpipe.changefeed import (
-    ChangeFeedUnavailable,
-    ensure_change_feed,
-    read_changes,
-    read_snapshot,
-)
+from stockpipe.changefeed import ensure_change_feed, read_changes, read_snapshot
 from stockpipe.config import Settings
-from stockpipe.errors import StockpipeError
+from stockpipe.errors import ChangeFeedUnavailable, ConcurrentExportError
 from stockpipe.lake import ZONES
 from stockpipe.tables import open_table
 from stockpipe.warehouse import changes as C
@@ -45,14 +40,6 @@ log = logging.getLogger(__name__)
 
 #: Tries of one source's export when concurrent exports keep getting there first.
 ATTEMPTS = 3
-
-
-class ExportError(StockpipeError):
-    """The export of a table failed; says which and why."""
-
-
-class ConcurrentExportError(ExportError):
-    """Another export moved the recorded version on first (this one rolled back)."""
 
 
 @dataclass
