@@ -158,3 +158,22 @@ def test_settings_hide_secrets_and_round_trip_through_env(tmp_path, monkeypatch,
     for key, value in exported.items():
         monkeypatch.setenv(key, value)
     assert load_settings(env_file=tmp_path / "none") == settings
+
+
+def test_an_isolated_stack_never_gives_one_port_to_two_services(tmp_path, monkeypatch):
+    from stockpipe.stack import services
+    from stockpipe.stack.manager import isolated_settings
+
+    offers = iter([40_001, 40_001, 40_002, 40_001, 40_003, 40_004, 40_005, 40_006, 40_007])
+    monkeypatch.setattr(services, "free_port", lambda: next(offers))  # the kernel repeats one
+    s = isolated_settings(tmp_path)
+    ports = [
+        s.kafka_port,
+        s.kafka_controller_port,
+        s.minio_port,
+        s.minio_console_port,
+        s.postgres_port,
+        s.spark_master_port,
+        s.spark_master_ui_port,
+    ]
+    assert len(set(ports)) == len(ports)

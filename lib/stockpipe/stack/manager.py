@@ -90,24 +90,29 @@ def isolated_settings(state_dir: Path, **overrides: object) -> Settings:
     from stockpipe.stack.services import free_port, port_is_free
 
     nodes = int(overrides.get("kafka_nodes", 1))  # type: ignore[call-overload]
+    taken: set[int] = set()  # a port the kernel offers twice must not serve two services
 
-    def free_block() -> int:
-        """A free port p with p + 10 i free too, for every Kafka node i."""
+    def free_block(width: int = 1) -> int:
+        """A free port p, not given out yet, with p + 10 i free too for i < width."""
         while True:
             p = free_port()
-            if p + 10 * nodes < 65_000 and all(
-                port_is_free("127.0.0.1", p + 10 * i) for i in range(nodes)
+            block = {p + 10 * i for i in range(width)}
+            if (
+                p + 10 * width < 65_000
+                and not block & taken
+                and all(port_is_free("127.0.0.1", q) for q in block)
             ):
+                taken.update(block)
                 return p
 
     base: dict[str, object] = dict(
         state_dir=state_dir,
-        kafka_port=free_block(),
-        kafka_controller_port=free_block(),
+        kafka_port=free_block(nodes),
+        kafka_controller_port=free_block(nodes),
         kafka_heap="512m",
-        minio_port=free_port(),
-        minio_console_port=free_port(),
-        postgres_port=free_port(),
+        minio_port=free_block(),
+        minio_console_port=free_block(),
+        postgres_port=free_block(),
         postgres_url="",
         postgres_password=generate_secret(32),
         postgres_admin_password=generate_secret(32),
@@ -119,8 +124,8 @@ def isolated_settings(state_dir: Path, **overrides: object) -> Settings:
         s3_root_secret_key=generate_secret(32),
         bucket="stock-lake-test",
         spark_master="local[2]",
-        spark_master_port=free_port(),
-        spark_master_ui_port=free_port(),
+        spark_master_port=free_block(),
+        spark_master_ui_port=free_block(),
     )
     base.update(overrides)
     return load_settings(env_file=state_dir / "no.env", **base)
