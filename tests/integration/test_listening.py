@@ -109,7 +109,6 @@ def everything(stack, spark, tmp_path_factory) -> Iterator[tuple[list[int], dict
         }
     )
     cluster = Stack(s, spark_cluster_services(s))
-    cluster.up(log=lambda _m: None)
     env = child_environ(s, {"JUPYTER_TOKEN": "listening-test", "PYTHONUNBUFFERED": "1"})
     logs = tmp_path_factory.mktemp("listening")
 
@@ -123,6 +122,7 @@ def everything(stack, spark, tmp_path_factory) -> Iterator[tuple[list[int], dict
 
     procs: list[subprocess.Popen] = []
     try:
+        cluster.up(log=lambda _m: None)
         app = _start(
             [sys.executable, "-c", CLUSTER_APP],
             env,

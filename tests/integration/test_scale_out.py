@@ -106,8 +106,8 @@ def cluster(settings):
         }
     )
     stack = Stack(s, spark_cluster_services(s))
-    stack.up(log=lambda _m: None)
     try:
+        stack.up(log=lambda _m: None)
         yield stack
     finally:
         stack.down(log=lambda _m: None)

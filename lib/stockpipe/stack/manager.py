@@ -87,6 +87,7 @@ def isolated_settings(state_dir: Path, **overrides: object) -> Settings:
 
     Reads no ``.env``, so a user's running stack is never touched.
     """
+    from stockpipe.stack import services
     from stockpipe.stack.services import free_port, port_is_free
 
     nodes = int(overrides.get("kafka_nodes", 1))  # type: ignore[call-overload]
@@ -103,6 +104,7 @@ def isolated_settings(state_dir: Path, **overrides: object) -> Settings:
                 and all(port_is_free("127.0.0.1", q) for q in block)
             ):
                 taken.update(block)
+                services._HANDED_OUT.update(block)  # nor to a later free_port() call
                 return p
 
     base: dict[str, object] = dict(
