@@ -108,10 +108,12 @@ class Settings(BaseSettings):
     spark_master: str = "local[*]"
     spark_remote: str = ""  # Spark Connect URL (sc://host:port); wins over spark_master
     spark_driver_memory: str = "2g"
-    spark_shuffle_partitions: int = 4
+    #: Task slots the jobs are tuned for (stockpipe.spark.tuning); 0: from spark_master
+    #: (local[N], the local cluster's workers x cores), else this machine's CPUs
+    spark_cores: int = 0
+    spark_shuffle_partitions: int = 0  # 0: two per task slot
     #: A batch-job micro-batch of at most this many records is read from Kafka and
-    #: committed to Delta by the driver (a consumer, ``deltalake``): Spark's Kafka and
-    #: Delta machinery costs seconds per table on a small batch. 0: always by Spark
+    #: committed by the driver, not Spark (stockpipe.spark.tuning). 0: always by Spark
     batch_driver_max_records: int = 100_000
     #: False: executors load the connector jars from the cache paths (same machine,
     #: or the project image); True: Spark ships them (executors without the cache)

@@ -303,8 +303,8 @@ class ConfirmedProducer:
 
     ``acks=all`` with idempotence: a retried batch is never written twice, and a
     key's records stay in order. Two backends behind one interface:
-    ``confluent`` (librdkafka, ~8x faster here; the default) and ``kafka-python``
-    (pure Python). bench/bench_producer.py measures both.
+    ``confluent`` (librdkafka, the default: bench/bench_producer.py measures it several
+    times faster) and ``kafka-python`` (pure Python).
     """
 
     def __init__(

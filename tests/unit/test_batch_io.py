@@ -8,7 +8,7 @@ import pyarrow as pa
 import pytest
 from pyspark.sql import functions as F
 
-from stockpipe.spark.batch_io import Scan, _arrow_filter, _spark_filter, read_tasks
+from stockpipe.spark.batch_io import Scan, _arrow_filter, _spark_filter
 
 
 @pytest.fixture(scope="module")
@@ -76,8 +76,3 @@ def test_the_driver_and_spark_scan_select_the_same_rows(spark, rows, name):
     assert by_arrow == expected
     assert by_spark == expected
     assert (len(expected) > 0) == (name != "nothing")
-
-
-def test_a_small_read_keeps_one_task_per_partition_a_backlog_gets_more():
-    assert read_tasks(500, 3, 2) is None
-    assert read_tasks(1_300_000, 3, 2) == 6

@@ -83,7 +83,7 @@ def test_spark_and_delta_are_pinned_exactly_at_the_jars_versions():
 
 def test_declared_package_data_exists():
     config = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
-    for package, patterns in config["package-data"].items():
+    for package, patterns in config.get("package-data", {}).items():
         for pattern in patterns:
             assert list((PROJECT_ROOT / "lib" / package).glob(pattern)), pattern
 

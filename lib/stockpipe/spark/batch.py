@@ -45,6 +45,7 @@ from stockpipe.spark import transforms as T
 from stockpipe.spark.batch_io import DriverIO, Scan, SparkIO, Upsert, partition_rows
 from stockpipe.spark.records import kafka_records, raw_from_kafka
 from stockpipe.spark.session import get_spark, scheduler_pool, session_conf
+from stockpipe.spark.tuning import Tuning
 from stockpipe.tables import (
     TopicProgress,
     commit_metadata,
@@ -68,21 +69,10 @@ PARTITIONS: dict[str, tuple[str, ...]] = {
     "processed_bars": PARTITION_COLUMNS,
 }
 
-#: Fair-scheduler pools of the job (fairscheduler.xml). The check and the merge
-#: are what the run waits for: their tasks take free cores first, and the
-#: raw-zone write, needed only before the run ends, runs on what they leave.
+#: Fair-scheduler pools of the job (``tuning.POOLS``): the check and the merge, which
+#: the run waits for, and the raw-zone write, needed only before the run ends.
 MAIN_POOL = "batch_main"
 RAW_POOL = "batch_raw"
-
-#: Parquet settings of the job's writes. Delta's writer takes Parquet settings from
-#: the session, not from write options. Raw values are unique strings, for which a
-#: dictionary is built and then abandoned, and whose min/max no reader uses; the
-#: same holds for processed prices, volumes and derived values.
-PARQUET_CONF = {
-    **{f"parquet.enable.dictionary#{c}": "false" for c in ("value", "value_b64")},
-    "parquet.column.statistics.enabled#value": "false",
-    **T.PROCESSED_PARQUET_OPTIONS,
-}
 
 
 @dataclass
@@ -300,16 +290,6 @@ class BatchCensus:
         }
 
 
-#: Settings of the batch job's queries.
-JOB_CONF: dict[str, str] = {
-    **PARQUET_CONF,
-    # a cache read a few times within seconds: compressing it costs more than it saves
-    "spark.sql.inMemoryColumnarStorage.compressed": "false",
-    # one task per shuffle partition: AQE's fewer, uneven ones left a core idle
-    "spark.sql.adaptive.coalescePartitions.enabled": "false",
-}
-
-
 @contextmanager
 def _step(what: str) -> Iterator[None]:
     """Log how long one step of a micro-batch took (long work shows progress)."""
@@ -330,6 +310,7 @@ class BarsBatchJob:
         self.now = datetime.now(UTC)
         self.leases: list[Lease] = []
         self.state: TopicState | None = None
+        self.tuning = Tuning.of(settings)
         self.spark_io = SparkIO(settings, spark)
         self.driver_io = DriverIO(settings, spark)
 
@@ -542,7 +523,10 @@ class BarsBatchJob:
             for part in plan_slices(
                 self.topic, self.state.start(), self.state.end, max_offsets_per_trigger
             ):
-                with session_conf(self.spark, JOB_CONF), scheduler_pool(self.spark, MAIN_POOL):
+                with (
+                    session_conf(self.spark, self.tuning.batch_conf()),
+                    scheduler_pool(self.spark, MAIN_POOL),
+                ):
                     batch = self._io(part.records).read(self.topic, part.start, part.end)
                     self.process_batch(batch, part)
         self.report.noop = self.report.batches == 0
@@ -657,7 +641,7 @@ def run_batch_job(
             report.seconds = time.perf_counter() - t0
             log.info("%s", report)
             return report
-        short = state.pending() <= settings.batch_driver_max_records
+        short = state.pending() <= Tuning.of(settings).driver_max_records
     spark = spark or get_spark(settings, "stockpipe-batch", short_job=short)
     return BarsBatchJob(settings, spark, topic).run(
         max_offsets_per_trigger=max_offsets_per_trigger, reset_topic=reset_topic

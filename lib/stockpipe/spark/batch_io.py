@@ -18,6 +18,7 @@ filters by symbol would fail on the files it rewrote (delta-io/delta-rs#4579).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -33,21 +34,11 @@ from stockpipe.lake import storage_options, table_uri, zone
 from stockpipe.schemas import KAFKA_SOURCE_DDL
 from stockpipe.spark import transforms as T
 from stockpipe.spark.session import default_parallelism, kafka_reader, session_conf
+from stockpipe.spark.tuning import Tuning
 from stockpipe.tables import open_table
 
 #: Session setting that puts a text into the ``userMetadata`` of Spark's Delta commits.
 USER_METADATA = "spark.databricks.delta.commitInfo.userMetadata"
-
-#: A batch the driver reads and commits (``Settings.batch_driver_max_records``)
-#: also reads its merge context there when the processed partitions that context
-#: lies in hold at most this many rows per record it may read.
-DRIVER_CONTEXT_ROWS_PER_RECORD = 10
-
-#: Kafka read tasks per core: one task per topic partition left a core idle
-#: behind the last task of each read.
-READ_TASKS_PER_CORE = 3
-#: Records a read task gets at least: a small batch keeps one task per partition.
-MIN_RECORDS_PER_READ_TASK = 50_000
 
 
 @dataclass(frozen=True)
@@ -71,19 +62,16 @@ class Upsert:
     partitions: tuple[str, ...]
 
 
-def read_tasks(records: int, partitions: int, cores: int) -> int | None:
-    """How many tasks read a batch of ``records`` from ``partitions`` Kafka partitions
-    (Spark's ``minPartitions``); None for one per partition, Spark's own choice."""
-    tasks = min(READ_TASKS_PER_CORE * cores, records // MIN_RECORDS_PER_READ_TASK)
-    return tasks if tasks > partitions else None
-
-
 class SparkIO:
     """Kafka and the tables through Spark (any batch size, any cluster)."""
 
     def __init__(self, settings: Settings, spark: SparkSession) -> None:
         self.settings = settings
         self.spark = spark
+        # the session's own task slots where it says (a cluster may differ from settings)
+        tuning = Tuning.of(settings)
+        cores = default_parallelism(spark)
+        self.tuning = dataclasses.replace(tuning, cores=cores) if cores else tuning
 
     def path(self, table: str) -> str:
         return zone(self.settings, table, spark=True)
@@ -95,8 +83,7 @@ class SparkIO:
             for which, offsets in (("startingOffsets", start), ("endingOffsets", end))
         }
         records = sum(e - start.get(p, 0) for p, e in end.items())
-        cores = default_parallelism(self.spark)
-        if cores and (tasks := read_tasks(records, len(end), cores)):
+        if tasks := self.tuning.read_tasks(records, len(end)):
             ranges["minPartitions"] = str(tasks)
         return kafka_reader(self.spark, self.settings, topic).options(**ranges).load()
 
@@ -159,8 +146,8 @@ class DriverIO(SparkIO):
     """Kafka and the tables from the driver, for batches that fit there."""
 
     def fits(self, records: int, context_rows: int = 0) -> bool:
-        most = self.settings.batch_driver_max_records
-        return records <= most and context_rows <= most * DRIVER_CONTEXT_ROWS_PER_RECORD
+        most = self.tuning.driver_max_records
+        return records <= most and context_rows <= most * self.tuning.driver_context_rows_per_record
 
     def read(self, topic: str, start: dict[int, int], end: dict[int, int]) -> DataFrame:
         from stockpipe.kafka import read_range

@@ -1,8 +1,8 @@
 """A class-data-sharing archive for the Spark driver JVM: faster starts.
 
 A new driver JVM loads and verifies some 20,000 classes (Spark, Kafka client,
-S3A and the AWS SDK) before its first micro-batch: on a 2-core machine that is
-4 s of the session start and 4 s of the first query. HotSpot can map them from
+S3A and the AWS SDK) before its first micro-batch, seconds of the session start
+and of the first query (docs/performance.md). HotSpot can map them from
 an archive instead (AppCDS). The archive is made once per environment by a
 short training run (``python -m stockpipe.spark.classcache``, called by
 ``stockpipe setup``) that exercises what the jobs use, with no service needed.

@@ -11,16 +11,13 @@ import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 from pyspark import SparkContext
 from pyspark.sql import DataFrame, DataFrameReader, SparkSession
 
 from stockpipe.config import Settings
 from stockpipe.spark.jvm import archive_options, connector_jars
-
-#: The fair-scheduler pools: the streaming job's and the batch job's.
-SCHEDULER_POOLS = Path(__file__).with_name("fairscheduler.xml")
+from stockpipe.spark.tuning import Tuning
 
 
 def spark_conf(
@@ -35,15 +32,12 @@ def spark_conf(
     ``ship_jars`` (default: the setting) passes the connector jars as
     ``spark.jars`` instead of a class path fixed at JVM launch. ``class_archive``
     lets the driver JVM map the class archive, if made (``spark_class_archive``).
-    ``short_job``: a driver that plans a few small queries and exits compiles only
-    with HotSpot's quick compiler (C1): its time goes to code that runs once, which
-    the optimizing compiler (C2) would compile too late to pay back.
+    ``short_job``: a driver that plans a few small queries and exits (its JVM flags
+    in :mod:`stockpipe.spark.tuning`, with the other performance knobs).
     """
+    tuning = Tuning.of(settings)
     jars = [str(p) for p in connector_jars(settings)]
-    # Large generated methods (wide validation stages) are otherwise left to the
-    # JVM's interpreter: HotSpot skips compiling methods over 8,000 bytecodes.
-    jvm = "-XX:-DontCompileHugeMethods"
-    driver_jvm = [jvm, "-XX:TieredStopAtLevel=1"] if short_job else [jvm]
+    driver_jvm = tuning.jvm_options(short_job=short_job)
     if settings.spark_ship_jars if ship_jars is None else ship_jars:
         # executors lack the cache (Spark serves the jars), or the JVM runs already
         classpath = {"spark.jars": ",".join(jars)}
@@ -56,7 +50,7 @@ def spark_conf(
         "spark.driver.extraJavaOptions": " ".join(
             [*driver_jvm, archive_options(settings)] if class_archive else driver_jvm
         ).strip(),
-        "spark.executor.extraJavaOptions": jvm,
+        "spark.executor.extraJavaOptions": " ".join(tuning.jvm_options()),
         "spark.driver.memory": settings.spark_driver_memory,
         "spark.executor.memory": settings.spark_executor_memory,
         "spark.driver.host": settings.spark_driver_host or settings.host,
@@ -68,26 +62,13 @@ def spark_conf(
         # every table Spark creates records its row changes: the warehouse export
         # reads only what changed (stockpipe.changefeed)
         "spark.databricks.delta.properties.defaults.enableChangeDataFeed": "true",
-        # tasks that replay a table's log: Delta's default of 50 is for big clusters
-        "spark.databricks.delta.snapshotPartitions": str(settings.spark_shuffle_partitions),
-        # pools let the streaming windows query go before the archiving queries
-        "spark.scheduler.mode": "FAIR",
-        "spark.scheduler.allocation.file": str(SCHEDULER_POOLS),
+        **tuning.session_conf(),
         "spark.ui.showConsoleProgress": "false",
         "spark.sql.session.timeZone": "UTC",
-        "spark.sql.shuffle.partitions": str(settings.spark_shuffle_partitions),
-        "spark.sql.adaptive.enabled": "true",
         "spark.sql.parquet.compression.codec": "zstd",
         # readable as timestamp[us, UTC] by pyarrow/pandas (INT96 would lose the zone)
         "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
         "spark.sql.sources.partitionOverwriteMode": "dynamic",
-        # a partitioned write keeps one file open per partition value instead of
-        # sorting every row by its partition first (the raw zone: 1.3 M records
-        # sorted by a date that is nearly always the same); past 8 values it sorts
-        "spark.sql.maxConcurrentOutputFileWriters": "8",
-        # upper() through the JVM, not ICU: ICU's case mapper loads its word-break
-        # dictionaries on first use (1-2 s of a batch), for symbols that are ASCII
-        "spark.sql.icu.caseMappings.enabled": "false",
         # "1d" would be inferred as a double: partition values stay strings
         "spark.sql.sources.partitionColumnTypeInference.enabled": "false",
         "spark.sql.streaming.stateStore.providerClass": (
@@ -155,7 +136,7 @@ def get_spark(
             builder = builder.config(key, value)
         if not jvm_running:
             # PySpark's first call into a new JVM imports pyspark.testing, and with
-            # it pandas (0.5-1 s): done here while the JVM starts, not after
+            # it pandas: done here while the JVM starts, not after
             threading.Thread(target=_import_pyspark_testing, daemon=True).start()
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN") if not settings.spark_remote else None
@@ -174,7 +155,7 @@ def default_parallelism(spark: SparkSession) -> int | None:
 
 @contextmanager
 def scheduler_pool(spark: SparkSession, pool: str) -> Iterator[None]:
-    """Spark jobs this thread starts run in ``pool`` (SCHEDULER_POOLS); the thread's own
+    """Spark jobs this thread starts run in ``pool`` (``tuning.POOLS``); the thread's own
     pool comes back after. A no-op on Spark Connect, whose server does the scheduling."""
     if _is_connect(spark):
         yield
@@ -197,11 +178,7 @@ def _kafka_options(settings: Settings, topic: str) -> dict[str, str]:
         "kafka.bootstrap.servers": settings.bootstrap_servers,
         "subscribe": topic,
         "includeHeaders": "false",
-        # bigger fetches: with the default 1 MB per partition, reading a backlog
-        # was the slowest step of the batch job and a third of the streaming one
-        "kafka.max.partition.fetch.bytes": str(32 << 20),
-        "kafka.fetch.max.bytes": str(64 << 20),
-        "kafka.max.poll.records": "20000",
+        **Tuning.of(settings).kafka_fetch(),
     }
 
 

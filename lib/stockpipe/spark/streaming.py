@@ -74,6 +74,7 @@ from stockpipe.spark.tick_transforms import (
     validate_ticks,
     window_aggregates,
 )
+from stockpipe.spark.tuning import Tuning
 from stockpipe.times import to_utc
 
 log = logging.getLogger(__name__)
@@ -96,8 +97,8 @@ class StreamOptions:
     #: fewer, larger batches leave the cores to the windows query users wait for.
     #: Triggers fire on multiples of their interval, so with the default slide and
     #: watermark these start as windows close and are done before the windows
-    #: batch that writes them, ten seconds later (30 s: twice the work per batch,
-    #: which ran into that batch). None: ``trigger``.
+    #: batch that writes them, ten seconds later (a longer interval's larger batches
+    #: ran into that batch: docs/performance.md). None: ``trigger``.
     archive_trigger: str | None = "15 seconds"
     mode: str = "continuous"
     #: Continuous: stop after this long. Available-now: give up after this long.
@@ -324,13 +325,10 @@ def start_queries(
     """Start the raw, quarantine and windows queries; return them by role."""
     names = query_names(opts)
     ckpt = checkpoint_root(settings, opts)
-    # Changelog checkpointing uploads only the changes of each batch's RocksDB state.
-    spark.conf.set("spark.sql.streaming.stateStore.rocksdb.changelogCheckpointing.enabled", "true")
+    for key, value in Tuning.of(settings).streaming_conf().items():
+        spark.conf.set(key, value)
     # Timestamps as UTC microseconds, so pyarrow readers get tz-aware columns (not INT96).
     spark.conf.set("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
-    # Delta's sink rebuilds the table's state every batch (for the query's last
-    # transaction): one task does it sooner than several on these small tables
-    spark.conf.set("spark.databricks.delta.snapshotPartitions", "1")
     records = read_ticks(spark, settings, opts)
     ahead = future_tolerance(opts.watermark)
     validated = validate_ticks(parse_ticks(records), future_tolerance_ms=ahead)

@@ -134,7 +134,7 @@ def validate_ticks(
     flagged = with_reason(parsed, _tick_checks(future_tolerance_ms))
     reason = F.when(F.col("reason") != "", F.col("reason"))
     # fenced: a filter on ``reason`` would otherwise be pushed below the parse and
-    # repeat from_json for every field it tests (uncompiled, ~20 times per tick)
+    # repeat from_json for every field it tests (uncompiled, once per field)
     return fence(flagged.withColumn("reason", reason))
 
 
@@ -184,7 +184,7 @@ def window_aggregates(ticks: DataFrame, *, window: str, slide: str, watermark: s
     )
     if to_ms(window) <= 2 ** (63 - SEQ_BITS):
         # (ms into the window, seq) packed in one long: a fixed-width aggregation
-        # buffer, so Spark hash-aggregates (a struct key made it sort: 2x slower)
+        # buffer, so Spark hash-aggregates (a struct key makes it sort, which is slower)
         offset = F.col("ts") - F.unix_millis("window.start")
         order = F.shiftleft(offset, SEQ_BITS) + F.col("seq")
     else:  # windows over 2^23 ms (2.3 h): offsets no longer fit beside seq
