@@ -1,9 +1,10 @@
-"""One typed, frozen settings object for the whole project.
+"""One typed, frozen settings object for the whole project, made of small parts.
 
 Settings are read once from the environment (prefix ``STOCKPIPE_``) and from the
 generated ``.env`` in the project root; everything else receives a ``Settings``
-instance. Overrides are made by copying (``settings.model_copy(update=...)``),
-never by mutating. Secrets are ``SecretStr`` so they never print by accident.
+instance, or the part of it a function needs (``KafkaSettings``, ``LakeSettings``,
+...). Overrides are made by copying (``settings.model_copy(update=...)``), never by
+mutating. Secrets are ``SecretStr`` so they never print by accident.
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ def _default_cache_dir() -> Path:
     return Path(base) / "stockpipe"
 
 
-class Settings(BaseSettings):
-    """Where every service is and how the jobs are named."""
+class _Part(BaseSettings):
+    """A group of settings, read from ``STOCKPIPE_*`` variables (and ``.env``)."""
 
     model_config = SettingsConfigDict(
         env_prefix="STOCKPIPE_",
@@ -38,9 +39,14 @@ class Settings(BaseSettings):
         frozen=True,
     )
 
-    # Local stack ---------------------------------------------------------------------
+
+class StackSettings(_Part):
+    """The local services `stockpipe up` runs: where they keep state, their ports, sizes
+    and the keys only the stack manager holds."""
+
     state_dir: Path = PROJECT_ROOT / ".state"
     cache_dir: Path = Field(default_factory=_default_cache_dir)
+    #: The address every local service listens on (loopback)
     host: str = "127.0.0.1"
     kafka_port: int = 9092
     kafka_controller_port: int = 9093
@@ -50,8 +56,36 @@ class Settings(BaseSettings):
     minio_console_port: int = 9001
     #: The local stack's PostgreSQL (the warehouse); not 5432, which a system cluster takes
     postgres_port: int = 5433
+    #: MinIO's root keys, for the stack manager only (it creates the buckets and the job
+    #: user whose keys are the lake's); never passed to jobs, notebooks or DAGs
+    s3_root_access_key: str = ""
+    s3_root_secret_key: SecretStr = SecretStr("")
+    #: The local server's superuser (``postgres``) password, for the stack manager only:
+    #: it makes the export's role, which is no superuser
+    postgres_admin_password: SecretStr = SecretStr("")
+    # The local standalone cluster (`stockpipe spark-cluster up`): spark_master is then
+    # spark://<host>:<spark_master_port>
+    spark_cluster: bool = False  # true: `stockpipe up` also starts master + workers
+    spark_master_port: int = 7077
+    spark_master_ui_port: int = 8090
+    spark_workers: int = 2
+    spark_worker_cores: int = 1
+    spark_worker_memory: str = "2g"
+    airflow_port: int = 8080
+    lab_port: int = 8888
 
-    # Kafka -----------------------------------------------------------------------------
+    @property
+    def kafka_broker_ports(self) -> list[int]:
+        return [self.kafka_port + 10 * i for i in range(self.kafka_nodes)]
+
+    @property
+    def kafka_controller_ports(self) -> list[int]:
+        return [self.kafka_controller_port + 10 * i for i in range(self.kafka_nodes)]
+
+
+class KafkaSettings(_Part):
+    """The brokers (when not the local stack's) and the topics."""
+
     kafka_bootstrap: str = ""  # empty: the local stack's broker
     topic_bars: str = "stock.bars"
     topic_ticks: str = "stock.ticks"
@@ -61,15 +95,15 @@ class Settings(BaseSettings):
     #: replication above); false: they fail at once naming the command that creates it
     create_topics: bool = True
 
-    # Object store ----------------------------------------------------------------------
+
+class LakeSettings(_Part):
+    """The object store, the lake's bucket and the tables' writer leases."""
+
     s3_endpoint: str = ""  # empty: the local stack's MinIO
     s3_region: str = "us-east-1"
+    #: The job user's keys (least privilege: objects of the lake's buckets only)
     s3_access_key: str = ""
     s3_secret_key: SecretStr = SecretStr("")
-    #: MinIO's root keys, for the stack manager only (it creates the buckets and the job
-    #: user whose keys are above); never passed to jobs, notebooks or DAGs
-    s3_root_access_key: str = ""
-    s3_root_secret_key: SecretStr = SecretStr("")
     bucket: str = "stock-lake"
     #: One writer per table: a job waits this long for another job's lease of a
     #: table it writes, then fails naming the holder
@@ -77,9 +111,20 @@ class Settings(BaseSettings):
     #: A lease not renewed for this long (a crashed job) is free again
     lease_ttl_s: float = 60.0
 
-    # Warehouse (the export of processed data) -----------------------------------------------
-    #: Where `stockpipe export` loads: "postgresql" (the local stack's, or postgres_url)
-    #: or "snowflake" (the snowflake_* settings)
+    @property
+    def lake_root(self) -> str:
+        """The lake as seen by pyarrow/s3fs (no scheme)."""
+        return self.bucket
+
+    def s3a(self, *parts: str) -> str:
+        """The lake as seen by Spark's S3A connector."""
+        return "s3a://" + "/".join([self.bucket, *(p.strip("/") for p in parts if p)])
+
+
+class WarehouseSettings(_Part):
+    """Where `stockpipe export` loads processed data: PostgreSQL or Snowflake."""
+
+    #: "postgresql" (the local stack's, or postgres_url) or "snowflake" (snowflake_*)
     warehouse: str = "postgresql"
     #: Schema of the warehouse tables (PostgreSQL; Snowflake uses snowflake_schema)
     warehouse_schema: str = "stockpipe"
@@ -88,9 +133,6 @@ class Settings(BaseSettings):
     postgres_url: str = ""
     postgres_user: str = "stockpipe"
     postgres_password: SecretStr = SecretStr("")
-    #: The local server's superuser (``postgres``) password, for the stack manager only:
-    #: it makes the export's role above, which is no superuser
-    postgres_admin_password: SecretStr = SecretStr("")
     postgres_db: str = "stockpipe"
     snowflake_account: str = ""
     snowflake_user: str = ""
@@ -104,10 +146,14 @@ class Settings(BaseSettings):
     snowflake_private_key_passphrase: SecretStr | None = None
     snowflake_password: SecretStr | None = None
 
-    # Spark ------------------------------------------------------------------------------
+
+class SparkSettings(_Part):
+    """Where the Spark jobs run, how large they are, and what they load."""
+
     spark_master: str = "local[*]"
     spark_remote: str = ""  # Spark Connect URL (sc://host:port); wins over spark_master
     spark_driver_memory: str = "2g"
+    spark_executor_memory: str = "1g"
     #: Task slots the jobs are tuned for (stockpipe.spark.tuning); 0: from spark_master
     #: (local[N], the local cluster's workers x cores), else this machine's CPUs
     spark_cores: int = 0
@@ -121,15 +167,6 @@ class Settings(BaseSettings):
     #: The driver's address as executors reach it (a container's hostname); empty: host
     spark_driver_host: str = ""
     spark_driver_bind: str = ""  # the address the driver listens on; empty: host
-    # The local standalone cluster (`stockpipe spark-cluster up`): spark_master is then
-    # spark://<host>:<spark_master_port>
-    spark_cluster: bool = False  # true: `stockpipe up` also starts master + workers
-    spark_master_port: int = 7077
-    spark_master_ui_port: int = 8090
-    spark_workers: int = 2
-    spark_worker_cores: int = 1
-    spark_worker_memory: str = "2g"
-    spark_executor_memory: str = "1g"
     #: RPC authentication of a cluster's driver, master, workers and executors (the
     #: Compose deployment sets it; the master and workers read it from a 0600 file)
     spark_auth_secret: SecretStr = SecretStr("")
@@ -143,9 +180,10 @@ class Settings(BaseSettings):
     #: environment's, <sys.prefix>/share/stockpipe/spark-<version>.jsa
     spark_class_archive: str = ""
 
-    # Orchestration: Airflow DAG defaults, local UIs ----------------------------------------
-    airflow_port: int = 8080
-    lab_port: int = 8888
+
+class OrchestrationSettings(_Part):
+    """The Airflow DAGs' defaults: schedules, what they fetch, retries and timeouts."""
+
     batch_schedule: str = "@daily"  # cron or preset (UTC); "none": manual runs only
     batch_source: str = "samples"
     batch_symbols: str = "MSFT,GOOG"  # empty: every symbol the source offers
@@ -153,8 +191,6 @@ class Settings(BaseSettings):
     stream_schedule: str = "@hourly"  # the available-now run of the streaming job
     stream_symbols: str = "AAPL,MSFT,GOOGL,AMZN"
     stream_source: str = "synthetic"  # the live DAG's default tick source: synthetic | yahoo
-    #: Yahoo Finance's streamer (yfinance's default); a local replay for tests and demos
-    yahoo_stream_url: str = "wss://streamer.finance.yahoo.com/?version=2"
     maintenance_schedule: str = "@daily"  # OPTIMIZE + VACUUM of the lake's Delta tables
     task_retries: int = 2  # for tasks where a retry can help (network, stack restarts)
     #: Longest run of each notebook task (seconds): the task then fails and every process
@@ -170,7 +206,10 @@ class Settings(BaseSettings):
     #: tables' leases and no commit has moved their Kafka offsets for this long (seconds)
     batch_stall_s: float = 1800.0
 
-    # External APIs (never notebook parameters) ------------------------------------------
+
+class SourceSettings(_Part):
+    """The external market-data services: their keys (never notebook parameters) and URLs."""
+
     alphavantage_api_key: SecretStr | None = Field(
         default=None,
         validation_alias=AliasChoices("ALPHAVANTAGE_API_KEY", "STOCKPIPE_ALPHAVANTAGE_API_KEY"),
@@ -181,8 +220,38 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("FINNHUB_API_KEY", "STOCKPIPE_FINNHUB_API_KEY"),
     )
     finnhub_stream_url: str = "wss://ws.finnhub.io"
+    #: Yahoo Finance's streamer (yfinance's default); a local replay for tests and demos
+    yahoo_stream_url: str = "wss://streamer.finance.yahoo.com/?version=2"
 
-    # Derived values ----------------------------------------------------------------------
+
+#: The parts, in the order their settings are documented.
+PARTS: tuple[type[_Part], ...] = (
+    StackSettings,
+    KafkaSettings,
+    LakeSettings,
+    WarehouseSettings,
+    SparkSettings,
+    OrchestrationSettings,
+    SourceSettings,
+)
+
+
+class Settings(
+    SourceSettings,
+    OrchestrationSettings,
+    SparkSettings,
+    WarehouseSettings,
+    LakeSettings,
+    KafkaSettings,
+    StackSettings,
+):
+    """Every setting: the parts above, read together once.
+
+    A function that needs one part says so in its signature (``KafkaSettings``, ...);
+    a ``Settings`` is each of them. What combines parts (a service's address from the
+    stack's host and port when no endpoint is set) is defined here.
+    """
+
     @property
     def spark_master_url(self) -> str:
         """Where sessions go: the local cluster's master when it is on, else spark_master."""
@@ -195,29 +264,12 @@ class Settings(BaseSettings):
         return self.topic_replication or min(3, self.kafka_nodes)
 
     @property
-    def kafka_broker_ports(self) -> list[int]:
-        return [self.kafka_port + 10 * i for i in range(self.kafka_nodes)]
-
-    @property
-    def kafka_controller_ports(self) -> list[int]:
-        return [self.kafka_controller_port + 10 * i for i in range(self.kafka_nodes)]
-
-    @property
     def bootstrap_servers(self) -> str:
         return self.kafka_bootstrap or ",".join(f"{self.host}:{p}" for p in self.kafka_broker_ports)
 
     @property
     def s3_url(self) -> str:
         return self.s3_endpoint or f"http://{self.host}:{self.minio_port}"
-
-    @property
-    def lake_root(self) -> str:
-        """The lake as seen by pyarrow/s3fs (no scheme)."""
-        return self.bucket
-
-    def s3a(self, *parts: str) -> str:
-        """The lake as seen by Spark's S3A connector."""
-        return "s3a://" + "/".join([self.bucket, *(p.strip("/") for p in parts if p)])
 
     def to_env(self) -> dict[str, str]:
         """Environment variables that recreate these settings in a child process.

@@ -18,7 +18,7 @@ from typing import Any
 import pandas as pd
 from tqdm import tqdm  # plain text bar: works in papermill runs without ipywidgets
 
-from stockpipe.config import Settings
+from stockpipe.config import SourceSettings
 from stockpipe.errors import EmptyWindowError, SetupError, SourceError, UnknownNameError
 from stockpipe.schemas import empty_bars
 from stockpipe.sources.base import Bound, Source, check_interval, now_utc
@@ -65,7 +65,9 @@ def _source_class(name: str) -> type[Source]:
     return getattr(module, cls_name)
 
 
-def get_source(name: str | Source, settings: Settings | None = None, **options: Any) -> Source:
+def get_source(
+    name: str | Source, settings: SourceSettings | None = None, **options: Any
+) -> Source:
     """A source by name (``yahoo``, ``alphavantage``, ``csv``, ``samples``, ``synthetic``).
 
     ``options`` go to the source's constructor (e.g. ``path=`` for ``csv``,

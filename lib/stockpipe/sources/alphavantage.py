@@ -23,7 +23,7 @@ import pandas as pd
 import requests
 from alpha_vantage.timeseries import TimeSeries
 
-from stockpipe.config import Settings
+from stockpipe.config import SourceSettings
 from stockpipe.errors import ConfigError, RateLimitError, SourceError
 from stockpipe.sources.base import RetryPolicy, Source, daily_ts, intraday_ts, is_daily, now_utc
 
@@ -98,7 +98,7 @@ class AlphaVantageSource(Source):
 
     def __init__(
         self,
-        settings: Settings | None = None,
+        settings: SourceSettings | None = None,
         *,
         outputsize: str | None = None,
         extended_hours: bool = False,

@@ -25,7 +25,7 @@ from typing import Any, ClassVar, TypeVar
 import pandas as pd
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from stockpipe.config import Settings, get_settings
+from stockpipe.config import SourceSettings, get_settings
 from stockpipe.errors import EmptyWindowError, RateLimitError, SourceError, UnknownNameError
 from stockpipe.schemas import INTERVALS, conform_bars
 from stockpipe.times import TimeLike, to_utc
@@ -117,11 +117,11 @@ class Source(ABC):
 
     name: ClassVar[str]
 
-    def __init__(self, settings: Settings | None = None) -> None:
+    def __init__(self, settings: SourceSettings | None = None) -> None:
         self._settings = settings
 
     @property
-    def settings(self) -> Settings:
+    def settings(self) -> SourceSettings:
         """The settings given, else the process-wide ones (read on first use)."""
         if self._settings is None:
             self._settings = get_settings()

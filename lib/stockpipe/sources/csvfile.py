@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from stockpipe.config import Settings
+from stockpipe.config import SourceSettings
 from stockpipe.errors import SourceError, UnknownNameError
 from stockpipe.sources.base import (
     INTERVAL_STEP,
@@ -286,7 +286,7 @@ class CsvSource(Source):
 
     def __init__(
         self,
-        settings: Settings | None = None,
+        settings: SourceSettings | None = None,
         *,
         path: Path | str,
         symbol: str | None = None,

@@ -17,7 +17,7 @@ import json
 import logging
 from typing import Any
 
-from stockpipe.config import Settings
+from stockpipe.config import SourceSettings
 from stockpipe.errors import ConfigError
 from stockpipe.live import Rejected, Trade, WebSocketFeed
 
@@ -31,7 +31,7 @@ class FinnhubFeed(WebSocketFeed):
     closed_hint = "Finnhub sends stock trades only while the exchange trades"
     url_setting = "finnhub_stream_url"
 
-    def __init__(self, settings: Settings | None = None, **kw: Any) -> None:
+    def __init__(self, settings: SourceSettings | None = None, **kw: Any) -> None:
         super().__init__(settings, **kw)
         key = self.settings.finnhub_api_key
         if key is None or not key.get_secret_value():

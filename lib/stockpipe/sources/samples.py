@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from stockpipe.config import PROJECT_ROOT, Settings
+from stockpipe.config import PROJECT_ROOT, SourceSettings
 from stockpipe.sources.csvfile import CsvSource
 
 #: Where the shipped samples live in the checkout.
@@ -21,7 +21,9 @@ class SamplesSource(CsvSource):
 
     name = "samples"
 
-    def __init__(self, settings: Settings | None = None, *, path: Path | str | None = None) -> None:
+    def __init__(
+        self, settings: SourceSettings | None = None, *, path: Path | str | None = None
+    ) -> None:
         super().__init__(settings, path=path or SAMPLES_DIR)
         if not self.path.is_dir():
             raise NotADirectoryError(f"samples source: {self.path} is not a directory")

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from stockpipe.config import Settings
+from stockpipe.config import SourceSettings
 from stockpipe.schemas import BAR_COLUMNS
 from stockpipe.sources.base import (
     INTERVAL_STEP,
@@ -159,7 +159,7 @@ class SyntheticSource(Source):
 
     def __init__(
         self,
-        settings: Settings | None = None,
+        settings: SourceSettings | None = None,
         *,
         n_symbols: int = 10,
         symbols: list[str] | str | None = None,

@@ -23,7 +23,7 @@ from typing import Any
 
 import pandas as pd
 
-from stockpipe.config import Settings
+from stockpipe.config import SourceSettings
 from stockpipe.errors import RateLimitError, SourceError
 from stockpipe.sources.base import RetryPolicy, Source, daily_ts, intraday_ts, is_daily
 
@@ -88,7 +88,7 @@ class YahooSource(Source):
 
     def __init__(
         self,
-        settings: Settings | None = None,
+        settings: SourceSettings | None = None,
         *,
         period: str = "1mo",
         prepost: bool = False,

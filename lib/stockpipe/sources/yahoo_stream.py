@@ -45,7 +45,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
-from stockpipe.config import Settings
+from stockpipe.config import SourceSettings
 from stockpipe.live import FeedStats, Rejected, Trade, WebSocketFeed
 
 log = logging.getLogger(__name__)
@@ -187,7 +187,7 @@ class YahooFeed(WebSocketFeed):
     closed_hint = "Yahoo sends nothing outside trading hours"
     url_setting = "yahoo_stream_url"
 
-    def __init__(self, settings: Settings | None = None, **kw: Any) -> None:
+    def __init__(self, settings: SourceSettings | None = None, **kw: Any) -> None:
         super().__init__(settings, **kw)
         self.mapper = TradeMapper(frozenset(self.symbols), self.stats)
 
