@@ -154,7 +154,7 @@ def docker_env() -> None:
 
 @app.command()
 def smoke(records: int = 20) -> None:
-    """Produce a few records, read them with Spark, write Parquet to MinIO, read back."""
+    """Produce a few records, read them with Spark, write a Delta table to MinIO, read back."""
     from stockpipe.smoke import run_smoke
 
     run_smoke(_settings(), records=records, log=typer.echo)

@@ -89,6 +89,18 @@ class EmptyWindowError(SourceError):
     retryable = True  # a provider may publish a recent window's bars late
 
 
+class CsvFormatError(StockpipeError, ValueError):
+    """The file is not a price CSV this parser can read; the message says what is wrong."""
+
+    retryable = False  # the file stays as it is until someone fixes or replaces it
+
+
+class FrameError(StockpipeError, ValueError):
+    """A live-feed frame that is not a PricingData message; the text says why."""
+
+    retryable = False  # a malformed frame stays malformed (the feed quarantines it)
+
+
 class NothingNewError(StockpipeError):
     """A run found nothing to do: not a failure (Airflow skips the rest of the run)."""
 

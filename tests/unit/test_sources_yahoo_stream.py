@@ -18,10 +18,10 @@ import pytest
 from yfinance.pricing_pb2 import PricingData
 
 from stockpipe.config import Settings
-from stockpipe.errors import UnknownNameError
+from stockpipe.errors import FrameError, UnknownNameError
 from stockpipe.live import FeedOptions, FeedStats, Rejected, Trade, get_feed, produce_ticks
 from stockpipe.sources.streamer_replay import ReplayServer, read_session
-from stockpipe.sources.yahoo_stream import FrameError, TradeMapper, decode_frame
+from stockpipe.sources.yahoo_stream import TradeMapper, decode_frame
 
 SESSION = "data_samples/recorded/yahoo_streamer/session.jsonl"
 FAST = FeedOptions(heartbeat_s=0.3, idle_timeout_s=1.0, backoff_initial_s=0.05, poll_s=0.1)

@@ -34,16 +34,16 @@ import numpy as np
 import pandas as pd
 
 from stockpipe.config import SourceSettings
-from stockpipe.errors import SourceError, UnknownNameError
+from stockpipe.errors import CsvFormatError, SourceError, UnknownNameError
 from stockpipe.sources.base import (
     INTERVAL_STEP,
     RAW_BAR_COLUMNS,
     Source,
     daily_ts,
 )
-from stockpipe.sources.csvtimes import CsvFormatError, ParsedTimes, parse_times
+from stockpipe.sources.csvtimes import ParsedTimes, parse_times
 
-__all__ = ["CsvFormatError", "CsvSource", "CsvTable", "read_csv_table", "table_bars"]
+__all__ = ["CsvSource", "CsvTable", "read_csv_table", "table_bars"]
 
 #: Normalised header (lower case, letters and digits only) -> column, best match first.
 _HEADERS: dict[str, tuple[str, ...]] = {

@@ -28,9 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-
-class CsvFormatError(ValueError):
-    """The file is not a price CSV this parser can read; the message says what is wrong."""
+from stockpipe.errors import CsvFormatError
 
 
 @dataclass(frozen=True)

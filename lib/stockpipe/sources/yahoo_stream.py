@@ -46,16 +46,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stockpipe.config import SourceSettings
+from stockpipe.errors import FrameError
 from stockpipe.live import FeedStats, Rejected, Trade, WebSocketFeed
 
 log = logging.getLogger(__name__)
 
 #: Messages remembered to recognise a repeat (a few seconds of a busy feed).
 DEDUPE_WINDOW = 20_000
-
-
-class FrameError(ValueError):
-    """A frame that is not a PricingData message; the text says why."""
 
 
 def decode_frame(text: str | bytes) -> Any | None:
