@@ -17,7 +17,7 @@ from typing import Any, Literal
 import typer
 
 from stockpipe.config import load_settings
-from stockpipe.errors import LeaseHeldError, StockpipeError, UnknownNameError
+from stockpipe.errors import LeaseHeldError, NothingNewError, StockpipeError, UnknownNameError
 
 ExitCodes = Mapping[type[Exception], int]
 
@@ -240,6 +240,48 @@ def _sigterm_stops() -> Iterator[None]:
 def _given(**options: Any) -> dict[str, Any]:
     """The options given on the command line: the others keep the job's own defaults."""
     return {k: v for k, v in options.items() if v is not None}
+
+
+@app.command()
+def ingest(
+    source: str = typer.Option("samples", help="samples | csv | synthetic | yahoo | alphavantage"),
+    symbols: str | None = typer.Option(
+        None, help="comma separated; default: every symbol the source offers"
+    ),
+    start: str | None = typer.Option(None, help="ISO date, inclusive"),
+    end: str | None = typer.Option(None, help="ISO date, exclusive (as in yfinance)"),
+    interval: str = typer.Option("1d", help="1d | 1h | 5m | 1m"),
+    path: str | None = typer.Option(None, help="CSV file, folder or glob (source csv)"),
+    options: str | None = typer.Option(
+        None, help="more source options as JSON, e.g. '{\"dayfirst\": true}'"
+    ),
+    topic: str | None = typer.Option(None, help="the bar topic (default: the setting)"),
+    allow_empty: bool = typer.Option(
+        False, help="a window without bars (a closed market) is no failure"
+    ),
+) -> None:
+    """Fetch historical bars from a source and send them to the bar topic (the producer)."""
+    import logging
+
+    from stockpipe.ingest import ingest as run_ingest
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    report = run_ingest(
+        _settings(),
+        source,
+        symbols=symbols,
+        start=start,
+        end=end,
+        interval=interval,
+        topic=topic,
+        path=path,
+        options=options,
+    )
+    typer.echo(report.summary().to_string(index=False))
+    try:
+        report.check(allow_empty=allow_empty, start=start or "", end=end or "")
+    except NothingNewError as exc:
+        typer.echo(f"nothing to do: {exc}")
 
 
 @app.command(exit_codes={LeaseHeldError: 3})

@@ -19,6 +19,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from stockpipe.config import Settings
+from stockpipe.errors import DeliveryError, NothingNewError, SourceError
 from stockpipe.kafka import ConfirmedProducer, DeliveryReport
 from stockpipe.schemas import bar_messages
 
@@ -99,6 +100,30 @@ class IngestReport:
         df["sent"] = [self.delivery.per_key.get(s, 0) for s in df["symbol"]]
         return df.loc[:, ["symbol", "bars", "sent", "first", "last", "error", "note"]].rename(
             columns={"bars": "fetched"}
+        )
+
+    def check(self, *, allow_empty: bool = False, start: str = "", end: str = "") -> None:
+        """Raise what went wrong: records Kafka did not confirm, or no bar at all (a
+        closed market's window is nothing to do when ``allow_empty``, else a failure)."""
+        if self.delivery.failed:
+            reasons = dict(self.delivery.failures)
+            raise DeliveryError(
+                self.delivery.failed, self.delivery.sent + self.delivery.failed, reasons
+            )
+        if self.fetched:
+            return
+        symbols = ",".join(self.fetch_summary["symbol"]) if len(self.fetch_summary) else ""
+        if self.window_empty and allow_empty:
+            raise NothingNewError(
+                f"no {self.interval} bars for {symbols or 'any symbol'} in "
+                f"[{start or 'the beginning'}, {end or 'now'}): the market was closed "
+                "(a weekend or a holiday); nothing to process"
+            )
+        errors = "; ".join(self.fetch_summary["error"].dropna()) if len(self.fetch_summary) else ""
+        raise SourceError(
+            self.source,
+            symbols or "every symbol",
+            f"no bars were fetched ({errors or 'the source offers none'})",
         )
 
     def __str__(self) -> str:

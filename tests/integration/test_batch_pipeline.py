@@ -58,6 +58,34 @@ def test_producer_delivers_every_bar_keyed_and_ordered_per_symbol(lake):
         assert dict(report.per_key) == bars["symbol"].value_counts().to_dict()
 
 
+def test_the_ingest_command_sends_a_window_and_ends_a_bad_run_with_the_reason(lake):
+    """`stockpipe ingest`: the sample rows of the window reach the topic, once each; a
+    symbol the source lacks and a closed market's window end as the producer says."""
+    from typer.testing import CliRunner
+
+    from stockpipe.cli import app
+    from stockpipe.config import PROJECT_ROOT
+
+    days = pd.read_csv(PROJECT_ROOT / "data_samples" / "MSFT.csv", usecols=["Date"])["Date"]
+    expected = int(days.between("2012-03-01", "2012-05-31", inclusive="left").sum())
+    args = ["ingest", "--symbols", "MSFT", "--topic", lake.topic_bars]
+    out = CliRunner().invoke(app, [*args, "--start", "2012-03-01", "--end", "2012-05-31"])
+    assert out.exit_code == 0, out.output
+    values = [json.loads(v) for *_, v in read_all(lake, lake.topic_bars)]
+    assert len(values) == expected > 50
+    assert len({v["ts"] for v in values}) == expected and {v["symbol"] for v in values} == {"MSFT"}
+
+    out = CliRunner().invoke(app, ["ingest", "--symbols", "NOSUCH", "--topic", lake.topic_bars])
+    assert out.exit_code == 1 and "Traceback" not in out.output
+    assert "error: samples: NOSUCH: no bars were fetched (samples: NOSUCH:" in out.output
+    weekend = ["--start", "2012-03-03", "--end", "2012-03-05"]  # a Saturday and Sunday
+    out = CliRunner().invoke(app, [*args, *weekend])
+    assert out.exit_code == 1 and "the market was closed" in out.output
+    out = CliRunner().invoke(app, [*args, *weekend, "--allow-empty"])
+    assert out.exit_code == 0 and "nothing to do: no 1d bars for MSFT" in out.output
+    assert len(list(read_all(lake, lake.topic_bars))) == expected  # nothing more sent
+
+
 def test_samples_through_the_job_incremental_idempotent_and_quarantined(lake, spark):
     window1 = dict(start="2012-01-01", end="2012-12-31")
     r1 = ingest(lake, "samples", "MSFT,GOOG", progress=False, **window1)
