@@ -70,6 +70,9 @@ def test_the_first_pools_are_guaranteed_every_core_and_the_jobs_name_only_known_
         assert pools["stream_windows"]["minShare"] == pools["batch_main"]["minShare"] == str(cores)
         assert pools["stream_archive"]["minShare"] == pools["batch_raw"]["minShare"] == "0"
         assert int(pools["stream_windows"]["weight"]) > int(pools["stream_archive"]["weight"])
+        # the raw and quarantine queries share the archive pool fairly
+        assert pools["stream_archive"]["schedulingMode"] == "FAIR"
+        assert pools["batch_main"]["schedulingMode"] == "FIFO"
     used = {*streaming.POOLS.values(), batch.MAIN_POOL, batch.RAW_POOL}
     assert used == set(pools)
 

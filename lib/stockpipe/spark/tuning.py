@@ -19,14 +19,15 @@ from stockpipe.schemas import DERIVED_COLUMNS, PRICE_COLUMNS
 
 MIB = 1 << 20
 
-#: Fair-scheduler pools: (name, weight, share of the cores guaranteed while it has tasks).
-#: The streaming windows and the batch job's check and merge are what users wait for:
-#: they take the cores first; the archiving writes fill what they leave idle.
-POOLS: tuple[tuple[str, int, float], ...] = (
-    ("stream_windows", 8, 1.0),
-    ("stream_archive", 1, 0.0),
-    ("batch_main", 8, 1.0),
-    ("batch_raw", 1, 0.0),
+#: Fair-scheduler pools: (name, mode within the pool, weight, share of the cores
+#: guaranteed while it has tasks). The streaming windows and the batch job's check and
+#: merge are what users wait for: they take the cores first; the archiving writes fill
+#: what they leave idle, the raw and quarantine queries sharing theirs fairly.
+POOLS: tuple[tuple[str, str, int, float], ...] = (
+    ("stream_windows", "FIFO", 8, 1.0),
+    ("stream_archive", "FAIR", 1, 0.0),
+    ("batch_main", "FIFO", 8, 1.0),
+    ("batch_raw", "FIFO", 1, 0.0),
 )
 
 #: JVM flag of driver and executors: HotSpot leaves methods over 8,000 bytecodes to the
@@ -113,9 +114,9 @@ class Tuning:
     def pools_file(self) -> Path:
         """The fair-scheduler allocation file for these cores (written once per content)."""
         pools = "".join(
-            f'  <pool name="{name}"><schedulingMode>FIFO</schedulingMode>'
+            f'  <pool name="{name}"><schedulingMode>{mode}</schedulingMode>'
             f"<weight>{weight}</weight><minShare>{round(share * self.cores)}</minShare></pool>\n"
-            for name, weight, share in POOLS
+            for name, mode, weight, share in POOLS
         )
         xml = f'<?xml version="1.0"?>\n<allocations>\n{pools}</allocations>\n'
         digest = hashlib.sha256(xml.encode()).hexdigest()[:12]
