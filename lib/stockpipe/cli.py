@@ -569,15 +569,15 @@ app.add_typer(engine_app, name="engine")
 def engine_start() -> None:
     """Use the machine's Docker engine, or start a private dockerd; Compose and a base image."""
     from stockpipe.stack.engine import build_compose, compose_binary, start_engine
-    from stockpipe.stack.images import ensure_base_image
+    from stockpipe.stack.images import ensure_rootfs_image
 
     settings = _settings()
     host = start_engine(settings, log=typer.echo)
     build_compose(settings.cache_dir)
-    base = ensure_base_image(host, settings.cache_dir)
+    base = ensure_rootfs_image(host, settings.cache_dir)
     typer.echo(f"DOCKER_HOST={host}")
     typer.echo(f"compose: {compose_binary(settings.cache_dir)}")
-    typer.echo(f"base image of the local build mode: {base}")
+    typer.echo(f"root file system of the local build mode: {base}")
 
 
 @engine_app.command("stop")
@@ -587,6 +587,64 @@ def engine_stop() -> None:
 
     stopped = stop_engine(_settings())
     typer.echo("stopped the private dockerd" if stopped else "no private dockerd was running")
+
+
+# The Compose deployment ------------------------------------------------------------------
+
+deploy_app = _Typer(
+    help="docker/compose.yaml: build its images here (local mode), bring it up, remove it.",
+    no_args_is_help=True,
+)
+app.add_typer(deploy_app, name="deploy")
+
+_LOCAL = typer.Option(
+    True,
+    "--local/--official",
+    help="images built here from Debian and the caches, or the official images (a registry)",
+)
+
+
+def _deployment(local: bool):
+    from stockpipe.deploy import Deployment, write_docker_env
+    from stockpipe.stack.engine import build_compose, compose_binary, start_engine
+    from stockpipe.stack.images import compose_image_env
+
+    settings = _settings()
+    host = start_engine(settings, log=typer.echo)
+    build_compose(settings.cache_dir)
+    write_docker_env()
+    variables = compose_image_env() if local else {}
+    return settings, Deployment(host, compose_binary(settings.cache_dir), variables=variables)
+
+
+@deploy_app.command("build")
+def deploy_build(local: bool = _LOCAL) -> None:
+    """Build every image of the deployment (the local mode needs no image registry)."""
+    settings, deployment = _deployment(local)
+    if not local:
+        deployment.run("build")
+        return
+    from stockpipe.stack.images import build_local_images
+
+    times = build_local_images(deployment.host, settings.cache_dir, settings.state_dir / "deploy")
+    typer.echo(f"built {len(times)} images in {sum(times.values()):.0f} s")
+
+
+@deploy_app.command("up")
+def deploy_up(local: bool = _LOCAL, timeout: int = typer.Option(1200, help="seconds")) -> None:
+    """Start every service and wait until all of them are healthy."""
+    _, deployment = _deployment(local)
+    took = deployment.up(timeout)
+    typer.echo(f"every service is healthy after {took:.0f} s")
+
+
+@deploy_app.command("down")
+def deploy_down(local: bool = _LOCAL) -> None:
+    """Remove the deployment's containers, networks and volumes (its data too)."""
+    _, deployment = _deployment(local)
+    deployment.down()
+    left = {kind: ids for kind, ids in deployment.leftovers().items() if ids}
+    typer.echo(f"left behind: {left}" if left else "removed; nothing of it is left")
 
 
 def main() -> None:  # pragma: no cover

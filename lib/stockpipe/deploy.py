@@ -1,4 +1,5 @@
-"""The Docker Compose deployment's secrets: generated once into ``docker/.env``.
+"""The Docker Compose deployment: its secrets, generated once into ``docker/.env``, and
+the compose runs that build, start and remove it.
 
 ``docker/compose.yaml`` has no default credential: every secret is a
 ``${NAME:?...}`` reference that compose refuses to start without. This module
@@ -9,10 +10,15 @@ from __future__ import annotations
 
 import base64
 import os
+import subprocess
+import time
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from stockpipe.config import PROJECT_ROOT
+from stockpipe.errors import StackError
 from stockpipe.stack.manager import adopt_root_keys, generate_secret, write_private
 
 DOCKER_ENV = PROJECT_ROOT / "docker" / ".env"
@@ -69,3 +75,76 @@ def write_docker_env(path: Path = DOCKER_ENV) -> list[str]:
         write_private(path, "\n".join(lines) + "\n")
     os.chmod(path, 0o600)
     return list(new)
+
+
+# Running docker/compose.yaml ---------------------------------------------------------------
+
+COMPOSE_FILE = PROJECT_ROOT / "docker" / "compose.yaml"
+#: The label compose puts on everything it makes for a project.
+PROJECT_LABEL = "com.docker.compose.project"
+
+
+@dataclass
+class Deployment:
+    """docker/compose.yaml on one engine, under one project name, with one env file.
+
+    ``variables`` are given to compose through its environment, where they override the
+    env file: the local build mode's image names, and the published ports.
+    """
+
+    host: str
+    compose: Path
+    env_file: Path = DOCKER_ENV
+    project: str = "stockpipe"
+    variables: dict[str, str] = field(default_factory=dict)
+
+    def run(
+        self, *args: str, check: bool = True, timeout: float | None = None
+    ) -> subprocess.CompletedProcess:
+        cmd = [str(self.compose), "--project-name", self.project, "--file", str(COMPOSE_FILE)]
+        cmd += ["--env-file", str(self.env_file), *args]
+        env = {**os.environ, **self.variables, "DOCKER_HOST": self.host}
+        res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+        if check and res.returncode != 0:
+            raise StackError(
+                f"`docker compose {' '.join(args)}` failed (exit {res.returncode}):\n"
+                f"{(res.stdout + res.stderr)[-4000:]}"
+            )
+        return res
+
+    def up(self, timeout_s: int = 1200) -> float:
+        """Start every service and wait until each healthcheck passes; seconds taken."""
+        started = time.monotonic()
+        pull = ["--pull", "never"] if self.variables.get("KAFKA_IMAGE") else []
+        self.run(
+            "up", "--detach", "--wait", "--wait-timeout", str(timeout_s), *pull,
+            timeout=timeout_s + 120,
+        )  # fmt: skip
+        return time.monotonic() - started
+
+    def down(self) -> None:
+        """Stop and remove the containers, networks and volumes of the project."""
+        self.run("down", "--volumes", "--remove-orphans", "--timeout", "30", timeout=600)
+
+    def exec(self, service: str, *cmd: str, env: dict[str, str] | None = None, **kw: Any):
+        """Run a command in a running service's container (no TTY); its completed process."""
+        flags = [f"--env={k}={v}" for k, v in (env or {}).items()]
+        return self.run("exec", "-T", *flags, service, *cmd, **kw)
+
+    def leftovers(self) -> dict[str, list[str]]:
+        """What of the project still exists in the engine: containers, volumes, networks."""
+        label = f"label={PROJECT_LABEL}={self.project}"
+        found = {}
+        for kind, listing in (
+            ("containers", ["ps", "--all", "--quiet"]),
+            ("volumes", ["volume", "ls", "--quiet"]),
+            ("networks", ["network", "ls", "--quiet"]),
+        ):
+            res = subprocess.run(
+                ["docker", "--host", self.host, *listing, "--filter", label],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            found[kind] = res.stdout.split()
+        return found

@@ -102,13 +102,13 @@ def test_a_private_engine_is_private_and_leaves_nothing_when_stopped(docker):
     start_engine(settings, log=lambda _m: None)  # for the fixture's stop
 
 
-def test_the_base_image_is_debian_bootstrapped_here(docker):
+def test_the_root_file_system_image_is_debian_bootstrapped_here(docker):
     from stockpipe import versions
-    from stockpipe.stack.images import base_tag, ensure_base_image
+    from stockpipe.stack.images import ensure_rootfs_image, rootfs_tag
 
     host, settings = docker
-    tag = ensure_base_image(host, settings.cache_dir)
-    assert tag == base_tag()
+    tag = ensure_rootfs_image(host, settings.cache_dir)
+    assert tag == rootfs_tag()
     res = _docker(
         host, "run", "--rm", tag, "/bin/sh", "-c", "cat /etc/os-release; command -v apt-get"
     )

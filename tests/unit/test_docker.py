@@ -14,9 +14,13 @@ import yaml
 from stockpipe import versions
 from stockpipe.config import PROJECT_ROOT
 from stockpipe.deploy import docker_secrets, kafka_cluster_id, write_docker_env
+from stockpipe.stack import images
+from stockpipe.stack.images import compose_image_env, local_builds
 
 DOCKER = PROJECT_ROOT / "docker"
-COMPOSE = yaml.safe_load((DOCKER / "compose.yaml").read_text())
+TEXT = (DOCKER / "compose.yaml").read_text()
+#: The file as compose reads it with none of its optional variables set: the official images.
+COMPOSE = yaml.safe_load(re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", TEXT))
 SERVICES: dict[str, dict] = COMPOSE["services"]
 ONE_SHOT = {name for name, svc in SERVICES.items() if svc.get("restart") == "no"}
 UI_PORTS = {"8080", "8888", "9001", "8090"}
@@ -63,13 +67,24 @@ def test_only_the_uis_are_published_and_only_on_loopback():
     assert set(published) == {"airflow-apiserver", "jupyter", "minio", "spark-master"}
 
 
+#: What may have a default: the images (the local build mode names its own) and host ports.
+OPTIONAL = {
+    *compose_image_env(),
+    "AIRFLOW_PORT",
+    "JUPYTER_PORT",
+    "MINIO_CONSOLE_PORT",
+    "SPARK_UI_PORT",
+}
+
+
 def test_no_credential_has_a_default():
-    text = (DOCKER / "compose.yaml").read_text()
-    refs = re.findall(r"(?<!\$)\$\{([A-Z0-9_]++)(:?[-?=+]?)", text)
+    refs = re.findall(r"(?<!\$)\$\{([A-Z0-9_]++)(:?[-?=+]?)", TEXT)
     assert refs
     for name, op in refs:
-        assert op == ":?", f"${{{name}}} must be required (:?), not defaulted"
-    assert {name for name, _ in refs} == set(docker_secrets())
+        expected = ":-" if name in OPTIONAL else ":?"
+        assert op == expected, f"${{{name}}} must be {expected}"
+    assert {name for name, op in refs if op == ":?"} == set(docker_secrets())
+    assert {name for name, op in refs if op == ":-"} == OPTIONAL
     for svc in SERVICES.values():
         for key, value in _env(svc).items():
             if re.search(r"PASSWORD|SECRET|TOKEN|FERNET", key) and not key.endswith("_FILE"):
@@ -219,3 +234,70 @@ def test_an_old_docker_env_keeps_its_keys_as_minio_root(tmp_path: Path):
     assert (
         "STOCKPIPE_S3_ACCESS_KEY" in added and values["STOCKPIPE_S3_ACCESS_KEY"] != "stockpipe-old"
     )
+
+
+DOCKERFILES = sorted([*DOCKER.rglob("Dockerfile"), *DOCKER.rglob("*.Dockerfile")])
+
+
+@pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: str(p.relative_to(DOCKER)))
+def test_every_dockerfile_takes_its_base_images_as_build_arguments(path: Path):
+    text = path.read_text()
+    bases = re.findall(r"^FROM (\S+)", text, re.M)
+    assert bases
+    for base in bases:
+        arg = re.fullmatch(r"\$\{(\w+)\}", base)
+        assert arg, f"{path}: FROM {base} is not a build argument"
+        assert re.search(rf"^ARG {arg[1]}=\S+", text, re.M), f"{path}: ARG {arg[1]} has no default"
+
+
+def test_the_local_build_mode_builds_every_image_compose_runs(tmp_path: Path):
+    built = [b.tag for b in local_builds(tmp_path)]
+    assert len(built) == len(set(built))
+    env = compose_image_env()
+    runs = {
+        re.sub(r"\$\{(\w+):-[^}]*\}", lambda m: env[m[1]], svc["image"])
+        for svc in yaml.safe_load(TEXT)["services"].values()
+    }
+    assert runs <= set(built)
+    # each stand-in is built before the images that start from it
+    order = {tag: i for i, tag in enumerate(built)}
+    for build in local_builds(tmp_path):
+        for base in build.args.values():
+            if base in order:
+                assert order[base] < order[build.tag], f"{build.tag} needs {base} first"
+    assert built[0] == images.base_tag()
+
+
+@pytest.mark.parametrize("name", ["kafka", "postgres", "airflow", "spark"])
+def test_the_stand_ins_run_as_a_non_root_user(name: str):
+    users = re.findall(r"^USER (\S+)", (DOCKER / "local" / f"{name}.Dockerfile").read_text(), re.M)
+    assert users and users[-1] != "root"
+
+
+def _fake_compose(tmp_path: Path, body: str) -> Path:
+    fake = tmp_path / "docker-compose"
+    fake.write_text(f"#!/bin/sh\n{body}\n")
+    fake.chmod(0o755)
+    return fake
+
+
+def test_compose_runs_on_the_given_engine_project_env_file_and_variables(tmp_path: Path):
+    from stockpipe.deploy import COMPOSE_FILE, Deployment
+
+    fake = _fake_compose(tmp_path, 'echo "$DOCKER_HOST|$KAFKA_IMAGE|$*"')
+    env_file = tmp_path / "deploy.env"
+    dep = Deployment("unix:///x/docker.sock", fake, env_file, "p1", {"KAFKA_IMAGE": "k:1"})
+    assert dep.exec("jupyter", "stockpipe", "batch", env={"A": "b"}).stdout.strip() == (
+        f"unix:///x/docker.sock|k:1|--project-name p1 --file {COMPOSE_FILE} "
+        f"--env-file {env_file} exec -T --env=A=b jupyter stockpipe batch"
+    )
+
+
+def test_a_failing_compose_command_raises_with_its_output(tmp_path: Path):
+    from stockpipe.deploy import Deployment
+    from stockpipe.errors import StackError
+
+    fake = _fake_compose(tmp_path, 'echo "service kafka-1 is unhealthy" >&2; exit 3')
+    dep = Deployment("unix:///x/docker.sock", fake, tmp_path / "deploy.env")
+    with pytest.raises(StackError, match=r"(?s)up --detach.*exit 3.*kafka-1 is unhealthy"):
+        dep.up(timeout_s=5)

@@ -149,5 +149,5 @@ def build_compose(cache_dir: Path) -> install.Part:
         module=versions.COMPOSE_MODULE,
         package="./cmd",
         binary="docker-compose",
-        what=f"building Docker Compose {versions.COMPOSE} (about 15 minutes on 2 cores)",
+        what=f"building Docker Compose {versions.COMPOSE} (a few minutes)",
     )

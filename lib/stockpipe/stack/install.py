@@ -279,7 +279,7 @@ def go_build(part: Part, *, module: str, binary: str, what: str, package: str = 
         installed = staging / "bin" / (sub.rsplit("/", 1)[-1] or module.rsplit("/", 1)[-1])
         if rc == 0 and installed.name != binary:
             installed.rename(staging / "bin" / binary)
-        if rc != 0 and "replace directives" in log.read_text():
+        if rc != 0 and "must not contain directives" in log.read_text():
             out = staging / "bin" / binary
             rc = _build_in_module_cache(
                 go, f"{module}@{part.version}", package, out, env, log, what
@@ -296,7 +296,7 @@ def go_build(part: Part, *, module: str, binary: str, what: str, package: str = 
 
 
 def _build_in_module_cache(go, module_at, package, out, env, log, what) -> int:
-    """`go install` refuses modules with replace directives: build inside the module."""
+    """`go install` refuses modules with replace or exclude directives: build inside it."""
     import json
 
     info = subprocess.run(
