@@ -177,3 +177,30 @@ def test_an_isolated_stack_never_gives_one_port_to_two_services(tmp_path, monkey
         s.spark_master_ui_port,
     ]
     assert len(set(ports)) == len(ports)
+
+
+def test_a_service_in_the_middle_of_its_exec_is_running_not_stale(tmp_path, monkeypatch):
+    """Under load a just-started process shows an empty command line for a moment; taking
+    it for a stale pid lost the pid file, so a restarted broker was never stopped."""
+    import subprocess
+    import sys
+
+    import psutil
+
+    from stockpipe.stack.manager import isolated_settings
+    from stockpipe.stack.services import Service
+
+    svc = Service("sleeper", isolated_settings(tmp_path))
+    svc.marker = "stockpipe-sleeper-marker"
+    svc.dir.mkdir(parents=True)
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", svc.marker])
+    try:
+        svc.pid_file.write_text(f"{proc.pid}\n")
+        assert svc.pid() == proc.pid
+        monkeypatch.setattr(psutil.Process, "cmdline", lambda self: [])  # mid-exec
+        assert svc.pid() == proc.pid and svc.pid_file.exists()
+        monkeypatch.setattr(psutil.Process, "cmdline", lambda self: ["/usr/bin/other"])
+        assert svc.pid() is None and not svc.pid_file.exists()  # a reused pid: stale
+    finally:
+        proc.kill()
+        proc.wait()

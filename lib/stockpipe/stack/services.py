@@ -117,8 +117,11 @@ class Service:
             return None
         try:
             proc = psutil.Process(pid)
-            alive = proc.status() != psutil.STATUS_ZOMBIE and any(
-                self.marker in part for part in proc.cmdline()
+            cmdline = proc.cmdline()
+            # an empty command line is a process in the middle of its exec (just started,
+            # or the JVM launcher re-executing itself): ours, not a stale pid
+            alive = proc.status() != psutil.STATUS_ZOMBIE and (
+                not cmdline or any(self.marker in part for part in cmdline)
             )
         except psutil.Error:
             alive = False
