@@ -98,12 +98,16 @@ class Deployment:
     project: str = "stockpipe"
     variables: dict[str, str] = field(default_factory=dict)
 
+    def command(self, *args: str) -> tuple[list[str], dict[str, str]]:
+        """The compose command line for ``args``, and its environment."""
+        cmd = [str(self.compose), "--project-name", self.project, "--file", str(COMPOSE_FILE)]
+        cmd += ["--env-file", str(self.env_file), *args]
+        return cmd, {**os.environ, **self.variables, "DOCKER_HOST": self.host}
+
     def run(
         self, *args: str, check: bool = True, timeout: float | None = None
     ) -> subprocess.CompletedProcess:
-        cmd = [str(self.compose), "--project-name", self.project, "--file", str(COMPOSE_FILE)]
-        cmd += ["--env-file", str(self.env_file), *args]
-        env = {**os.environ, **self.variables, "DOCKER_HOST": self.host}
+        cmd, env = self.command(*args)
         res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
         if check and res.returncode != 0:
             raise StackError(
