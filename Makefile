@@ -108,6 +108,7 @@ engine-packages: ## install Debian's docker.io (dockerd, containerd, runc) and b
 
 test-deploy: engine-start ## the deployment tests (tests/deploy: a real engine)
 	@$(BIN)/python -m pytest tests/deploy $(PYTEST_ARGS)
+	@echo "deployment figures (seconds):" && cat .state/deploy/figures.json
 
 clean: down ## remove the local stack's state (data!) and the venv; the download cache stays
 	rm -rf .state $(VENV)

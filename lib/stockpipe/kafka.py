@@ -100,12 +100,18 @@ def create_topic_command(settings: Settings, topic: str) -> str:
     )
 
 
-@retry(
+#: Metadata and offset lookups are retried: with one of three brokers down (a rolling
+#: restart, a crashed container whose name no longer resolves) the client fails on that
+#: node once, then asks another.
+_survives_a_broker_down = retry(
     retry=retry_if_exception_type(KafkaError),
     stop=stop_after_attempt(4),
     wait=wait_exponential(multiplier=1, max=8),
     reraise=True,
 )
+
+
+@_survives_a_broker_down
 def _topic_names(settings: Settings) -> set[str]:
     """The cluster's topics; retried, so a broker restarting (a rolling restart, one
     of three brokers down) does not fail a producer that is starting."""
@@ -159,6 +165,7 @@ def _partitions(settings: Settings, topic: str) -> Iterator[tuple[KafkaConsumer,
         consumer.close()
 
 
+@_survives_a_broker_down
 def offset_bounds(settings: Settings, topic: str) -> tuple[dict[int, int], dict[int, int]]:
     """The first and the next offset of every partition of ``topic`` (what it holds now)."""
     with _partitions(settings, topic) as (consumer, tps):
@@ -166,6 +173,7 @@ def offset_bounds(settings: Settings, topic: str) -> tuple[dict[int, int], dict[
         return first, {tp.partition: off for tp, off in consumer.end_offsets(tps).items()}
 
 
+@_survives_a_broker_down
 def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
     """The next offset of every partition of ``topic``."""
     with _partitions(settings, topic) as (consumer, tps):
