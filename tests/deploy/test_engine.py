@@ -24,7 +24,9 @@ from stockpipe.stack.manager import isolated_settings
 def docker() -> Iterator[tuple[str, object]]:
     state = Path(tempfile.mkdtemp(prefix="stockpipe-engine-"))
     settings = isolated_settings(state)
-    host = start_engine(settings, log=lambda _m: None)
+    # its own data root: `make test-deploy` runs beside the project's engine, which owns
+    # the cached one
+    host = start_engine(settings, log=lambda _m: None, data_root=state / "docker-data")
     try:
         yield host, settings
     finally:
@@ -99,7 +101,7 @@ def test_a_private_engine_is_private_and_leaves_nothing_when_stopped(docker):
     _gone, alive = psutil.wait_procs(tree, timeout=30)
     assert alive == []
     assert own.pid() is None and not own.socket.exists()
-    start_engine(settings, log=lambda _m: None)  # for the fixture's stop
+    start_engine(settings, log=lambda _m: None, data_root=settings.state_dir / "docker-data")
 
 
 def test_the_root_file_system_image_is_debian_bootstrapped_here(docker):

@@ -57,6 +57,10 @@ def answers(host: str) -> bool:
 class DockerEngine(Service):
     """The project's own dockerd (root only): private socket, data and exec roots."""
 
+    #: Where images and containers live; default: the per-user cache, keyed by version.
+    #: Two engines never share one (a test's throwaway engine gets its own).
+    own_data_root: Path | None = None
+
     def __post_init__(self) -> None:
         self.marker = str(self.socket)
 
@@ -70,7 +74,7 @@ class DockerEngine(Service):
 
     @property
     def data_root(self) -> Path:
-        return self.settings.cache_dir / f"docker-{engine_version()}"
+        return self.own_data_root or self.settings.cache_dir / f"docker-{engine_version()}"
 
     @property
     def main_port(self) -> int:
@@ -111,17 +115,17 @@ def system_host() -> str | None:
     return None
 
 
-def engine(settings: Settings) -> DockerEngine:
-    return DockerEngine("docker", settings)
+def engine(settings: Settings, data_root: Path | None = None) -> DockerEngine:
+    return DockerEngine("docker", settings, own_data_root=data_root)
 
 
-def start_engine(settings: Settings, log=print) -> str:
+def start_engine(settings: Settings, log=print, data_root: Path | None = None) -> str:
     """A Docker host to use: the machine's engine, or the private one, started if needed."""
     host = system_host()
     if host:
         log(f"using the machine's Docker engine at {host}")
         return host
-    own = engine(settings)
+    own = engine(settings, data_root)
     if own.pid() is None:
         pid = own.start()
         log(f"started a private dockerd (pid {pid}, socket {own.socket}, data {own.data_root})")
