@@ -273,7 +273,7 @@ def _lake_counts(dep: Deployment, symbols: list[str]) -> dict[str, dict[str, int
         zones = {{
             "raw/bars": [json.loads(v)["symbol"] for v in read_raw_bars(s)["value"]],
             "processed/bars": list(read_bars(s, interval=None)["symbol"]),
-            "quarantine/bars": list(read_quarantine(s)["symbol"]),
+            "quarantine/bars": list(q["symbol"]) if len(q := read_quarantine(s)) else [],
         }}
         count = lambda rows: {{sym: rows.count(sym) for sym in {symbols!r}}}
         print(json.dumps({{zone: count(rows) for zone, rows in zones.items()}}))
