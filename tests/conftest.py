@@ -62,15 +62,25 @@ def settings(stack: Stack) -> Settings:
 
 @pytest.fixture(scope="session")
 def spark(settings: Settings):
-    """One SparkSession with the connector jars, pointed at the test stack."""
+    """A session of the test stack's Spark Connect server, as the jobs use it."""
+    from stockpipe.spark.session import get_spark
+
+    session = get_spark(settings, "stockpipe-tests")
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="session")
+def stream_spark(settings: Settings):
+    """A Spark driver in this process, pointed at the test stack: the streaming job's."""
     from pyspark.sql import SparkSession
 
-    from stockpipe.spark.session import get_spark
+    from stockpipe.spark.session import driver_session
 
     active = SparkSession.getActiveSession()
     endpoint = active and active.sparkContext.getConf().get("spark.hadoop.fs.s3a.endpoint", "")
     if active is not None and endpoint != settings.s3_url:
         active.stop()  # a plain unit-test session: no lake settings
-    session = get_spark(settings, "stockpipe-tests")
+    session = driver_session(settings, "stockpipe-tests-stream")
     yield session
     session.stop()

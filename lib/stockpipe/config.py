@@ -71,6 +71,8 @@ class StackSettings(_Part):
     spark_workers: int = 2
     spark_worker_cores: int = 1
     spark_worker_memory: str = "2g"
+    #: The stack's Spark Connect server (sc://<host>:<port>), where the jobs run
+    spark_connect_port: int = 15002
     airflow_port: int = 8080
     lab_port: int = 8888
 
@@ -151,16 +153,17 @@ class SparkSettings(_Part):
     """Where the Spark jobs run, how large they are, and what they load."""
 
     spark_master: str = "local[*]"
-    spark_remote: str = ""  # Spark Connect URL (sc://host:port); wins over spark_master
+    #: The Spark Connect server the jobs and notebooks use (sc://host:port); empty: the
+    #: local stack's. spark_master is where that server (and the streaming job) runs tasks
+    spark_remote: str = ""
+    #: Heap of the Spark Connect server's driver (bounds what all jobs hold at once in
+    #: local mode) and of the streaming job's own driver
     spark_driver_memory: str = "2g"
     spark_executor_memory: str = "1g"
     #: Task slots the jobs are tuned for (stockpipe.spark.tuning); 0: from spark_master
     #: (local[N], the local cluster's workers x cores), else this machine's CPUs
     spark_cores: int = 0
     spark_shuffle_partitions: int = 0  # 0: two per task slot
-    #: A batch-job micro-batch of at most this many records is read from Kafka and
-    #: committed by the driver, not Spark (stockpipe.spark.tuning). 0: always by Spark
-    batch_driver_max_records: int = 100_000
     #: False: executors load the connector jars from the cache paths (same machine,
     #: or the project image); True: Spark ships them (executors without the cache)
     spark_ship_jars: bool = False
@@ -170,9 +173,6 @@ class SparkSettings(_Part):
     #: RPC authentication of a cluster's driver, master, workers and executors (the
     #: Compose deployment sets it; the master and workers read it from a 0600 file)
     spark_auth_secret: SecretStr = SecretStr("")
-    #: True: Spark's S3 connector takes the keys from AWS_ACCESS_KEY_ID /
-    #: AWS_SECRET_ACCESS_KEY of each process (Compose), so they are never in SparkConf
-    spark_s3_keys_from_env: bool = False
     #: Folders of the connector jars (Kafka source, S3A, Delta Lake), comma-separated;
     #: empty: the ones `stockpipe setup` fetches into cache_dir at the pinned versions
     spark_jars_dirs: str = ""
@@ -258,6 +258,11 @@ class Settings(
         if self.spark_cluster and not self.spark_master.startswith("spark://"):
             return f"spark://{self.host}:{self.spark_master_port}"
         return self.spark_master
+
+    @property
+    def spark_remote_url(self) -> str:
+        """The Spark Connect server: spark_remote, else the local stack's."""
+        return self.spark_remote or f"sc://{self.host}:{self.spark_connect_port}"
 
     @property
     def replication_factor(self) -> int:

@@ -416,7 +416,9 @@ def tick_batches(draw) -> tuple[list[Case], list[bytes]]:
 @seed(SEED)
 @EXAMPLES
 @given(batch=tick_batches())
-def test_generated_ticks_land_in_raw_and_windows_or_quarantine(settings, spark, batch):
+def test_generated_ticks_land_in_raw_and_windows_or_quarantine(
+    settings, spark, stream_spark, batch
+):
     cases, good_values = batch
     s = _own(settings, "ticks")
     _send(s, s.topic_ticks, cases)
@@ -429,7 +431,7 @@ def test_generated_ticks_land_in_raw_and_windows_or_quarantine(settings, spark, 
         duration_s=600,
         state_partitions=2,
     )
-    run = run_stream(s, opts, spark=spark)
+    run = run_stream(s, opts, spark=stream_spark)
     assert run.stopped_by == "backlog done"
 
     _check_raw(read_raw_ticks(s), cases)

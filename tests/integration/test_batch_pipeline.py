@@ -282,13 +282,11 @@ def corrected(rows: pd.DataFrame, rng: np.random.Generator, batch: str) -> pd.Da
     return fix
 
 
-@pytest.mark.parametrize("io", ["driver", "spark"])
-def test_incremental_runs_equal_a_full_recomputation(lake, spark, io):
+@pytest.mark.parametrize("slice_records", [None, 250], ids=["one slice", "slices of 250"])
+def test_incremental_runs_equal_a_full_recomputation(lake, spark, slice_records):
     """Random appends, corrections in the middle, filled gaps, a symbol after a long
     pause and a new symbol: after every run, processed equals pandas over everything sent,
-    whether the driver or Spark reads Kafka and the tables and commits (``batch_io``)."""
-    if io == "spark":
-        lake = lake.model_copy(update={"batch_driver_max_records": 0})
+    whether a run reads its records in one micro-batch or in several small ones."""
     rng = np.random.default_rng(24)
     days = pd.bdate_range("2019-01-01", "2020-06-30", tz="UTC")
     hold_back = set(rng.choice(len(days) - 60, 5, replace=False) + 30)  # gaps filled later
@@ -300,7 +298,7 @@ def test_incremental_runs_equal_a_full_recomputation(lake, spark, io):
     ]
     sent = pd.concat(everything, ignore_index=True)
     produce_bars(lake, sent, progress=False)
-    run_batch_job(lake, spark=spark)
+    run_batch_job(lake, spark=spark, max_offsets_per_trigger=slice_records)
     assert_same_bars(read_bars(lake, None), expected_processed(sent))
 
     rounds = [
@@ -326,7 +324,7 @@ def test_incremental_runs_equal_a_full_recomputation(lake, spark, io):
         new = make()
         produce_bars(lake, new, progress=False)
         sent = pd.concat([sent, new], ignore_index=True)
-        job = run_batch_job(lake, spark=spark)
+        job = run_batch_job(lake, spark=spark, max_offsets_per_trigger=slice_records)
         assert job.records_read == len(new)
         assert_same_bars(read_bars(lake, None), expected_processed(sent))
 
@@ -555,11 +553,10 @@ def test_processed_rebuilt_from_raw_equals_the_run_from_kafka(lake, spark):
     assert run_batch_job(lake, spark=spark).noop
 
 
-@pytest.mark.parametrize("driver_max", [100_000, 0], ids=["driver", "spark"])
-def test_a_lake_made_before_key_b64_gains_the_column(lake, spark, driver_max):
+def test_a_lake_made_before_key_b64_gains_the_column(lake, spark):
     """Raw and quarantine tables written before keys were kept base64 take the new
-    column on the next append, through either write path; old rows read it as null."""
-    s = lake.model_copy(update={"batch_driver_max_records": driver_max})
+    column on the next append; old rows read it as null."""
+    s = lake
     with ConfirmedProducer(s, s.topic_bars) as p:
         p.send(b"MSFT", b"{old")
     run_batch_job(s, spark=spark)

@@ -40,7 +40,9 @@ def _wait(cond, timeout: float, what: str) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def test_a_yahoo_session_through_kafka_and_the_streaming_job_equals_pandas(settings, spark):
+def test_a_yahoo_session_through_kafka_and_the_streaming_job_equals_pandas(
+    settings, spark, stream_spark
+):
     s = settings.model_copy(update={"bucket": "test-live", "topic_ticks": "test.live.ticks"})
     provision_bucket(s)  # the topic is not made here: the producer creates it
     session = read_session(SESSION)
@@ -66,7 +68,7 @@ def test_a_yahoo_session_through_kafka_and_the_streaming_job_equals_pandas(setti
             # Phase 1: the session up to the drop is in Kafka; the job takes it in.
             assert server.dropped.wait(120), "the replay never reached the drop"
             _wait(lambda: _records(s) == records_before, 60, "phase 1 in Kafka")
-            run1 = run_stream(s, opts, spark=spark)
+            run1 = run_stream(s, opts, spark=stream_spark)
             # Phase 2: the feed has reconnected; the rest of the session, the job again.
             resume.set()
             assert server.done.wait(120), "the replay did not finish"
@@ -75,7 +77,7 @@ def test_a_yahoo_session_through_kafka_and_the_streaming_job_equals_pandas(setti
             resume.set()
             stop.set()
             producer.join(60)
-    run2 = run_stream(s, opts, spark=spark)
+    run2 = run_stream(s, opts, spark=stream_spark)
     [report] = reports
 
     # Every trade once, as the session holds it; what is no trade not sent.

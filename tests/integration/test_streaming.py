@@ -162,7 +162,7 @@ def test_producer_stops_on_stop_event_and_on_interrupt_flushing_everything(setti
     assert sum(end_offsets(s, s.topic_ticks).values()) == first.sent + second.sent
 
 
-def test_windows_equal_pandas_with_out_of_order_late_and_bad_ticks(settings, spark):
+def test_windows_equal_pandas_with_out_of_order_late_and_bad_ticks(settings, spark, stream_spark):
     s = _own(settings, "windows")
     opts = StreamOptions(
         window=WINDOW,
@@ -175,7 +175,7 @@ def test_windows_equal_pandas_with_out_of_order_late_and_bad_ticks(settings, spa
     )
     # Phase 1: 30 s of event time, in order and out of order (within the watermark).
     p1 = run_producer(s, _spec("phase-1"), rate=5000, max_ticks=1500)
-    run1 = run_stream(s, opts, spark=spark)
+    run1 = run_stream(s, opts, spark=stream_spark)
     assert run1.stopped_by == "backlog done"
     # Phase 2: the next 30 s, with late ticks far behind the watermark, and bad ticks.
     spec2 = _spec("phase-2", seed=2, start_ms=BASE + 30_000, late_fraction=0.05, late_by_ms=600_000)
@@ -183,7 +183,7 @@ def test_windows_equal_pandas_with_out_of_order_late_and_bad_ticks(settings, spa
     bad = _bad_values()
     with ConfirmedProducer(s, s.topic_ticks) as producer:
         producer.send_many((k, v) for k, v, _ in bad)
-    run2 = run_stream(s, opts, spark=spark)
+    run2 = run_stream(s, opts, spark=stream_spark)
     assert p1.kinds[OUT_OF_ORDER] > 100 and p2.kinds[LATE] > 30
 
     ticks, n_records = _kafka_ticks(s)
@@ -359,7 +359,9 @@ def _kill_while_writing(s, child: subprocess.Popen, seconds: float) -> bool:
     return caught
 
 
-def test_a_second_query_with_another_name_on_a_written_lake_keeps_every_record(settings, spark):
+def test_a_second_query_with_another_name_on_a_written_lake_keeps_every_record(
+    settings, spark, stream_spark
+):
     """Delta's sink keys its batches by query id: a new checkpoint's batch 0 is not skipped.
 
     (The Parquet file sink's shared ``_spark_metadata`` log took the new query's
@@ -373,7 +375,7 @@ def test_a_second_query_with_another_name_on_a_written_lake_keeps_every_record(s
         duration_s=300, state_partitions=2,
     )  # fmt: skip
     run_producer(s, _spec("second-a"), rate=5000, max_ticks=1000)
-    run_a = run_stream(s, StreamOptions(name="t_second_a", **common), spark=spark)
+    run_a = run_stream(s, StreamOptions(name="t_second_a", **common), spark=stream_spark)
     assert run_a.stopped_by == "backlog done" and len(read_tick_windows(s)) > 0
 
     # Other symbols, so each window key belongs to one topic's reference; 30 s of
@@ -384,7 +386,7 @@ def test_a_second_query_with_another_name_on_a_written_lake_keeps_every_record(s
     with ConfirmedProducer(s, second) as producer:
         producer.send_many((k, v) for k, v, _ in bad)
     opts_b = StreamOptions(name="t_second_b", topic=second, **common)
-    run_b = run_stream(s, opts_b, spark=spark)
+    run_b = run_stream(s, opts_b, spark=stream_spark)
     assert run_b.stopped_by == "backlog done"
     assert run_b.input_rows["t_second_b_raw"] == sent_b + len(bad)
 
@@ -410,7 +412,9 @@ def test_a_second_query_with_another_name_on_a_written_lake_keeps_every_record(s
     }
 
 
-def test_a_second_streaming_job_fails_naming_the_job_that_holds_the_tables(settings, spark):
+def test_a_second_streaming_job_fails_naming_the_job_that_holds_the_tables(
+    settings, spark, stream_spark
+):
     s = _own(settings, "lease")
     run_producer(s, _spec("lease-1"), rate=5000, max_ticks=100)
     opts = StreamOptions(
@@ -419,7 +423,7 @@ def test_a_second_streaming_job_fails_naming_the_job_that_holds_the_tables(setti
     )  # fmt: skip
     with hold(s, [ZONES[t] for t in TABLES], job="streaming job t_first"):
         with pytest.raises(LeaseHeldError, match="streaming job t_first"):
-            run_stream(s, opts, spark=spark)
+            run_stream(s, opts, spark=stream_spark)
         # the command line says so too, and waits as long as told first
         t0 = time.monotonic()
         cli = subprocess.run(
@@ -431,5 +435,5 @@ def test_a_second_streaming_job_fails_naming_the_job_that_holds_the_tables(setti
         assert time.monotonic() - t0 >= 3
     assert open_table(s, "raw_ticks") is None  # nothing was written
     # released: the job runs
-    assert run_stream(s, opts, spark=spark).stopped_by == "backlog done"
+    assert run_stream(s, opts, spark=stream_spark).stopped_by == "backlog done"
     assert len(read_raw_ticks(s)) == 100

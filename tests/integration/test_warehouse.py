@@ -235,7 +235,7 @@ def test_optimize_moves_the_version_and_a_vacuumed_or_rebuilt_source_reloads_in_
     assert_bars_equal(lake)
 
 
-def test_tick_windows_and_quarantined_ticks_after_the_streaming_job(lake, spark):
+def test_tick_windows_and_quarantined_ticks_after_the_streaming_job(lake, spark, stream_spark):
     from stockpipe.spark.streaming import StreamOptions, run_stream
     from stockpipe.ticks import TickSpec, run_producer
 
@@ -255,7 +255,7 @@ def test_tick_windows_and_quarantined_ticks_after_the_streaming_job(lake, spark)
         duration_s=300,
         state_partitions=2,
     )
-    run_stream(lake, opts, spark=spark)
+    run_stream(lake, opts, spark=stream_spark)
     report = export(lake, "tick_windows,quarantine_counts")
     key = WAREHOUSE_TABLES["tick_windows"].key
     columns = [*WINDOW_COLUMNS, "date"]
@@ -282,8 +282,7 @@ def test_a_table_made_before_the_feed_gets_it_and_keeps_its_kafka_progress(lake,
     try:
         r = ingest(lake, "samples", "GOOG", start="2012-01-01", end="2012-06-30", progress=False)
         assert r.sent > 100
-        # through Spark's writer: the tables the driver makes have the feed on too
-        run_batch_job(lake.model_copy(update={"batch_driver_max_records": 0}), spark=spark)
+        run_batch_job(lake, spark=spark)
     finally:
         spark.conf.set(SPARK_DEFAULT, "true")
     uri, options = table_uri(lake, "processed_bars"), storage_options(lake)

@@ -199,10 +199,8 @@ def test_spark_takes_the_s3_keys_from_the_environment_not_sparkconf():
             == "${STOCKPIPE_S3_ACCESS_KEY:?run `stockpipe docker-env` first}"
         )
         assert env["AWS_SECRET_ACCESS_KEY"].startswith("${STOCKPIPE_S3_SECRET_KEY:?")
-    assert _env(SERVICES["jupyter"])["STOCKPIPE_SPARK_S3_KEYS_FROM_ENV"] == "true"
     settings = load_settings(
         env_file=Path("/nonexistent"),
-        spark_s3_keys_from_env=True,
         s3_access_key="job-key",
         s3_secret_key="job-secret",
     )

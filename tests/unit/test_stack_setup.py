@@ -164,7 +164,7 @@ def test_an_isolated_stack_never_gives_one_port_to_two_services(tmp_path, monkey
     from stockpipe.stack import services
     from stockpipe.stack.manager import isolated_settings
 
-    offers = iter([40_001, 40_001, 40_002, 40_001, 40_003, 40_004, 40_005, 40_006, 40_007])
+    offers = iter([40_001, 40_001, 40_002, 40_001, *range(40_003, 40_009)])
     monkeypatch.setattr(services, "free_port", lambda: next(offers))  # the kernel repeats one
     s = isolated_settings(tmp_path)
     ports = [
@@ -175,6 +175,7 @@ def test_an_isolated_stack_never_gives_one_port_to_two_services(tmp_path, monkey
         s.postgres_port,
         s.spark_master_port,
         s.spark_master_ui_port,
+        s.spark_connect_port,
     ]
     assert len(set(ports)) == len(ports)
 

@@ -42,7 +42,7 @@ from stockpipe.lake import ZONES, zone
 from stockpipe.lease import Lease, check_all, hold
 from stockpipe.schemas import BAR_KEY, KAFKA_SOURCE_DDL, PARTITION_COLUMNS, PROCESSED_COLUMNS
 from stockpipe.spark import transforms as T
-from stockpipe.spark.batch_io import DriverIO, Scan, SparkIO, Upsert, partition_rows
+from stockpipe.spark.batch_io import Scan, TableIO, Upsert
 from stockpipe.spark.records import kafka_records, raw_from_kafka
 from stockpipe.spark.session import get_spark, scheduler_pool, session_conf
 from stockpipe.spark.tuning import Tuning
@@ -311,12 +311,7 @@ class BarsBatchJob:
         self.leases: list[Lease] = []
         self.state: TopicState | None = None
         self.tuning = Tuning.of(settings)
-        self.spark_io = SparkIO(settings, spark)
-        self.driver_io = DriverIO(settings, spark)
-
-    def _io(self, records: int, context_rows: int = 0) -> SparkIO:
-        """Spark's I/O, or the driver's for a batch that fits it (``batch_io``)."""
-        return self.driver_io if self.driver_io.fits(records, context_rows) else self.spark_io
+        self.io = TableIO(settings, spark)
 
     # progress ---------------------------------------------------------------------------
     def _moved(self, table: str, end: dict[int, int]) -> TopicProgress:
@@ -384,8 +379,7 @@ class BarsBatchJob:
     def _append(self, df: DataFrame, table: str, part: Slice) -> None:
         """Append a batch's rows to a table, with the offsets it then holds, in one commit."""
         check_all(self.leases)
-        io = self._io(part.records)
-        io.append(table, df, self._metadata(table, part.end), PARTITIONS[table])
+        self.io.append(table, df, self._metadata(table, part.end), PARTITIONS[table])
         self._advance(table, part.end)
 
     def _write_raw(self, batch: DataFrame, part: Slice) -> None:
@@ -415,33 +409,25 @@ class BarsBatchJob:
             return
         self.report.partitions_touched.update(census.partitions())
         years = self._context_years(census)
-        layout = partition_rows(self.settings, "processed_bars")
-        context_rows = sum(n for (i, y), n in layout.items() if i in years and y >= years[i])
-        io = self._io(part.records, context_rows)
-        existing = self._context(io, census, new_rows, {i for i, _ in layout})
+        existing = self._context(census, new_rows)
         check_all(self.leases)
         metadata = self._metadata("processed_bars", part.end)
         if existing is None:  # nothing of these intervals yet: the rows go in as they are
-            before = _version(self.settings, "processed_bars")
             out = T.for_processed_write(T.add_derived(T.dedupe_bars(new_rows)))
-            written = io.append("processed_bars", out, metadata, PARTITIONS["processed_bars"])
-            if written is None:
-                written = _commit_rows(self.settings, before)
-            inserted = written
+            commit = self.io.append("processed_bars", out, metadata, PARTITIONS["processed_bars"])
         else:
             # corrections: one MERGE commits them with the new bars; new bars only
             # (the usual day) are appended
             how = Upsert((*BAR_KEY, "year"), years, PROCESSED_COLUMNS, PARTITIONS["processed_bars"])
             changes = T.processed_changes(new_rows, existing)
-            inserted, updated = io.upsert("processed_bars", changes, how, metadata)
-            if not inserted + updated:
-                self._record_progress("processed_bars", part)
-            written = inserted + updated
+            commit = self.io.upsert("processed_bars", changes, how, metadata)
             existing.unpersist()
+        if not commit.rows:
+            self._record_progress("processed_bars", part)
         self._advance("processed_bars", part.end)
         # every valid bar either added a row or met one already there
-        self.report.duplicates_removed += n_valid - inserted
-        self.report.processed_rows_written += written
+        self.report.duplicates_removed += n_valid - commit.inserted
+        self.report.processed_rows_written += commit.rows
 
     def _record_progress(self, table: str, part: Slice) -> None:
         """A batch gave ``table`` no rows: record its offsets in a commit of their own.
@@ -454,7 +440,7 @@ class BarsBatchJob:
             return
         check_all(self.leases)
         metadata = self._metadata(table, part.end)
-        self.driver_io.mark(table, metadata, lambda: self._empty(table), PARTITIONS[table])
+        self.io.mark(table, metadata, lambda: self._empty(table), PARTITIONS[table])
         self._advance(table, part.end)
 
     def _empty(self, table: str) -> DataFrame:
@@ -468,27 +454,32 @@ class BarsBatchJob:
             return quarantine.withColumn("quarantine_date", F.to_date("quarantined_at"))
         return T.for_processed_write(T.add_derived(T.dedupe_bars(valid)))
 
+    def _intervals_held(self) -> set[str]:
+        """The intervals processed/bars holds rows of (its partition values; no data read)."""
+        dt = open_table(self.settings, "processed_bars")
+        if dt is None:
+            return set()
+        return {p["interval"] for p in dt.partitions()}
+
     @staticmethod
     def _context_years(census: BatchCensus) -> dict[str, int]:
         """Per touched interval, the first processed partition year a merge must see."""
         return {i: (lo - T.lookback(i)).year for i, (lo, _, _) in census.valid.items()}
 
-    def _context(
-        self, io: SparkIO, census: BatchCensus, new_rows: DataFrame, have: set[str]
-    ) -> DataFrame | None:
+    def _context(self, census: BatchCensus, new_rows: DataFrame) -> DataFrame | None:
         """The processed rows a merge of this batch must see (cached), or None if none exist.
 
         Per touched symbol and interval, the rows from a lookback before the batch's
         earliest bar on: windows look back up to T.LOOKBACK_BARS bars. A symbol with
         fewer bars than that in the lookback (new, or after a long gap) gets every
-        older bar of its own too. ``have``: the intervals the table holds.
+        older bar of its own too.
         """
-        if not have & set(census.valid):
+        if not self._intervals_held() & set(census.valid):
             return None
         bounds = {i: lo - T.lookback(i) for i, (lo, _, _) in census.valid.items()}
         firsts = T.first_new(new_rows).collect()
         symbols = {i: tuple(sorted({r.symbol for r in firsts if r.interval == i})) for i in bounds}
-        existing = io.scan(
+        existing = self.io.scan(
             "processed_bars",
             [Scan(i, symbols[i], since=lo) for i, lo in bounds.items() if symbols[i]],
             PROCESSED_COLUMNS,
@@ -501,7 +492,7 @@ class BarsBatchJob:
                 for i, lo in bounds.items()
                 if (syms := tuple(sorted({r.symbol for r in short if r.interval == i})))
             ]
-            extra = io.scan("processed_bars", older, PROCESSED_COLUMNS)
+            extra = self.io.scan("processed_bars", older, PROCESSED_COLUMNS)
             combined = existing.unionByName(extra).persist()
             existing.unpersist()
             existing = combined
@@ -527,7 +518,7 @@ class BarsBatchJob:
                     session_conf(self.spark, self.tuning.batch_conf()),
                     scheduler_pool(self.spark, MAIN_POOL),
                 ):
-                    batch = self._io(part.records).read(self.topic, part.start, part.end)
+                    batch = self.io.read(self.topic, part.start, part.end)
                     self.process_batch(batch, part)
         self.report.noop = self.report.batches == 0
         self.report.processed_total = row_count(self.settings, "processed_bars")
@@ -558,10 +549,11 @@ class BarsBatchJob:
                 metadata = commit_metadata(progress)
                 check_all(self.leases)
                 q = quarantine.withColumn("quarantine_date", F.to_date("quarantined_at"))
-                self._overwrite(q, "quarantine_bars", metadata)
+                self.io.overwrite("quarantine_bars", q, metadata, PARTITIONS["quarantine_bars"])
                 processed = T.add_derived(T.dedupe_bars(valid.select(*T.VALID_COLUMNS)))
                 check_all(self.leases)
-                self._overwrite(T.for_processed_write(processed), "processed_bars", metadata)
+                out = T.for_processed_write(processed)
+                self.io.overwrite("processed_bars", out, metadata, PARTITIONS["processed_bars"])
             finally:
                 flagged.unpersist()
         self.report.records_read = census.records
@@ -575,16 +567,6 @@ class BarsBatchJob:
         self.report.seconds = time.perf_counter() - t0
         log.info("rebuild: %s", self.report)
         return self.report
-
-    def _overwrite(self, df: DataFrame, table: str, metadata: str) -> None:
-        (
-            df.write.format("delta")
-            .mode("overwrite")
-            .option("userMetadata", metadata)
-            .option("mergeSchema", "true")  # a table made before takes today's columns
-            .partitionBy(*PARTITIONS[table])
-            .save(self.paths[table])
-        )
 
     def _leases(self, job: str):
         s = self.settings
@@ -607,19 +589,6 @@ class BarsBatchJob:
             self._record_progress(table, part)
 
 
-def _version(settings: Settings, table: str) -> int | None:
-    dt = open_table(settings, table)
-    return None if dt is None else dt.version()
-
-
-def _commit_rows(settings: Settings, before: int | None) -> int:
-    """Rows written by processed/bars' commit after version ``before`` (0 if none)."""
-    dt = open_table(settings, "processed_bars")
-    if dt is None or (before is not None and dt.version() <= before):
-        return 0
-    return int((dt.history(1)[0].get("operationMetrics") or {}).get("numOutputRows", 0))
-
-
 def run_batch_job(
     settings: Settings,
     topic: str | None = None,
@@ -630,7 +599,6 @@ def run_batch_job(
 ) -> BatchJobReport:
     """Process whatever arrived on ``topic`` since the last run."""
     topic = topic or settings.topic_bars
-    short = False
     if spark is None and not reset_topic:
         t0 = time.perf_counter()
         state = topic_state(settings, topic)
@@ -641,8 +609,12 @@ def run_batch_job(
             report.seconds = time.perf_counter() - t0
             log.info("%s", report)
             return report
-        short = state.pending() <= Tuning.of(settings).driver_max_records
-    spark = spark or get_spark(settings, "stockpipe-batch", short_job=short)
-    return BarsBatchJob(settings, spark, topic).run(
-        max_offsets_per_trigger=max_offsets_per_trigger, reset_topic=reset_topic
-    )
+    own = spark is None
+    spark = spark or get_spark(settings, "stockpipe-batch")
+    try:
+        return BarsBatchJob(settings, spark, topic).run(
+            max_offsets_per_trigger=max_offsets_per_trigger, reset_topic=reset_topic
+        )
+    finally:
+        if own:
+            spark.stop()  # releases the session's cache and views on the server

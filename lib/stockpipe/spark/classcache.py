@@ -76,11 +76,11 @@ def train(settings: Settings, workdir: Path, dump: Path) -> None:
     from stockpipe.spark import tick_transforms as TT
     from stockpipe.spark import transforms as T
     from stockpipe.spark.records import raw_from_kafka
-    from stockpipe.spark.session import get_spark, spark_conf
+    from stockpipe.spark.session import driver_session, spark_conf
     from stockpipe.ticks import TickGenerator, TickSpec
 
     options = spark_conf(settings, class_archive=False)["spark.driver.extraJavaOptions"]
-    spark = get_spark(
+    spark = driver_session(
         settings,
         "stockpipe-class-archive",
         **{"spark.driver.extraJavaOptions": f"{options} -XX:ArchiveClassesAtExit={dump}"},

@@ -1,21 +1,27 @@
-"""One way to get a SparkSession: local, a master URL, or Spark Connect.
+"""The Spark sessions of stockpipe: a Spark Connect client of the stack's warm server
+for the jobs and notebooks, and a driver of its own for the streaming job.
 
-The Kafka and S3A connector jars come from the setup cache as local files, so a
-session never reaches the network; the S3A settings point at the lake.
+A Connect session starts in a fraction of a second: the server (``stockpipe up``)
+has loaded Spark, Delta and the connectors and compiled their code already. The
+settings of a session (``spark_conf``) are the server's; its S3 keys come from the
+environment of the JVM that uses them, never from a command line or a SparkConf.
 """
 
 from __future__ import annotations
 
 import os
+import socket
 import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from urllib.parse import urlparse
 
 from pyspark import SparkContext
 from pyspark.sql import DataFrame, DataFrameReader, SparkSession
 
-from stockpipe.config import Settings
+from stockpipe.config import LakeSettings, Settings
+from stockpipe.errors import StackError
 from stockpipe.spark.jvm import archive_options, connector_jars
 from stockpipe.spark.tuning import Tuning
 
@@ -25,19 +31,17 @@ def spark_conf(
     *,
     ship_jars: bool | None = None,
     class_archive: bool = True,
-    short_job: bool = False,
 ) -> dict[str, str]:
     """Every Spark setting stockpipe needs, as plain strings.
 
     ``ship_jars`` (default: the setting) passes the connector jars as
     ``spark.jars`` instead of a class path fixed at JVM launch. ``class_archive``
     lets the driver JVM map the class archive, if made (``spark_class_archive``).
-    ``short_job``: a driver that plans a few small queries and exits (its JVM flags
-    in :mod:`stockpipe.spark.tuning`, with the other performance knobs).
+    No secret is among them: ``launch_gateway`` puts every one on a command line.
     """
     tuning = Tuning.of(settings)
     jars = [str(p) for p in connector_jars(settings)]
-    driver_jvm = tuning.jvm_options(short_job=short_job)
+    driver_jvm = tuning.jvm_options()
     if settings.spark_ship_jars if ship_jars is None else ship_jars:
         # executors lack the cache (Spark serves the jars), or the JVM runs already
         classpath = {"spark.jars": ",".join(jars)}
@@ -77,7 +81,10 @@ def spark_conf(
         "spark.log.level": "WARN",
         f"{s3}endpoint": settings.s3_url,
         f"{s3}endpoint.region": settings.s3_region,
-        **_s3_credentials(settings),
+        # the keys from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY of each JVM (s3_env)
+        f"{s3}aws.credentials.provider": (
+            "software.amazon.awssdk.auth.credentials.EnvironmentVariableCredentialsProvider"
+        ),
         **_rpc_auth(settings),
         f"{s3}path.style.access": "true",
         f"{s3}connection.ssl.enabled": str(settings.s3_url.startswith("https")).lower(),
@@ -93,16 +100,13 @@ def spark_conf(
     }
 
 
-def _s3_credentials(settings: Settings) -> dict[str, str]:
-    """The S3 keys in SparkConf, or (``spark_s3_keys_from_env``) each process's environment."""
-    s3 = "spark.hadoop.fs.s3a."
-    if settings.spark_s3_keys_from_env:
-        provider = "software.amazon.awssdk.auth.credentials.EnvironmentVariableCredentialsProvider"
-        return {f"{s3}aws.credentials.provider": provider}
+def s3_env(settings: LakeSettings) -> dict[str, str]:
+    """The lake's keys as the environment of a JVM that reads it (none set: none given)."""
+    if not settings.s3_access_key:
+        return {}
     return {
-        f"{s3}access.key": settings.s3_access_key,
-        f"{s3}secret.key": settings.s3_secret_key.get_secret_value(),
-        f"{s3}aws.credentials.provider": "org.apache.hadoop.fs.s3a.SimpleAWSCredentialsProvider",
+        "AWS_ACCESS_KEY_ID": settings.s3_access_key,
+        "AWS_SECRET_ACCESS_KEY": settings.s3_secret_key.get_secret_value(),
     }
 
 
@@ -114,32 +118,54 @@ def _rpc_auth(settings: Settings) -> dict[str, str]:
     return {"spark.authenticate": "true", "spark.authenticate.secret": secret}
 
 
-def get_spark(
-    settings: Settings, app_name: str = "stockpipe", *, short_job: bool = False, **extra: str
-) -> SparkSession:
-    """A SparkSession for ``settings`` (reuses the running one in this process);
-    ``short_job`` as in :func:`spark_conf`."""
+def get_spark(settings: Settings, app_name: str = "stockpipe") -> SparkSession:
+    """A session of its own on the Spark Connect server (``spark_remote_url``).
+
+    Its temp views and settings are its own; ``stop()`` releases what it holds on the
+    server. A StackError naming ``stockpipe up`` when the server does not answer.
+    """
+    url = settings.spark_remote_url
+    _require_server(url)
+    spark = SparkSession.builder.remote(url).create()
+    spark.addTag(app_name)
+    return spark
+
+
+def _require_server(url: str) -> None:
+    parsed = urlparse(url.replace("sc://", "http://", 1))
+    try:
+        socket.create_connection((parsed.hostname, parsed.port or 15002), timeout=5).close()
+    except OSError as exc:
+        raise StackError(
+            f"the Spark Connect server at {url} does not answer ({exc.strerror or exc}): "
+            "start the stack with `stockpipe up` (or `make up`), or set STOCKPIPE_SPARK_REMOTE"
+        ) from exc
+
+
+def driver_session(settings: Settings, app_name: str = "stockpipe", **extra: str) -> SparkSession:
+    """A Spark driver in this process (reused if running), for the streaming job.
+
+    Its queries live and die with this process: nothing keeps running on a server
+    after the job is killed (docs/architecture.md, "Where Spark runs").
+    """
     os.environ.setdefault("SPARK_LOCAL_IP", settings.host)
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    builder = SparkSession.builder.appName(app_name)
-    if settings.spark_remote:
-        builder = builder.remote(settings.spark_remote)
-    else:
-        builder = builder.master(settings.spark_master_url)
-        # a JVM started earlier in this process (a plain session) cannot take a new
-        # class path any more: add the jars at run time instead
-        jvm_running = SparkContext._gateway is not None
-        conf = spark_conf(
-            settings, ship_jars=settings.spark_ship_jars or jvm_running, short_job=short_job
-        )
-        for key, value in {**conf, **extra}.items():
-            builder = builder.config(key, value)
-        if not jvm_running:
-            # PySpark's first call into a new JVM imports pyspark.testing, and with
-            # it pandas: done here while the JVM starts, not after
-            threading.Thread(target=_import_pyspark_testing, daemon=True).start()
+    os.environ.update(s3_env(settings))  # the JVM inherits them; never a --conf
+    builder = SparkSession.builder.appName(app_name).master(settings.spark_master_url)
+    # a JVM started earlier in this process (a plain session) cannot take a new
+    # class path any more: add the jars at run time instead
+    jvm_running = SparkContext._gateway is not None
+    conf = {**spark_conf(settings, ship_jars=settings.spark_ship_jars or jvm_running), **extra}
+    if secret := conf.pop("spark.authenticate.secret", None):
+        os.environ["_SPARK_AUTH_SECRET"] = secret  # Spark's own variable for it
+    for key, value in conf.items():
+        builder = builder.config(key, value)
+    if not jvm_running:
+        # PySpark's first call into a new JVM imports pyspark.testing, and with
+        # it pandas: done here while the JVM starts, not after
+        threading.Thread(target=_import_pyspark_testing, daemon=True).start()
     spark = builder.getOrCreate()
-    spark.sparkContext.setLogLevel("WARN") if not settings.spark_remote else None
+    spark.sparkContext.setLogLevel("WARN")
     return spark
 
 

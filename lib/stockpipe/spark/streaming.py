@@ -64,7 +64,7 @@ from stockpipe.lake import ZONES, storage_options, table_uri, zone
 from stockpipe.lease import Lease, check_all, hold
 from stockpipe.schemas import METRICS_SCHEMA
 from stockpipe.spark.records import raw_from_kafka
-from stockpipe.spark.session import get_spark, kafka_stream, scheduler_pool
+from stockpipe.spark.session import driver_session, kafka_stream, scheduler_pool
 from stockpipe.spark.tick_transforms import (
     future_tolerance,
     needs_checking,
@@ -449,7 +449,7 @@ def run_stream(
     job = f"streaming job {opts.name}"
     with hold(settings, tables, job=job, wait_s=opts.lease_wait_s) as leases:
         if spark is None:
-            spark = get_spark(settings, f"stockpipe-stream-{opts.name}")
+            spark = driver_session(settings, f"stockpipe-stream-{opts.name}")
         return _run(spark, settings, opts, leases, on_progress, stop)
 
 

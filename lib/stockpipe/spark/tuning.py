@@ -33,9 +33,6 @@ POOLS: tuple[tuple[str, str, int, float], ...] = (
 #: JVM flag of driver and executors: HotSpot leaves methods over 8,000 bytecodes to the
 #: interpreter, and Spark's generated code for the wide validation stages is that large.
 COMPILE_HUGE_METHODS = "-XX:-DontCompileHugeMethods"
-#: A short driver (few small queries, then exit) compiles with HotSpot's quick compiler
-#: only: its time goes to code that runs once, which C2 would compile too late to pay.
-QUICK_COMPILER = "-XX:TieredStopAtLevel=1"
 
 #: Parquet settings of the batch job's writes (Delta's writer takes them from the
 #: session). Raw values and processed numbers are nearly all distinct: a dictionary is
@@ -73,9 +70,6 @@ class Tuning:
     #: Memory of a JVM that runs tasks: the driver in local mode, else an executor
     task_memory_mb: int
     shuffle_partitions: int
-    #: A batch-job micro-batch of at most this many records is read and committed by
-    #: the driver (a Kafka consumer, ``deltalake``); Spark's per-table cost is seconds
-    driver_max_records: int
 
     @classmethod
     def of(cls, settings: Settings) -> Tuning:
@@ -87,12 +81,11 @@ class Tuning:
             task_memory_mb=memory_mb(memory),
             # two tasks per core: one uneven task no longer leaves a core idle
             shuffle_partitions=settings.spark_shuffle_partitions or 2 * cores,
-            driver_max_records=settings.batch_driver_max_records,
         )
 
     # --- the session ---------------------------------------------------------------------
-    def jvm_options(self, *, short_job: bool = False) -> list[str]:
-        return [COMPILE_HUGE_METHODS, QUICK_COMPILER] if short_job else [COMPILE_HUGE_METHODS]
+    def jvm_options(self) -> list[str]:
+        return [COMPILE_HUGE_METHODS]
 
     def session_conf(self) -> dict[str, str]:
         """Spark settings of every session."""
@@ -153,10 +146,6 @@ class Tuning:
         return tasks if tasks > partitions else None
 
     # --- the batch job -------------------------------------------------------------------
-    #: A driver-read batch also reads its merge context in the driver when the processed
-    #: partitions it lies in hold at most this many rows per record
-    driver_context_rows_per_record: int = 10
-
     def batch_conf(self) -> dict[str, str]:
         """Spark SQL settings of the batch job's queries."""
         return {

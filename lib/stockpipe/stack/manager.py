@@ -128,6 +128,7 @@ def isolated_settings(state_dir: Path, **overrides: object) -> Settings:
         spark_master="local[2]",
         spark_master_port=free_block(),
         spark_master_ui_port=free_block(),
+        spark_connect_port=free_block(),
     )
     base.update(overrides)
     return load_settings(env_file=state_dir / "no.env", **base)

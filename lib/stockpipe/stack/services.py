@@ -537,4 +537,6 @@ def local_services(settings: Settings) -> list[Service]:
         from stockpipe.stack.spark_cluster import spark_cluster_services
 
         services += spark_cluster_services(settings)
-    return services
+    from stockpipe.stack.spark_connect import SparkConnect
+
+    return [*services, SparkConnect("spark-connect", settings)]

@@ -19,6 +19,7 @@ import requests
 
 from stockpipe.config import Settings
 from stockpipe.errors import StackError
+from stockpipe.spark.session import s3_env
 from stockpipe.stack.services import Service, free_port
 
 
@@ -34,6 +35,7 @@ def _spark_class(settings: Settings, main: str, *args: str) -> tuple[list[str], 
         "SPARK_LOCAL_IP": settings.host,
         "PYSPARK_PYTHON": sys.executable,
         "SPARK_NO_DAEMONIZE": "1",
+        **s3_env(settings),  # executors inherit a worker's environment: S3A reads them
     }
     return [str(home / "bin" / "spark-class"), main, *args], env
 

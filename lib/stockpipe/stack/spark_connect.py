@@ -1,0 +1,94 @@
+"""The stack's Spark Connect server: one warm Spark for every job and notebook.
+
+A job that starts its own driver spends seconds on a JVM, class loading, code
+compilation and Delta log replays before any work; the server has done all that
+once, so a job is a thin client (``stockpipe.spark.session.get_spark``). It runs
+``SparkConnectServer`` from the pyspark wheel with the jobs' settings
+(``spark_conf``: Delta, the connector jars, S3A, tuning) in a 0600 properties
+file, tasks on ``spark_master`` (``local[*]``, or the local standalone cluster),
+and the lake's keys in its environment only.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from stockpipe.config import Settings
+from stockpipe.spark.session import s3_env, spark_conf
+from stockpipe.stack.services import Service
+from stockpipe.stack.spark_cluster import spark_home
+
+SERVER_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
+
+#: A query whose client went away (killed, cut off) is interrupted this long after:
+#: well inside a lease's TTL, so a job killed mid-commit never commits after its
+#: lease could have passed to another job (docs/architecture.md, "Where Spark runs").
+DETACHED_TIMEOUT = "10s"
+
+
+def server_conf(settings: Settings) -> dict[str, str]:
+    """The server's Spark settings: the jobs' own, where its tasks run, its address."""
+    return {
+        **spark_conf(settings),
+        "spark.master": settings.spark_master_url,
+        "spark.app.name": "stockpipe Spark Connect server",
+        "spark.connect.grpc.binding.address": settings.host,
+        "spark.connect.grpc.binding.port": str(settings.spark_connect_port),
+        "spark.connect.execute.manager.detachedTimeout": DETACHED_TIMEOUT,
+        "spark.connect.execute.manager.maintenanceInterval": "2s",
+    }
+
+
+@dataclass
+class SparkConnect(Service):
+    """``SparkConnectServer`` as a background process of the stack."""
+
+    def __post_init__(self) -> None:
+        self.ports = {self.settings.spark_connect_port: "STOCKPIPE_SPARK_CONNECT_PORT"}
+        self.marker = str(self.properties_file)  # one word of its command line
+
+    @property
+    def properties_file(self) -> Path:
+        return self.dir / "spark-connect.conf"
+
+    @property
+    def url(self) -> str:
+        return f"sc://{self.settings.host}:{self.main_port}"
+
+    def prepare(self) -> None:
+        # written under the service's 0077 umask: the RPC secret, if any, stays private
+        lines = [f"{key} {value}" for key, value in server_conf(self.settings).items()]
+        self.properties_file.write_text("\n".join(lines) + "\n")
+
+    def command(self) -> tuple[list[str], dict[str, str]]:
+        home = spark_home()
+        cmd = [
+            str(home / "bin" / "spark-submit"),
+            "--class",
+            SERVER_CLASS,
+            "--properties-file",
+            str(self.properties_file),
+            "--driver-memory",
+            self.settings.spark_driver_memory,
+            "spark-internal",
+        ]
+        env = {
+            "SPARK_HOME": str(home),
+            "SPARK_LOCAL_IP": self.settings.host,
+            "PYSPARK_PYTHON": sys.executable,
+            **s3_env(self.settings),
+        }
+        return cmd, env
+
+    def healthy(self) -> bool:
+        """The gRPC endpoint completes an HTTP/2 handshake (it opens once Spark is up)."""
+        import grpc
+
+        with grpc.insecure_channel(f"{self.settings.host}:{self.main_port}") as channel:
+            try:
+                grpc.channel_ready_future(channel).result(timeout=2)
+            except grpc.FutureTimeoutError:
+                return False
+        return True
