@@ -97,6 +97,17 @@ def test_ensure_tables_makes_every_zone_an_empty_delta_table(settings):
     assert ensure_tables(s) == []
     assert all(_delta(s, n).version() == 0 for n in TABLES)
 
+    # the export loads empty tables (none skipped as missing); maintenance finds them
+    from stockpipe.maintenance import maintain
+    from stockpipe.warehouse.export import export
+
+    wh = s.model_copy(update={"warehouse_schema": f"wh_{s.bucket.replace('-', '_')}"})
+    report = export(wh)
+    assert [x.mode for x in report.sources] == ["full"] * len(report.sources), str(report)
+    assert report.counts == {"bars": 0, "tick_windows": 0, "quarantine_counts": 0}
+    done = maintain(s)
+    assert done.ok and not [t.table for t in done.tables if t.skipped], done.lines()
+
 
 def test_concurrent_creators_make_each_table_once(settings):
     s = _fresh(settings, "race")
