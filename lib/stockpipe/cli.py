@@ -128,15 +128,19 @@ def status() -> None:
 # a service that is down raises its client's error: say which, not a traceback
 @app.command(exit_codes={Exception: 1})
 def init() -> None:
-    """Create the bucket and the topics on the configured services (e.g. a cluster)."""
+    """Create the bucket, the lake's tables (empty) and the topics on the configured
+    services (e.g. a cluster)."""
     from stockpipe.kafka import ensure_topics
     from stockpipe.stack.minio_access import provision_bucket
+    from stockpipe.tables import ensure_tables
 
     settings = load_settings()
     made = provision_bucket(settings)
+    tables = ensure_tables(settings)
     topics = ensure_topics(settings)
     typer.echo(
-        f"bucket {settings.bucket} {'created' if made else 'exists'}; topics "
+        f"bucket {settings.bucket} {'created' if made else 'exists'}; tables "
+        f"{', '.join(tables) or 'exist'}; topics "
         f"{', '.join(topics) or 'exist'} (replication {settings.replication_factor}) "
         f"on {settings.bootstrap_servers}"
     )

@@ -24,8 +24,9 @@ from stockpipe.lake import zone
 from stockpipe.schemas import (
     METRICS_SCHEMA,
     PROCESSED_SCHEMA,
+    QUARANTINE_BARS_SCHEMA,
     QUARANTINE_TICKS_SCHEMA,
-    RAW_TICKS_SCHEMA,
+    RAW_SCHEMA,
     TICK_WINDOWS_SCHEMA,
 )
 from stockpipe.tables import open_table, row_count
@@ -176,7 +177,8 @@ def read_raw_bars(
     if ingest_date:
         filt = ds.field("ingest_date") == pa.scalar(pd.Timestamp(ingest_date).date(), pa.date32())
     return _frame(
-        read_table(settings, "raw_bars", filt, version=version), ["topic", "partition", "offset"]
+        read_table(settings, "raw_bars", filt, schema=RAW_SCHEMA, version=version),
+        ["topic", "partition", "offset"],
     )
 
 
@@ -184,7 +186,8 @@ def read_quarantine(settings: Settings, kind: str = "bars") -> pd.DataFrame:
     """Quarantined records with their reasons (``kind``: bars or ticks), in Kafka order."""
     if kind == "ticks":
         return read_quarantined_ticks(settings)
-    return _frame(read_table(settings, "quarantine_bars"), ["topic", "partition", "offset"])
+    table = read_table(settings, "quarantine_bars", schema=QUARANTINE_BARS_SCHEMA)
+    return _frame(table, ["topic", "partition", "offset"])
 
 
 def read_quarantined_ticks(settings: Settings) -> pd.DataFrame:
@@ -195,7 +198,7 @@ def read_quarantined_ticks(settings: Settings) -> pd.DataFrame:
 
 def read_raw_ticks(settings: Settings) -> pd.DataFrame:
     """Raw tick records as received, in Kafka order."""
-    table = read_table(settings, "raw_ticks", schema=RAW_TICKS_SCHEMA)
+    table = read_table(settings, "raw_ticks", schema=RAW_SCHEMA)
     return _frame(table, ["topic", "partition", "offset"])
 
 

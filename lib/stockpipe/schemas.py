@@ -7,6 +7,7 @@ milliseconds. Every message has ``schema_version`` so consumers can evolve.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -275,8 +276,31 @@ QUARANTINE_TICKS_SCHEMA = pa.schema(
     ]
 )
 
-#: raw/ticks: every tick record as received.
-RAW_TICKS_SCHEMA = pa.schema([f for f in QUARANTINE_TICKS_SCHEMA if f.name != "reason"])
+#: raw/bars and raw/ticks: every Kafka record as received (RAW_ZONE_COLUMNS).
+RAW_SCHEMA = pa.schema([f for f in QUARANTINE_TICKS_SCHEMA if f.name != "reason"])
+RAW_TICKS_SCHEMA = RAW_SCHEMA
+
+#: quarantine/bars: QUARANTINE_COLUMNS and the ``quarantine_date`` partition (the UTC
+#: day of ``quarantined_at``).
+QUARANTINE_BARS_SCHEMA = pa.schema(
+    [
+        ("reason", pa.string()),  # every code, "; "-joined
+        ("reasons", pa.list_(pa.string())),  # the same codes, one item each
+        ("key", pa.string()),
+        ("value", pa.string()),
+        ("value_b64", pa.string()),
+        ("key_b64", pa.string()),
+        ("topic", pa.string()),
+        ("partition", pa.int32()),
+        ("offset", pa.int64()),
+        ("kafka_timestamp", pa.timestamp("us", tz="UTC")),
+        ("symbol", pa.string()),
+        ("source", pa.string()),
+        ("batch_id", pa.string()),
+        ("quarantined_at", pa.timestamp("us", tz="UTC")),
+        ("quarantine_date", pa.date32()),
+    ]
+)
 
 #: processed/stream_metrics: one row per micro-batch of a streaming query.
 METRICS_SCHEMA = pa.schema(
@@ -297,6 +321,30 @@ METRICS_SCHEMA = pa.schema(
         ("date", pa.date32()),
     ]
 )
+
+
+@dataclass(frozen=True)
+class TableLayout:
+    """A lake table as its job writes it: columns and types, partition columns, and
+    whether it records its row changes (Delta's change data feed)."""
+
+    schema: pa.Schema
+    partitions: tuple[str, ...]
+    change_feed: bool = True
+
+
+#: Every Delta table of the lake (by zone name, ``stockpipe.lake.TABLES``), as the jobs
+#: write it: Spark's writers make every column nullable and turn the change data feed
+#: on (the session's default); the metrics table is written by ``deltalake``, without.
+TABLE_LAYOUTS: dict[str, TableLayout] = {
+    "raw_bars": TableLayout(RAW_SCHEMA, ("ingest_date",)),
+    "quarantine_bars": TableLayout(QUARANTINE_BARS_SCHEMA, ("quarantine_date",)),
+    "processed_bars": TableLayout(PROCESSED_SCHEMA, PARTITION_COLUMNS),
+    "raw_ticks": TableLayout(RAW_SCHEMA, ("ingest_date",)),
+    "quarantine_ticks": TableLayout(QUARANTINE_TICKS_SCHEMA, ("ingest_date",)),
+    "tick_windows": TableLayout(TICK_WINDOWS_SCHEMA, ("date",)),
+    "stream_metrics": TableLayout(METRICS_SCHEMA, ("date",), change_feed=False),
+}
 
 
 def empty_bars() -> pd.DataFrame:

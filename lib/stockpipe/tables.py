@@ -1,5 +1,8 @@
-"""The lake's Delta tables outside Spark: open them, their history, their row counts,
-and where in each Kafka topic a table's last commit left off.
+"""The lake's Delta tables outside Spark: create them, open them, their history, their
+row counts, and where in each Kafka topic a table's last commit left off.
+
+Every table exists from ``stockpipe init`` (or the first job) on, empty until written:
+:func:`ensure_tables` makes each one as its job writes it (``schemas.TABLE_LAYOUTS``).
 
 The batch job records, in the commit metadata of every write (``userMetadata``),
 the next offset per partition of each topic the table holds. The offsets are
@@ -10,13 +13,16 @@ not cover, nor covers one it does not hold. No other offset log exists.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import logging
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from stockpipe.config import Settings
-from stockpipe.lake import table_uri
+from stockpipe.lake import TABLES, ZONES, table_uri
+
+log = logging.getLogger(__name__)
 
 #: The key of stockpipe's part of a commit's ``userMetadata`` (a JSON object).
 METADATA_KEY = "stockpipe"
@@ -25,6 +31,70 @@ METADATA_KEY = "stockpipe"
 HISTORY_DEPTH = 100
 #: Commits read at a time while searching: the latest one nearly always has it.
 HISTORY_PAGES = (1, 10)
+
+
+#: The job a lease names while :func:`ensure_tables` creates its table.
+CREATE_JOB = "creating an empty table"
+
+
+def table_exists(settings: Settings, name: str) -> bool:
+    """Whether zone ``name`` is a Delta table yet (one listing of its log, no state read)."""
+    from deltalake import DeltaTable
+
+    from stockpipe.lake import storage_options
+
+    return DeltaTable.is_deltatable(table_uri(settings, name), storage_options(settings))
+
+
+def ensure_tables(
+    settings: Settings,
+    names: Iterable[str] = TABLES,
+    *,
+    say: Callable[[str], None] | None = None,
+) -> list[str]:
+    """Create each of the tables ``names`` (zone names) that is missing, empty, with the
+    schema, partition columns and properties its job writes it with; the zones created.
+
+    A table is created under its lease (one writer per table) and only if still
+    missing then, in a commit without stockpipe's metadata (so it holds no Kafka
+    offsets: :func:`kafka_progress` gives {}). A table that exists is left alone,
+    and so is one whose lease a job holds: that job writes it, and the next call
+    creates it if it is still missing. Safe to run at once from several processes.
+    ``say``: told which zones were created (e.g. ``print``).
+    """
+    from deltalake import DeltaTable
+
+    from stockpipe.changefeed import CDF_PROPERTY
+    from stockpipe.errors import LeaseHeldError
+    from stockpipe.lake import storage_options
+    from stockpipe.lease import check_all, hold
+    from stockpipe.schemas import TABLE_LAYOUTS
+
+    created = []
+    for name in [n for n in names if not table_exists(settings, n)]:
+        layout = TABLE_LAYOUTS[name]
+        try:
+            with hold(settings, [ZONES[name]], job=CREATE_JOB) as leases:
+                if table_exists(settings, name):  # another process made it meanwhile
+                    continue
+                check_all(leases)
+                DeltaTable.create(
+                    table_uri(settings, name),
+                    layout.schema,
+                    mode="ignore",  # a writer that takes no lease made it first
+                    partition_by=list(layout.partitions),
+                    configuration={CDF_PROPERTY: "true"} if layout.change_feed else None,
+                    storage_options=storage_options(settings),
+                )
+        except LeaseHeldError as exc:
+            log.info("%s not created: %s", ZONES[name], exc)
+            continue
+        created.append(ZONES[name])
+    if created:
+        log.info("created empty tables %s", ", ".join(created))
+        if say is not None:
+            say(f"created empty tables {', '.join(created)}")
+    return created
 
 
 def open_table(

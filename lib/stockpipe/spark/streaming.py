@@ -75,6 +75,7 @@ from stockpipe.spark.tick_transforms import (
     window_aggregates,
 )
 from stockpipe.spark.tuning import Tuning
+from stockpipe.tables import ensure_tables
 from stockpipe.times import to_utc
 
 log = logging.getLogger(__name__)
@@ -445,6 +446,7 @@ def run_stream(
     # a missing input topic: created, or a clear error before Spark starts (Spark's
     # Kafka source would wait on it forever without a word)
     require_topic(settings, opts.topic or settings.topic_ticks)
+    ensure_tables(settings)  # every zone exists from the first job on, empty until written
     tables = [ZONES[t] for t in TABLES]
     job = f"streaming job {opts.name}"
     with hold(settings, tables, job=job, wait_s=opts.lease_wait_s) as leases:

@@ -164,6 +164,7 @@ class Stack:
         from stockpipe.stack.minio_access import provision_bucket
         from stockpipe.stack.postgres_access import ensure_database
         from stockpipe.stack.services import private_dir
+        from stockpipe.tables import ensure_tables
 
         private_dir(self.settings.state_dir)
 
@@ -183,6 +184,7 @@ class Stack:
             timings[svc.name] = time.perf_counter() - t0
         if provision_bucket(self.settings):
             log(f"created bucket {self.settings.bucket}")
+        ensure_tables(self.settings, say=log)
         created = ensure_topics(self.settings)
         if created:
             log(f"created topics {', '.join(created)}")
