@@ -197,7 +197,7 @@ def _ticks(s) -> None:
     _send(s, s.topic_ticks, _bad_ticks())
 
 
-def _run_jobs(s, spark) -> None:
+def _run_jobs(s, spark, stream_spark) -> None:
     from stockpipe.spark.batch import run_batch_job
     from stockpipe.spark.streaming import StreamOptions, run_stream
 
@@ -219,7 +219,7 @@ def _run_jobs(s, spark) -> None:
         duration_s=300,
         state_partitions=2,
     )
-    assert run_stream(s, opts, spark=spark).stopped_by == "backlog done"
+    assert run_stream(s, opts, spark=stream_spark).stopped_by == "backlog done"
 
 
 def _layout(dt: DeltaTable) -> tuple[list[tuple[str, str]], list[str], str | None]:
@@ -230,27 +230,25 @@ def _layout(dt: DeltaTable) -> tuple[list[tuple[str, str]], list[str], str | Non
     return columns, meta.partition_columns, meta.configuration.get(CDF_PROPERTY)
 
 
-@pytest.mark.parametrize("writer", ["driver", "spark"])
 def test_jobs_write_into_the_empty_tables_with_the_schema_they_make(
-    settings, spark, writer, monkeypatch
+    settings, spark, stream_spark, monkeypatch
 ):
-    """The batch job with either writer (deltalake from the driver, or Spark's) and
-    the streaming job append and merge into the created tables; each keeps the schema
-    it was created with, the schema the jobs give a table on a lake they start."""
+    """The batch job and the streaming job append and merge into the created tables;
+    each keeps the schema it was created with, the schema the jobs give a table on a
+    lake they start."""
     import stockpipe.spark.batch
     import stockpipe.spark.streaming
 
-    tuned = {"batch_driver_max_records": 0} if writer == "spark" else {}
-    made = _fresh(settings.model_copy(update=tuned), f"made-{writer}")
+    made = _fresh(settings, "made")
     ensure_tables(made)
     created = {n: _delta(made, n).schema().to_json() for n in TABLES}
-    _run_jobs(made, spark)
+    _run_jobs(made, spark, stream_spark)
 
     # the same runs on a lake no ensure_tables call touches: the tables the jobs make
-    baseline = _fresh(settings.model_copy(update=tuned), f"jobs-{writer}")
+    baseline = _fresh(settings, "jobs")
     for job in (stockpipe.spark.batch, stockpipe.spark.streaming):
         monkeypatch.setattr(job, "ensure_tables", lambda *_a, **_k: [], raising=False)
-    _run_jobs(baseline, spark)
+    _run_jobs(baseline, spark, stream_spark)
 
     for name in TABLES:
         dt = _delta(made, name)

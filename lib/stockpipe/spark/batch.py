@@ -49,6 +49,7 @@ from stockpipe.spark.tuning import Tuning
 from stockpipe.tables import (
     TopicProgress,
     commit_metadata,
+    ensure_tables,
     kafka_progress,
     open_table,
     row_count,
@@ -598,6 +599,7 @@ def run_batch_job(
     reset_topic: str | None = None,
 ) -> BatchJobReport:
     """Process whatever arrived on ``topic`` since the last run."""
+    ensure_tables(settings)  # every zone exists from the first job on, empty until written
     topic = topic or settings.topic_bars
     if spark is None and not reset_topic:
         t0 = time.perf_counter()
