@@ -19,12 +19,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from stockpipe.config import Settings
-from stockpipe.errors import (
-    DeliveryError,
-    NothingNewError,
-    ParameterError,
-    SourceError,
-)
+from stockpipe.errors import DeliveryError, NothingNewError, ParameterError, SourceError
 from stockpipe.kafka import ConfirmedProducer, DeliveryReport
 from stockpipe.schemas import bar_messages
 from stockpipe.times import utc_window
