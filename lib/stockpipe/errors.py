@@ -114,14 +114,45 @@ class RateLimitError(SourceError):
     retryable = True  # the limit resets with time
 
 
-class UnknownNameError(StockpipeError, ValueError):
+class ParameterError(StockpipeError, ValueError):
+    """A parameter (of a job, a notebook, a DAG run) has a value no run can use.
+
+    Names the parameter, the value and what it takes: ``parameter `start`:
+    '2017-13-45' is not a date (use an ISO date, e.g. 2024-01-31)``.
+    """
+
+    retryable = False  # the same value is refused again
+
+    def __init__(self, parameter: str, value: object, expected: str, *, use: str = "") -> None:
+        self.parameter, self.value, self.expected, self.use = parameter, value, expected, use
+        super().__init__(self.describe())
+
+    def describe(self) -> str:
+        text = f"parameter `{self.parameter}`: {self.value!r} is not {self.expected}"
+        return f"{text} (use {self.use})" if self.use else text
+
+
+class UnknownNameError(ParameterError):
     """A name looked up in a registry is not known; lists the allowed ones."""
 
     retryable = False  # the name stays unknown
 
     def __init__(self, kind: str, name: str, allowed: list[str]) -> None:
         self.kind, self.name, self.allowed = kind, name, allowed
-        super().__init__(f"unknown {kind} {name!r}; choose one of: {', '.join(sorted(allowed))}")
+        super().__init__(kind, name, "one of: " + ", ".join(sorted(allowed)))
+
+    def describe(self) -> str:
+        return f"unknown {self.kind} {self.name!r}; choose {self.expected}"
+
+
+class MissingColumnsError(StockpipeError, ValueError):
+    """A frame lacks columns that a contract (bars, a chart, a source's answer) needs."""
+
+    retryable = False  # the same frame lacks the same columns
+
+    def __init__(self, what: str, missing: list[str]) -> None:
+        self.what, self.missing = what, missing
+        super().__init__(f"{what} are missing columns: {', '.join(missing)}")
 
 
 class DeliveryError(StockpipeError):

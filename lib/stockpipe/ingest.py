@@ -19,9 +19,10 @@ import pandas as pd
 from tqdm import tqdm
 
 from stockpipe.config import Settings
-from stockpipe.errors import DeliveryError, NothingNewError, SourceError
+from stockpipe.errors import DeliveryError, NothingNewError, ParameterError, SourceError
 from stockpipe.kafka import ConfirmedProducer, DeliveryReport
 from stockpipe.schemas import bar_messages
+from stockpipe.times import utc_window
 
 log = logging.getLogger(__name__)
 
@@ -139,17 +140,46 @@ class IngestReport:
         return text
 
 
-def _options(options: Mapping[str, Any] | str | None) -> dict[str, Any]:
+#: How a source's options are written, for the error that refuses them.
+OPTIONS_EXAMPLE = 'a JSON object, e.g. {"dayfirst": true, "errors": "skip"}'
+
+
+def parse_options(options: Mapping[str, Any] | str | None) -> dict[str, Any]:
+    """A source's options, from a mapping or JSON text (as a notebook parameter has them)."""
     if not options:
         return {}
+    parsed: Any = options
     if isinstance(options, str):
         try:
-            options = json.loads(options)
+            parsed = json.loads(options)
         except ValueError as exc:
-            raise ValueError(f"source options are not JSON: {options!r} ({exc})") from None
-    if not isinstance(options, Mapping):
-        raise ValueError(f"source options must be a JSON object, not {options!r}")
-    return dict(options)
+            raise ParameterError("options", options, f"JSON ({exc})", use=OPTIONS_EXAMPLE) from None
+    if not isinstance(parsed, Mapping):
+        raise ParameterError("options", options, "a JSON object", use=OPTIONS_EXAMPLE)
+    return dict(parsed)
+
+
+def check_parameters(
+    source: str = "samples",
+    start: date | str | None = None,
+    end: date | str | None = None,
+    interval: str = "1d",
+    options: Mapping[str, Any] | str | None = None,
+    **_others: Any,
+) -> dict[str, Any]:
+    """Refuse what no run can use, before any work: an unknown source or interval, a
+    date that is none, an end not after its start, options that are no JSON object.
+
+    Takes the batch producer notebook's parameters (the others are ignored), so a
+    DAG task checks them before the kernel starts; returns the parsed options.
+    """
+    from stockpipe.sources import source_key
+    from stockpipe.sources.base import check_interval
+
+    source_key(source)
+    check_interval(interval)
+    utc_window(start or None, end or None)
+    return parse_options(options)
 
 
 def ingest(
@@ -176,9 +206,9 @@ def ingest(
     from stockpipe.sources import fetch_many, get_source
 
     t0 = time.perf_counter()
+    options = {**check_parameters(source, start, end, interval, options), **source_options}
     batch_id = batch_id or new_batch_id()
     topic = topic or settings.topic_bars
-    options = {**_options(options), **source_options}
     if path:
         options["path"] = path
     src = get_source(source, settings, **options)

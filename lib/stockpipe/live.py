@@ -35,7 +35,7 @@ from typing import Any, ClassVar
 import pandas as pd
 
 from stockpipe.config import Settings, get_settings
-from stockpipe.errors import UnknownNameError
+from stockpipe.errors import ParameterError, UnknownNameError
 from stockpipe.kafka import ConfirmedProducer, Delivered, DeliveryReport
 from stockpipe.schemas import FEED_ERROR_FIELD, SCHEMA_VERSION, TICK_SOURCES
 
@@ -95,7 +95,7 @@ class TickFeed(ABC):
     def __init__(self, symbols: list[str] | tuple[str, ...]) -> None:
         self.symbols = tuple(dict.fromkeys(s.strip().upper() for s in symbols if s.strip()))
         if not self.symbols:
-            raise ValueError(f"the {self.name} feed needs at least one symbol")
+            raise ParameterError("symbols", symbols, f"a symbol for the {self.name} feed")
         self.stats = FeedStats()
 
     @abstractmethod
@@ -355,8 +355,9 @@ def run_feed(
     ends at its duration like any other. What was handed to Kafka is flushed and
     counted in every case.
     """
-    if duration_s is None and max_ticks is None and stop is None:
-        raise ValueError("give duration_s, max_ticks or a stop event, or the run never ends")
+    from stockpipe.ticks import require_an_end
+
+    require_an_end(duration_s, max_ticks, stop)
     topic = topic or settings.topic_ticks
     producer_id = producer_id or f"{feed.name}-{uuid.uuid4().hex[:12]}"
     stop = stop or threading.Event()

@@ -12,6 +12,7 @@ Run one from a shell (parameters as JSON)::
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import sys
@@ -83,6 +84,20 @@ def secret_values(settings: Settings) -> list[str]:
 
     values = [v.get_secret_value() for _, v in settings if isinstance(v, SecretStr)]
     return [v for v in values if len(v) >= 8]
+
+
+#: Notebook -> the ``module:function`` that checks its parameters (given as keywords)
+#: before its kernel starts, so that a run with a bad one fails at once, naming it.
+PARAMETER_CHECKS: dict[str, str] = {"batch_producer": "stockpipe.ingest:check_parameters"}
+
+
+def check_parameters(notebook: str, parameters: Mapping[str, Any] | None) -> None:
+    """Raise what the notebook's own check (:data:`PARAMETER_CHECKS`) finds wrong."""
+    target = PARAMETER_CHECKS.get(notebook)
+    if target is None:
+        return
+    module, _, function = target.partition(":")
+    getattr(importlib.import_module(module), function)(**(parameters or {}))
 
 
 def check_no_secrets(parameters: Mapping[str, Any] | None, settings: Settings) -> None:

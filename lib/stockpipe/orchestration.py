@@ -46,12 +46,13 @@ from airflow.sdk.exceptions import (
 )
 
 from stockpipe.config import PROJECT_ROOT, Settings, get_settings
-from stockpipe.errors import SecretParameterError, StackError, StockpipeError
+from stockpipe.errors import LakeError, StackError, StockpipeError
 from stockpipe.lease import Holder
 from stockpipe.notebooks import (
     KERNEL_NAME,
     REPORTS_DIR,
     check_no_secrets,
+    check_parameters,
     marked_run,
     notebook_path,
     notebook_url,
@@ -128,6 +129,31 @@ def outcome(ename: str) -> Outcome:
     return "skip" if cls.skip else "retry" if cls.retryable else "fail"
 
 
+def ending(decision: Outcome, what: str, error: str, where: str = "") -> Exception | None:
+    """What skips or fails the task at once as ``decision`` says; None: it is retried."""
+    if decision == "skip":
+        return AirflowSkipException(f"{what}: {error}{where}")
+    if decision == "fail":
+        return AirflowFailException(
+            f"{what} failed with an error a retry cannot fix{where}:\n{error}"
+        )
+    return None
+
+
+@contextmanager
+def decided(what: str) -> Iterator[None]:
+    """A stockpipe error raised in the block (in the task's own process, not in a
+    notebook) ends the task as its class says: skipped, failed at once, or retried."""
+    try:
+        yield
+    except StockpipeError as exc:
+        name = type(exc).__name__
+        ended = ending(outcome(name), what, f"{name}: {exc}")
+        if ended is None:
+            raise
+        raise ended from exc
+
+
 # The notebook task -------------------------------------------------------------------------
 
 
@@ -173,10 +199,9 @@ class NotebookOperator(PapermillOperator):
 
     def execute(self, context: Any) -> str:
         settings = get_settings()
-        try:
+        with decided(self.notebook):  # before the kernel starts: no retry of bad parameters
             check_no_secrets(self.parameters, settings)
-        except SecretParameterError as exc:
-            raise AirflowFailException(str(exc)) from exc
+            check_parameters(self.notebook, self.parameters)
         register_lake_io(settings)
         url = str(self.output_nb)  # rendered; papermill's operator wraps it in a NoteBook
         self.log.info("executed notebook: %s", url)
@@ -238,17 +263,12 @@ class NotebookOperator(PapermillOperator):
         try:
             super().execute(context)
         except PapermillExecutionError as exc:
-            decided = outcome(exc.ename)
-            if decided == "skip":
-                raise AirflowSkipException(
-                    f"{self.notebook}: {exc.evalue} (executed notebook: {url})"
-                ) from None
-            if decided == "fail":
-                raise AirflowFailException(
-                    f"{self.notebook} failed with an error a retry cannot fix "
-                    f"(executed notebook: {url}):\n{exc}"
-                ) from None  # the message holds the cell's traceback already
-            raise
+            decision = outcome(exc.ename)
+            error = exc.evalue if decision == "skip" else str(exc)
+            ended = ending(decision, self.notebook, error, f" (executed notebook: {url})")
+            if ended is None:
+                raise
+            raise ended from None  # the message holds the cell's traceback already
         return url
 
 
@@ -422,7 +442,8 @@ def stack_ready(settings: Settings, topics: Iterable[str]) -> dict[str, Any]:
 @task(task_id="check_stack", retry_exponential_backoff=2.0, execution_timeout=CHECK_TIMEOUT)
 def check_stack(topics: list[str]) -> dict[str, Any]:
     """The bucket and ``topics`` exist (retried with backoff: the stack may be starting)."""
-    return stack_ready(get_settings(), topics)
+    with decided("check_stack"):
+        return stack_ready(get_settings(), topics)
 
 
 # Lake maintenance --------------------------------------------------------------------------
@@ -445,7 +466,8 @@ def maintain_lake() -> dict[str, Any]:
     params = get_current_context()["params"]
     tables = [t.strip() for t in str(params.get("tables") or "").split(",") if t.strip()]
     retention = int(params.get("retention_hours") or DEFAULT_RETENTION_HOURS)
-    report = maintain(get_settings(), tables or None, retention_hours=retention)
+    with decided("maintain_lake"):  # an unknown table name fails at once
+        report = maintain(get_settings(), tables or None, retention_hours=retention)
     for line in report.lines():
         print(line)
     if report.failed:
@@ -453,7 +475,7 @@ def maintain_lake() -> dict[str, Any]:
             "lake maintenance failed: " + "; ".join(f"{t.table}: {t.error}" for t in report.failed)
         )
     if report.held:
-        raise RuntimeError(
+        raise LakeError(
             "lake maintenance skipped tables another job was writing (retried later): "
             + "; ".join(f"{t.table}: {t.held}" for t in report.held)
         )

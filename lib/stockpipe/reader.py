@@ -74,7 +74,7 @@ def read_table(
 
 def _ts(value: TimeLike, *, end: bool = False) -> pd.Timestamp | None:
     """A bound as a UTC instant; a plain date as ``end`` means the end of that day."""
-    ts = to_utc(value)
+    ts = to_utc(value, parameter="end" if end else "start")
     if ts is None:
         return None
     is_date = isinstance(value, date) and not isinstance(value, datetime)
@@ -217,10 +217,10 @@ def read_tick_windows(
     time is read as UTC.
     """
     conds = []
-    if (lo := to_utc(start)) is not None:
+    if (lo := to_utc(start, parameter="start")) is not None:
         conds += [ds.field("date") >= pa.scalar(lo.date(), pa.date32())]
         conds += [ds.field("window_start") >= _scalar(lo)]
-    if (hi := to_utc(end)) is not None:
+    if (hi := to_utc(end, parameter="end")) is not None:
         conds += [ds.field("date") <= pa.scalar(hi.date(), pa.date32())]
         conds += [ds.field("window_start") < _scalar(hi)]
     syms = None if symbols is None else [s.upper() for s in symbols]

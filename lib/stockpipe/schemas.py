@@ -7,6 +7,7 @@ milliseconds. Every message has ``schema_version`` so consumers can evolve.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -352,6 +353,15 @@ def empty_bars() -> pd.DataFrame:
     return BAR_ARROW_SCHEMA.empty_table().to_pandas()
 
 
+def require_columns(df: pd.DataFrame, columns: Iterable[str], what: str) -> None:
+    """Raise :class:`MissingColumnsError` naming the ``columns`` that ``df`` lacks."""
+    from stockpipe.errors import MissingColumnsError
+
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise MissingColumnsError(what, missing)
+
+
 def conform_bars(df: pd.DataFrame) -> pd.DataFrame:
     """Order and type a frame's columns as the bar contract says.
 
@@ -360,9 +370,7 @@ def conform_bars(df: pd.DataFrame) -> pd.DataFrame:
     """
     import pandas as pd
 
-    missing = [c for c in BAR_COLUMNS if c not in df.columns]
-    if missing:
-        raise ValueError(f"bars are missing columns: {', '.join(missing)}")
+    require_columns(df, BAR_COLUMNS, "bars")
     out = df.loc[:, list(BAR_COLUMNS)].copy()
     out["symbol"] = out["symbol"].astype(str).str.upper()
     for col in ("ts", "ingested_at"):

@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from stockpipe.config import Settings
+from stockpipe.errors import ParameterError
 from stockpipe.kafka import ConfirmedProducer, Delivered, DeliveryReport
 from stockpipe.schemas import SCHEMA_VERSION
 
@@ -95,17 +96,23 @@ class TickSpec:
 
     def __post_init__(self) -> None:
         if not self.symbols:
-            raise ValueError("at least one symbol is needed")
+            raise ParameterError("symbols", self.symbols, "one symbol or more")
         object.__setattr__(self, "symbols", tuple(s.upper() for s in self.symbols))
         if self.rate <= 0:
-            raise ValueError(f"rate must be positive, got {self.rate}")
+            raise ParameterError("rate", self.rate, "positive")
         for name in ("out_of_order_fraction", "late_fraction"):
             if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"{name} must be within [0, 1]")
+                raise ParameterError(name, getattr(self, name), "within [0, 1]")
         if self.out_of_order_fraction + self.late_fraction > 1.0:
-            raise ValueError("out_of_order_fraction + late_fraction must not exceed 1")
-        if self.out_of_order_max_ms < 1 or self.late_by_ms < 0:
-            raise ValueError("out_of_order_max_ms must be >= 1 and late_by_ms >= 0")
+            raise ParameterError(
+                "late_fraction",
+                self.late_fraction,
+                f"at most 1 - out_of_order_fraction ({self.out_of_order_fraction})",
+            )
+        if self.out_of_order_max_ms < 1:
+            raise ParameterError("out_of_order_max_ms", self.out_of_order_max_ms, "1 or more")
+        if self.late_by_ms < 0:
+            raise ParameterError("late_by_ms", self.late_by_ms, "0 or more")
         if not self.producer_id:
             object.__setattr__(self, "producer_id", f"ticks-{uuid.uuid4().hex[:12]}")
 
@@ -244,7 +251,9 @@ class TickGenerator:
         self.seq += n
         if now_ms is None:
             if spec.start_ms is None:
-                raise ValueError("live ticks need now_ms (or give the spec a start_ms)")
+                raise ParameterError(
+                    "now_ms", now_ms, "optional for live ticks", use="now_ms, or a spec's start_ms"
+                )
             nominal = spec.start_ms + np.floor(seq * self._step_ms).astype(np.int64)
         else:
             nominal = np.full(n, int(now_ms), dtype=np.int64)
@@ -321,6 +330,16 @@ class TickRunReport(Delivered):
         )
 
 
+def require_an_end(
+    duration_s: float | None, max_ticks: int | None, stop: threading.Event | None
+) -> None:
+    """A producer run must end: by a duration, a count or a stop event."""
+    if duration_s is None and max_ticks is None and stop is None:
+        raise ParameterError(
+            "duration_s", None, "optional without max_ticks or stop (the run would never end)"
+        )
+
+
 def run_producer(
     settings: Settings,
     spec: TickSpec,
@@ -340,8 +359,7 @@ def run_producer(
     case what was handed to the producer is flushed and counted. ``keep``, if
     given, receives every slice sent as a frame (tests, reference results).
     """
-    if duration_s is None and max_ticks is None and stop is None:
-        raise ValueError("give duration_s, max_ticks or a stop event, or the run never ends")
+    require_an_end(duration_s, max_ticks, stop)
     topic = topic or settings.topic_ticks
     gen = TickGenerator(spec)
     producer = ConfirmedProducer(settings, topic, client_id=spec.producer_id)

@@ -254,6 +254,24 @@ def test_failing_notebook_fails_its_task_with_the_cells_error_in_the_log(af_sett
     assert errors and errors[0]["ename"] == "UnknownNameError"
 
 
+def test_a_bad_parameter_fails_the_run_once_and_names_the_parameter(af_settings, log_dir):
+    # an end before its start: no retry can fix it (it was retried twice, issue 34)
+    conf = {"symbols": SYMBOL, "start": END, "end": START}
+    run = run_dag(af_settings, "stock_batch_pipeline", conf, log_dir)
+    states = {t.task_id: t.state for t in run.tasks}
+    assert run.state == "failed", states
+    assert states["check_stack"] == "success"
+    assert states["batch_producer"] == "failed"
+    assert states["spark_batch"] == states["export"] == "upstream_failed"
+    producer = next(t for t in run.tasks if t.task_id == "batch_producer")
+    assert producer.tries == 1
+    log = run.log_file.read_text()
+    assert f"parameter `end`: '{START}' is not after start '{END}'" in log
+    assert "batch_producer failed with an error a retry cannot fix" in log
+    # refused before its kernel started: nothing was sent, no notebook was run
+    assert "batch_producer" not in executed_notebooks(af_settings, run)
+
+
 def test_a_day_without_bars_skips_the_run_instead_of_failing_it(af_settings, log_dir, report_dir):
     # 2017-11-11 and 12 are a Saturday and a Sunday: the source has no daily bars
     conf = {"symbols": SYMBOL, "start": "2017-11-11", "end": "2017-11-13"}

@@ -87,9 +87,7 @@ def test_the_server_dying_mid_job_leaves_the_tables_whole_and_a_rerun_exactly_on
     """A server of its own (the suite's stays up) is killed while a job runs in it:
     the job fails naming the server, every table is as a whole commit left it, and
     after `up` restarts the server a rerun finishes with every record once."""
-    s = lake.model_copy(
-        update={"state_dir": own_state_root, "spark_connect_port": free_port()}
-    )
+    s = lake.model_copy(update={"state_dir": own_state_root, "spark_connect_port": free_port()})
     server = SparkConnect("spark-connect", s)
     server.start()
     try:
@@ -131,9 +129,7 @@ def test_the_server_dying_mid_job_leaves_the_tables_whole_and_a_rerun_exactly_on
 def test_up_restarts_a_dead_server(settings, own_state_root):
     from stockpipe.stack.manager import Stack
 
-    s = settings.model_copy(
-        update={"state_dir": own_state_root, "spark_connect_port": free_port()}
-    )
+    s = settings.model_copy(update={"state_dir": own_state_root, "spark_connect_port": free_port()})
     server = SparkConnect("spark-connect", s)
     stack = Stack(s, [server])
     try:

@@ -26,7 +26,7 @@ from stockpipe.charts import (
     symbol_colors,
     volatility_figure,
 )
-from stockpipe.errors import UnknownNameError
+from stockpipe.errors import MissingColumnsError, ParameterError, UnknownNameError
 
 SYMBOLS = ("AAPL", "MSFT", "NVDA")
 
@@ -251,12 +251,12 @@ def test_correlation_equals_pandas_corr_of_daily_returns():
 def test_mixed_intervals_are_refused_with_a_clear_error():
     bars = make_bars(symbols=("AAPL",))
     bars.loc[bars.index[:3], "interval"] = "1h"
-    with pytest.raises(ValueError, match="several intervals"):
+    with pytest.raises(ParameterError, match="parameter `bars`: 'rows of several intervals"):
         performance_figure(bars)
 
 
 def test_missing_columns_are_named():
-    with pytest.raises(ValueError, match="sma_50"):
+    with pytest.raises(MissingColumnsError, match="processed bars are missing columns: sma_50"):
         candlestick_figure(make_bars().drop(columns=["sma_50"]), "AAPL")
 
 
@@ -453,5 +453,5 @@ def test_report_has_heading_contents_and_one_div_per_figure():
 def test_report_without_figures_skips_the_bundle_and_rejects_non_figures():
     html = build_report([("Nothing yet", [])], "Empty")
     assert "No figures in this section." in html and get_plotlyjs()[:200] not in html
-    with pytest.raises(TypeError, match="Broken"):
+    with pytest.raises(ParameterError, match=r"`sections\['Broken'\]`: 'not a figure' is not"):
         build_report([("Broken", ["not a figure"])], "x")

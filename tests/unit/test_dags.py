@@ -211,6 +211,7 @@ def test_maintenance_task_fails_clearly_and_retries_only_when_a_lease_was_held(m
 
     import stockpipe.maintenance as m
     import stockpipe.orchestration as orch
+    from stockpipe.errors import LakeError
 
     report = m.MaintenanceReport([m.TableReport("processed_bars")])
     calls: list[tuple] = []
@@ -227,7 +228,7 @@ def test_maintenance_task_fails_clearly_and_retries_only_when_a_lease_was_held(m
     assert calls == [(["processed_bars", "raw_bars"], 200)]
 
     report.tables[0].held = "processed/bars is being written by spark batch job"
-    with pytest.raises(RuntimeError, match=r"\(retried later\): processed_bars: processed/bars is"):
+    with pytest.raises(LakeError, match=r"\(retried later\): processed_bars: processed/bars is"):
         run()
     report.tables[0].error = "OPTIMIZE of processed/bars failed: boom"
     with pytest.raises(AirflowFailException, match="boom"):
@@ -314,6 +315,19 @@ def test_sensor_passes_on_new_records_and_times_out_saying_what_is_missing(monke
         sensor.execute({})
 
 
+#: The batch producer task's parameters as Airflow renders them for a run.
+PRODUCER_PARAMETERS = {
+    "source": "samples",
+    "symbols": "MSFT",
+    "start": "2017-11-11",
+    "end": "2017-11-13",
+    "interval": "1d",
+    "path": "",
+    "options": "",
+    "allow_empty": True,
+}
+
+
 def test_a_notebook_with_nothing_to_do_skips_its_task_and_a_failure_fails(dagbag, monkeypatch):
     from airflow.providers.papermill.operators.papermill import PapermillOperator
     from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
@@ -321,6 +335,7 @@ def test_a_notebook_with_nothing_to_do_skips_its_task_and_a_failure_fails(dagbag
 
     task = dagbag.dags["stock_batch_pipeline"].get_task("batch_producer")
     assert task.parameters["allow_empty"] is True  # scheduled days may hold no bars
+    monkeypatch.setattr(task, "parameters", PRODUCER_PARAMETERS)  # as Airflow renders them
 
     def fails_with(ename: str, evalue: str):
         def execute(self, context):
@@ -337,6 +352,70 @@ def test_a_notebook_with_nothing_to_do_skips_its_task_and_a_failure_fails(dagbag
     fails_with("RuntimeError", "no bars were fetched: samples: MSFT: boom")
     with pytest.raises(PapermillExecutionError):
         task.execute({})
+
+
+@pytest.mark.parametrize(
+    ("bad", "named"),
+    [
+        (
+            {"start": "2017-11-11", "end": "2017-10-02"},
+            "parameter `end`: '2017-10-02' is not after",
+        ),
+        ({"start": "2017-13-45"}, "parameter `start`: '2017-13-45' is not a date"),
+        ({"options": "{dayfirst: true}"}, "parameter `options`: '{dayfirst: true}' is not JSON"),
+        ({"options": "[1]"}, "parameter `options`: '[1]' is not a JSON object"),
+        ({"source": "nosuch"}, "unknown source 'nosuch'"),
+    ],
+)
+def test_a_bad_parameter_fails_the_notebook_task_before_its_kernel_starts(
+    dagbag, monkeypatch, bad, named
+):
+    from airflow.providers.papermill.operators.papermill import PapermillOperator
+    from airflow.sdk.exceptions import AirflowFailException
+
+    task = dagbag.dags["stock_batch_pipeline"].get_task("batch_producer")
+    started = []
+    monkeypatch.setattr(PapermillOperator, "execute", lambda self, ctx: started.append(ctx))
+    monkeypatch.setattr(task, "parameters", {**PRODUCER_PARAMETERS, **bad})
+    with pytest.raises(AirflowFailException, match="a retry cannot fix") as info:
+        task.execute({})
+    assert named in str(info.value) and not started
+    monkeypatch.setattr(task, "parameters", PRODUCER_PARAMETERS)
+    task.execute({})  # good parameters: the notebook runs
+    assert started
+
+
+def test_a_python_task_fails_at_once_on_an_error_no_retry_fixes(monkeypatch):
+    from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+    import stockpipe.maintenance as m
+    import stockpipe.orchestration as orch
+    from stockpipe.errors import ConfigError, NothingNewError, StackError
+
+    def raising(exc):
+        def stack_ready(settings, topics):
+            raise exc
+
+        return stack_ready
+
+    check = orch.check_stack.function
+    monkeypatch.setattr(orch, "stack_ready", raising(ConfigError("STOCKPIPE_X", "No x.")))
+    with pytest.raises(
+        AirflowFailException, match=r"check_stack failed .* fix:\nConfigError: No x"
+    ):
+        check(["t"])
+    monkeypatch.setattr(orch, "stack_ready", raising(NothingNewError("nothing")))
+    with pytest.raises(AirflowSkipException, match="check_stack: NothingNewError: nothing"):
+        check(["t"])
+    monkeypatch.setattr(orch, "stack_ready", raising(StackError("MinIO is down")))
+    with pytest.raises(StackError):  # retried: the stack may come up
+        check(["t"])
+
+    context = {"params": {"tables": "nosuch", "retention_hours": 200}}
+    monkeypatch.setattr("airflow.sdk.get_current_context", lambda: context)
+    monkeypatch.setattr(m, "maintain", lambda *_a, **_k: m.resolve_tables(["nosuch"]))
+    with pytest.raises(AirflowFailException, match="unknown Delta table 'nosuch'"):
+        orch.maintain_lake.function()
 
 
 # Timeouts, stuck jobs, retries beside a job (issue 25) -------------------------------------

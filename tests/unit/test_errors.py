@@ -60,6 +60,8 @@ def test_every_error_class_states_its_own_retry_meaning(cls):
         "ConcurrentExportError",
         "CsvFormatError",
         "FrameError",
+        "ParameterError",
+        "MissingColumnsError",
     ],
 )
 def test_the_orchestration_decides_as_the_error_class_says(name):
@@ -78,3 +80,27 @@ def test_code_errors_fail_and_unknown_names_are_retried():
     assert outcome("NothingNewError") == "skip"
     for name in ("RuntimeError", "Py4JJavaError", "ConnectionError", "NoSuchError"):
         assert outcome(name) == "retry", name
+
+
+def test_a_parameter_error_names_the_parameter_the_value_and_what_it_takes():
+    from stockpipe.orchestration import outcome
+
+    exc = errors.ParameterError("interval", "2x", "a bar interval", use="1d, 1h, 5m or 1m")
+    assert str(exc) == "parameter `interval`: '2x' is not a bar interval (use 1d, 1h, 5m or 1m)"
+    assert (exc.parameter, exc.value, exc.expected) == ("interval", "2x", "a bar interval")
+    assert isinstance(exc, ValueError) and outcome("ParameterError") == "fail"
+    assert (
+        str(errors.ParameterError("rate", 0, "positive")) == "parameter `rate`: 0 is not positive"
+    )
+
+
+def test_an_unknown_name_is_a_parameter_error_that_lists_the_allowed():
+    exc = errors.UnknownNameError("source", "nosuch", ["yahoo", "csv"])
+    assert isinstance(exc, errors.ParameterError) and isinstance(exc, ValueError)
+    assert str(exc) == "unknown source 'nosuch'; choose one of: csv, yahoo"
+    assert (exc.parameter, exc.value, exc.name, exc.allowed) == (
+        "source",
+        "nosuch",
+        "nosuch",
+        ["yahoo", "csv"],
+    )

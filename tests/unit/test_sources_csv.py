@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from stockpipe.config import Settings
-from stockpipe.errors import SourceError
+from stockpipe.errors import ParameterError, SourceError
 from stockpipe.schemas import BAR_COLUMNS
 from stockpipe.sources import get_source
 from stockpipe.sources.samples import SAMPLES_DIR
@@ -200,7 +200,7 @@ def test_directory_of_csvs(tmp_path):
 
 
 def test_missing_path_fails_at_construction(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"nope\.csv"):
+    with pytest.raises(ParameterError, match=r"parameter `path`: '.*nope\.csv' is not an existing"):
         get_source("csv", OFFLINE, path=tmp_path / "nope.csv")
 
 

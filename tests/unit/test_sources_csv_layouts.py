@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from stockpipe.config import Settings
-from stockpipe.errors import SourceError
+from stockpipe.errors import ParameterError, SourceError
 from stockpipe.sources import fetch_many, get_source
 
 OFFLINE = Settings(_env_file=None)
@@ -264,7 +264,7 @@ def test_a_symbol_column_a_directory_and_a_glob(tmp_path):
     pattern = get_source("csv", OFFLINE, path=tmp_path / "m*.csv")
     assert pattern.available_symbols() == ["AAPL", "MSFT"]
     assert _fetch(pattern, "MSFT")["close"].tolist() == [3.5]
-    with pytest.raises(FileNotFoundError, match=r"no file matches .*zz\*\.csv"):
+    with pytest.raises(ParameterError, match=r"`path`: '.*zz\*\.csv' is not a glob that matches"):
         get_source("csv", OFFLINE, path=tmp_path / "zz*.csv")
 
 

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from stockpipe.config import Settings
-from stockpipe.errors import SourceError, UnknownNameError
+from stockpipe.errors import ParameterError, SourceError, UnknownNameError
 from stockpipe.schemas import BAR_COLUMNS
 from stockpipe.sources import FetchResult, Source, fetch_many, get_source, parse_symbols
 from stockpipe.sources.csvfile import CsvSource
@@ -112,12 +112,14 @@ def test_all_failing_gives_empty_conformed_bars():
 
 
 def test_no_symbols_for_an_api_source_is_an_error():
-    with pytest.raises(ValueError, match="needs symbols"):
+    with pytest.raises(
+        ParameterError, match=r"parameter `symbols`: '' is not enough: source .* needs"
+    ):
         fetch_many(_Flaky(OFFLINE), "", batch_id="b", progress=False)
 
 
 def test_start_after_end_is_refused():
-    with pytest.raises(ValueError, match="not before end"):
+    with pytest.raises(ParameterError, match="parameter `end`: '2024-01-01' is not after start"):
         _Flaky(OFFLINE).fetch("OK", start="2024-02-01", end="2024-01-01", batch_id="b")
 
 

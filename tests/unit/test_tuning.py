@@ -8,6 +8,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from stockpipe.config import Settings
+from stockpipe.errors import ParameterError
 from stockpipe.spark import batch, streaming
 from stockpipe.spark.session import spark_conf
 from stockpipe.spark.tuning import Tuning, memory_mb, task_slots
@@ -43,7 +44,7 @@ def test_memory_sizes_read_as_the_jvm_writes_them():
         1,
         3072,
     ]
-    with pytest.raises(ValueError, match="not a memory size: '2 gigs'"):
+    with pytest.raises(ParameterError, match="'2 gigs' is not a memory size"):
         memory_mb("2 gigs")
 
 

@@ -18,8 +18,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from stockpipe.errors import UnknownNameError
-from stockpipe.schemas import SOURCES
+from stockpipe.errors import ParameterError, UnknownNameError
+from stockpipe.schemas import SOURCES, require_columns
 
 DateLike = str | date | datetime | pd.Timestamp
 
@@ -124,12 +124,6 @@ def _utc_naive(values: pd.Series) -> pd.Series:
     return pd.to_datetime(values, utc=True).dt.tz_localize(None)
 
 
-def _require(df: pd.DataFrame, columns: Iterable[str], what: str) -> None:
-    missing = [c for c in columns if c not in df.columns]
-    if missing:
-        raise ValueError(f"{what} are missing columns: {', '.join(missing)}")
-
-
 def _style(fig: go.Figure, title: str, subtitle: str = "", height: int = 480) -> go.Figure:
     fig.update_layout(
         template=TEMPLATE,
@@ -175,7 +169,7 @@ def _prepare_bars(
     """Filter, de-duplicate and sort bars; reject a mix of intervals (it would mix scales)."""
     if bars is None or bars.empty:
         return pd.DataFrame(columns=[*_BAR_BASE, *columns]), None
-    _require(bars, [*_BAR_BASE, *columns], "processed bars")
+    require_columns(bars, [*_BAR_BASE, *columns], "processed bars")
     df = bars
     if symbols:
         df = df[df["symbol"].isin([s.upper() for s in symbols])]
@@ -183,8 +177,11 @@ def _prepare_bars(
     if "interval" in df.columns:
         found = sorted(df["interval"].dropna().unique())
         if len(found) > 1:
-            raise ValueError(
-                f"bars hold several intervals ({', '.join(found)}); pass one interval's rows"
+            raise ParameterError(
+                "bars",
+                f"rows of several intervals ({', '.join(found)})",
+                "one interval's rows",
+                use="bars of one interval, e.g. bars[bars.interval == '1d']",
             )
         interval = found[0] if found else None
     df = (
@@ -508,7 +505,7 @@ def stream_windows_figure(
     title = f"Streaming: OHLC and VWAP of the latest {last} windows per symbol"
     if windows is None or windows.empty:
         return empty_figure(title, _no_data("tick windows", symbols, None, None))
-    _require(windows, _WINDOW_COLS, "tick windows")
+    require_columns(windows, _WINDOW_COLS, "tick windows")
     df = windows
     if symbols:
         df = df[df["symbol"].isin([s.upper() for s in symbols])]
@@ -574,7 +571,7 @@ def stream_metrics_figure(
     title = "Streaming job: throughput and batch duration"
     if metrics is None or metrics.empty:
         return empty_figure(title, _no_data("streaming metrics", None, start, end))
-    _require(metrics, _METRIC_COLS, "stream metrics")
+    require_columns(metrics, _METRIC_COLS, "stream metrics")
     df = metrics.assign(timestamp=_utc_naive(metrics["timestamp"])).sort_values("timestamp")
     queries = df["query_name"].fillna("(unnamed)") if "query_name" in df else None
     df = df.assign(query_name="stream" if queries is None else queries)
@@ -627,7 +624,7 @@ def quarantine_counts(quarantine: pd.DataFrame | None) -> pd.DataFrame:
     """Rows per (reason, source); a row with several reasons counts once per reason."""
     if quarantine is None or quarantine.empty:
         return pd.DataFrame(columns=["reason", "source", "rows"])
-    _require(quarantine, ("reason",), "quarantine rows")
+    require_columns(quarantine, ("reason",), "quarantine rows")
     reasons = quarantine["reason"].astype("string").fillna("").str.split(";")
     reasons = reasons.map(lambda parts: [p.strip() for p in parts if p.strip()] or ["(no reason)"])
     source = (

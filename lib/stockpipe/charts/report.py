@@ -16,6 +16,8 @@ import plotly.graph_objects as go
 import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
+from stockpipe.errors import ParameterError
+
 Section = tuple[str, go.Figure | Sequence[go.Figure]]
 
 #: Plotly config for every figure: no logo, resize with the page, PNG download.
@@ -49,8 +51,8 @@ def _figures(item: go.Figure | Sequence[go.Figure], section: str) -> list[go.Fig
     figs = [item] if isinstance(item, go.Figure) else list(item)
     for fig in figs:
         if not isinstance(fig, go.Figure):
-            raise TypeError(
-                f"section {section!r}: expected plotly Figure objects, got {type(fig).__name__}"
+            raise ParameterError(
+                f"sections[{section!r}]", fig, "a plotly Figure", use="go.Figure objects"
             )
     return figs
 

@@ -19,7 +19,13 @@ import pandas as pd
 from tqdm import tqdm  # plain text bar: works in papermill runs without ipywidgets
 
 from stockpipe.config import SourceSettings
-from stockpipe.errors import EmptyWindowError, SetupError, SourceError, UnknownNameError
+from stockpipe.errors import (
+    EmptyWindowError,
+    ParameterError,
+    SetupError,
+    SourceError,
+    UnknownNameError,
+)
 from stockpipe.schemas import empty_bars
 from stockpipe.sources.base import Bound, Source, check_interval, now_utc
 
@@ -33,6 +39,7 @@ __all__ = [
     "fetch_many",
     "get_source",
     "parse_symbols",
+    "source_key",
 ]
 
 #: Registry: source name -> "module:Class" (imported when first asked for).
@@ -49,11 +56,16 @@ def available_sources() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def source_key(name: str) -> str:
+    """The registry's key of the source ``name`` (any case); an unknown one lists the known."""
+    key = str(name).strip().lower()
+    if key not in _REGISTRY:
+        raise UnknownNameError("source", key, available_sources())
+    return key
+
+
 def _source_class(name: str) -> type[Source]:
-    try:
-        target = _REGISTRY[name]
-    except KeyError:
-        raise UnknownNameError("source", name, available_sources()) from None
+    target = _REGISTRY[source_key(name)]
     module_name, _, cls_name = target.partition(":")
     try:
         module = importlib.import_module(module_name)
@@ -75,10 +87,11 @@ def get_source(
     """
     if isinstance(name, Source):
         if settings is not None or options:
-            raise TypeError("settings/options cannot be applied to a source instance")
+            raise ParameterError(
+                "name", name, "a source name when settings or options are given", use="a name"
+            )
         return name
-    key = str(name).strip().lower()
-    return _source_class(key)(settings=settings, **options)
+    return _source_class(name)(settings=settings, **options)
 
 
 def parse_symbols(symbols: list[str] | tuple[str, ...] | str | None) -> list[str]:
@@ -168,8 +181,12 @@ def fetch_many(
     if not wanted:
         listed = source.available_symbols(interval)
         if not listed:
-            raise ValueError(
-                f"source {source.name!r} needs symbols (it lists none for interval {interval!r})"
+            raise ParameterError(
+                "symbols",
+                symbols,
+                f"enough: source {source.name!r} needs symbols (it lists none for "
+                f"interval {interval!r})",
+                use='comma separated symbols, e.g. "MSFT,GOOG"',
             )
         wanted = listed
     source.expect_symbols(wanted)

@@ -24,7 +24,7 @@ import requests
 from alpha_vantage.timeseries import TimeSeries
 
 from stockpipe.config import SourceSettings
-from stockpipe.errors import ConfigError, RateLimitError, SourceError
+from stockpipe.errors import ConfigError, RateLimitError, SourceError, UnknownNameError
 from stockpipe.sources.base import RetryPolicy, Source, daily_ts, intraday_ts, is_daily, now_utc
 
 KEY_VARIABLE = "ALPHAVANTAGE_API_KEY"
@@ -113,7 +113,7 @@ class AlphaVantageSource(Source):
             )
         self._key = secret.get_secret_value().strip()
         if outputsize not in (None, "compact", "full"):
-            raise ValueError(f"outputsize must be 'compact' or 'full', not {outputsize!r}")
+            raise UnknownNameError("outputsize", outputsize, ["compact", "full"])
         self.outputsize = outputsize
         self.extended_hours = extended_hours
         # Free keys allow a few calls a minute: wait long enough for the window to pass.
@@ -129,8 +129,7 @@ class AlphaVantageSource(Source):
         interval: str,
         **kw: Any,
     ) -> pd.DataFrame:
-        if kw:
-            raise TypeError(f"alphavantage source: unexpected options {sorted(kw)}")
+        self.refuse_options(kw)
         if is_daily(interval):
             size = self.outputsize or _size_for(start)
             body = self._call(symbol, lambda ts: ts.get_daily(symbol=symbol, outputsize=size))

@@ -26,9 +26,16 @@ import pandas as pd
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from stockpipe.config import SourceSettings, get_settings
-from stockpipe.errors import EmptyWindowError, RateLimitError, SourceError, UnknownNameError
+from stockpipe.errors import (
+    EmptyWindowError,
+    MissingColumnsError,
+    ParameterError,
+    RateLimitError,
+    SourceError,
+    UnknownNameError,
+)
 from stockpipe.schemas import INTERVALS, conform_bars
-from stockpipe.times import TimeLike, to_utc
+from stockpipe.times import TimeLike, utc_window
 
 #: Columns a source's :meth:`Source.raw_bars` returns.
 RAW_BAR_COLUMNS: tuple[str, ...] = ("ts", "open", "high", "low", "close", "adj_close", "volume")
@@ -151,6 +158,11 @@ class Source(ABC):
     def expect_symbols(self, symbols: list[str]) -> None:  # noqa: B027 (optional hook)
         """Told the symbols of a run before the first fetch (e.g. to name a one-symbol file)."""
 
+    def refuse_options(self, options: dict[str, Any]) -> None:
+        """Refuse fetch options this source does not take (``raw_bars``' ``**kw``)."""
+        if options:
+            raise ParameterError("options", sorted(options), f"taken by the {self.name} source")
+
     def note(self, symbol: str) -> str | None:
         """What a reader should know about the last fetch of ``symbol`` (e.g. rows skipped)."""
         return None
@@ -172,13 +184,11 @@ class Source(ABC):
             symbol = normalize_symbol(symbol)
         except ValueError as exc:
             raise SourceError(self.name, str(symbol), str(exc)) from exc
-        lo, hi = to_utc(start), to_utc(end)
-        if lo is not None and hi is not None and lo >= hi:
-            raise ValueError(f"start {lo} is not before end {hi}")
+        lo, hi = utc_window(start, end)
         raw = self.raw_bars(symbol, start=lo, end=hi, interval=interval, **kw)
         missing = [c for c in RAW_BAR_COLUMNS if c not in raw.columns]
         if missing:  # a bug in the source, not a per-symbol failure
-            raise TypeError(f"{type(self).__name__}.raw_bars lacks columns {missing}")
+            raise MissingColumnsError(f"the raw bars of {type(self).__name__}", missing)
         bars = raw.loc[:, list(RAW_BAR_COLUMNS)].copy().rename_axis(columns=None)
         bars["ts"] = pd.to_datetime(bars["ts"], utc=True)
         keep = pd.Series(True, index=bars.index)
@@ -219,7 +229,9 @@ def normalize_symbol(symbol: str) -> str:
     """Upper-case and check a ticker (letters, digits and ``. - = ^ _``)."""
     sym = str(symbol).strip().upper()
     if not _SYMBOL_RE.match(sym):
-        raise ValueError(f"not a ticker symbol: {symbol!r}")
+        raise ParameterError(
+            "symbol", symbol, "a ticker symbol", use="letters, digits and . - = ^ _"
+        )
     return sym
 
 

@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from stockpipe.config import SourceSettings
-from stockpipe.errors import CsvFormatError, SourceError, UnknownNameError
+from stockpipe.errors import CsvFormatError, ParameterError, SourceError, UnknownNameError
 from stockpipe.sources.base import (
     INTERVAL_STEP,
     RAW_BAR_COLUMNS,
@@ -303,11 +303,13 @@ class CsvSource(Source):
         self.pattern = str(Path(text).expanduser()) if _has_glob(text) else None
         self.path = Path(text).expanduser()
         if self.pattern is None and not self.path.exists():
-            raise FileNotFoundError(f"{self.name} source: no such file or directory: {self.path}")
+            raise ParameterError("path", text, "an existing file or directory")
         if self.pattern is not None and not self._files():
-            raise FileNotFoundError(f"{self.name} source: no file matches {self.pattern}")
+            raise ParameterError("path", text, "a glob that matches a file")
         if symbol and not self._single:
-            raise ValueError("the symbol option applies to a single file, not a directory or glob")
+            raise ParameterError(
+                "symbol", symbol, "for a directory or glob", use="it with a single file only"
+            )
         self.symbol = symbol.strip().upper() if symbol else None
         self.tz = tz
         self.errors = errors

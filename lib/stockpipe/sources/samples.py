@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from stockpipe.config import PROJECT_ROOT, SourceSettings
+from stockpipe.errors import ParameterError
 from stockpipe.sources.csvfile import CsvSource
 
 #: Where the shipped samples live in the checkout.
@@ -26,4 +27,4 @@ class SamplesSource(CsvSource):
     ) -> None:
         super().__init__(settings, path=path or SAMPLES_DIR)
         if not self.path.is_dir():
-            raise NotADirectoryError(f"samples source: {self.path} is not a directory")
+            raise ParameterError("path", str(self.path), "a directory of sample CSVs")

@@ -184,8 +184,7 @@ class SyntheticSource(Source):
         interval: str,
         **kw: Any,
     ) -> pd.DataFrame:
-        if kw:
-            raise TypeError(f"synthetic source: unexpected options {sorted(kw)}")
+        self.refuse_options(kw)
         times = bar_times(start, end, interval)
         return _frame([symbol], times, _simulate([symbol], times, interval, self.seed)).drop(
             columns="symbol"

@@ -24,7 +24,7 @@ from typing import Any
 import pandas as pd
 
 from stockpipe.config import SourceSettings
-from stockpipe.errors import RateLimitError, SourceError
+from stockpipe.errors import MissingColumnsError, RateLimitError, SourceError
 from stockpipe.sources.base import RetryPolicy, Source, daily_ts, intraday_ts, is_daily
 
 #: Our interval -> yfinance's.
@@ -111,8 +111,7 @@ class YahooSource(Source):
         period: str | None = None,
         **kw: Any,
     ) -> pd.DataFrame:
-        if kw:
-            raise TypeError(f"yahoo source: unexpected options {sorted(kw)}")
+        self.refuse_options(kw)
         args: dict[str, Any] = {
             "start": _yf_bound(start),
             "end": _yf_bound(end),
@@ -158,7 +157,7 @@ def _price_level(columns: pd.MultiIndex) -> int:
     for level in range(columns.nlevels):
         if "Close" in set(columns.get_level_values(level)):
             return level
-    raise ValueError("no level of the columns holds Close")
+    raise MissingColumnsError("every level of the download's columns", ["Close"])
 
 
 def normalize_download(
@@ -174,7 +173,7 @@ def normalize_download(
     if isinstance(cols, pd.MultiIndex):
         try:
             price_level = _price_level(cols)
-        except ValueError:
+        except MissingColumnsError:
             raise SourceError(source, symbol, f"unexpected columns {list(cols)[:6]}") from None
         ticker_level = 1 - price_level if cols.nlevels == 2 else None
         if ticker_level is None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from stockpipe.config import Settings
+from stockpipe.errors import ParameterError
 from stockpipe.schemas import DERIVED_COLUMNS, PRICE_COLUMNS
 
 MIB = 1 << 20
@@ -53,11 +54,11 @@ def task_slots(settings: Settings) -> int:
     return os.cpu_count() or 1
 
 
-def memory_mb(text: str) -> int:
-    """A JVM memory size ("2g", "768m", "512k") in MiB."""
+def memory_mb(text: str, setting: str = "spark memory") -> int:
+    """A JVM memory size ("2g", "768m", "512k") in MiB; ``setting`` names it in an error."""
     m = re.fullmatch(r"(\d+)([kmgt]?)b?", text.strip().lower())
     if not m:
-        raise ValueError(f"not a memory size: {text!r} (use e.g. 2g or 768m)")
+        raise ParameterError(setting, text, "a memory size", use="e.g. 2g or 768m")
     factor = {"k": 1 / 1024, "": 1 / MIB, "m": 1, "g": 1024, "t": 1024 * 1024}[m.group(2)]
     return max(1, int(int(m.group(1)) * factor))
 
@@ -78,7 +79,9 @@ class Tuning:
         memory = settings.spark_driver_memory if local else settings.spark_executor_memory
         return cls(
             cores=cores,
-            task_memory_mb=memory_mb(memory),
+            task_memory_mb=memory_mb(
+                memory, "spark_driver_memory" if local else "spark_executor_memory"
+            ),
             # two tasks per core: one uneven task no longer leaves a core idle
             shuffle_partitions=settings.spark_shuffle_partitions or 2 * cores,
         )

@@ -13,7 +13,7 @@ from dataclasses import asdict, astuple, dataclass
 
 import pyarrow as pa
 
-from stockpipe.errors import UnknownNameError, UnsupportedTypeError
+from stockpipe.errors import ParameterError, UnknownNameError, UnsupportedTypeError
 
 #: The staging table's flag column: the key was deleted in the source.
 DELETED = "_deleted"
@@ -65,7 +65,7 @@ def literal(value: str | int | None) -> str:
     if value is None:
         return "NULL"
     if isinstance(value, bool) or not isinstance(value, (int, str)):
-        raise TypeError(f"no literal for {value!r}")
+        raise ParameterError("value", value, "None, an integer or a string")
     if isinstance(value, int):
         return str(value)
     return "'" + value.replace("'", "''") + "'"
