@@ -93,17 +93,17 @@ airflow: up ## Airflow 3 on 127.0.0.1 with the project's DAGs (admin password pr
 	@$(BIN)/stockpipe airflow
 
 engine-start: setup ## a Docker engine for docker/ (the machine's, or a private dockerd as root) + Compose
-	@{ command -v dockerd && command -v busybox; } >/dev/null || $(MAKE) -s engine-packages
+	@{ command -v dockerd && command -v busybox && command -v debootstrap; } >/dev/null || $(MAKE) -s engine-packages
 	@$(BIN)/stockpipe engine start
 
 engine-stop: ## stop the private dockerd
 	@$(BIN)/stockpipe engine stop
 
-engine-packages: ## install Debian's docker.io (dockerd, containerd, runc) and busybox-static (needs root)
+engine-packages: ## install Debian's docker.io, busybox-static and debootstrap (needs root)
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	  echo "setup: installing Debian's docker.io (the engine for the Compose deployment) ..."; \
-	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q docker.io busybox-static >/dev/null \
-	  || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q docker.io busybox-static >/dev/null; }; \
+	  echo "setup: installing Debian's docker.io, busybox-static and debootstrap (the Compose deployment's engine and base image) ..."; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q docker.io busybox-static debootstrap >/dev/null \
+	  || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q docker.io busybox-static debootstrap >/dev/null; }; \
 	else echo "error: dockerd not found; install Docker (as root: apt-get install docker.io)" >&2; exit 1; fi
 
 test-deploy: engine-start ## the deployment tests (tests/deploy: a real engine)

@@ -205,3 +205,26 @@ def test_a_service_in_the_middle_of_its_exec_is_running_not_stale(tmp_path, monk
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_every_tool_the_code_requires_names_its_fix_when_missing(monkeypatch):
+    """require_tool("x") on a machine without x must say how to install it, for every
+    tool the code asks for (debootstrap once raised KeyError instead)."""
+    import ast
+
+    lib = Path(install.__file__).resolve().parents[1]
+    tools = {
+        node.args[0].value
+        for path in lib.rglob("*.py")
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Call)
+        and getattr(node.func, "attr", getattr(node.func, "id", "")) == "require_tool"
+        and node.args
+        and isinstance(node.args[0], ast.Constant)
+    }
+    assert {"java", "debootstrap"} <= tools
+    monkeypatch.setattr(install.shutil, "which", lambda _tool: None)
+    for tool in tools:
+        with pytest.raises(MissingToolError, match="install") as err:
+            install.require_tool(tool)
+        assert tool in str(err.value)

@@ -28,12 +28,16 @@ _FIX = {
     "mvn": "install Maven: apt-get install -y maven",
     "go": "install Go >= 1.24 (https://go.dev/doc/install) and put it on PATH",
     "postgres": "install PostgreSQL: apt-get install -y postgresql (`make setup` does, as root)",
+    "debootstrap": "install debootstrap: apt-get install -y debootstrap (`make engine-start` does)",
+    "dockerd": "install Docker: apt-get install -y docker.io (`make engine-start` does, as root)",
 }
 _PURPOSE = {
     "java": "run the Kafka broker and Spark",
     "mvn": "fetch the Kafka broker and Spark connector jars from Maven Central",
     "go": "build the MinIO server from source",
     "postgres": "run the warehouse (PostgreSQL) that `stockpipe export` loads",
+    "debootstrap": "make the Debian root file system of the local image build mode",
+    "dockerd": "run a Docker engine for the Compose deployment",
 }
 _MARKER = ".complete"
 
