@@ -146,6 +146,16 @@ def init() -> None:
     )
 
 
+@app.command("spark-connect")
+def spark_connect() -> None:
+    """Run the Spark Connect server in the foreground (a container's command; the local
+    stack starts it in the background with `stockpipe up`)."""
+    from stockpipe.stack.spark_connect import serve
+
+    settings = load_settings()
+    serve(settings, settings.state_dir / "spark-connect")
+
+
 @app.command("docker-env")
 def docker_env() -> None:
     """Generate the Compose deployment's credentials into docker/.env (mode 0600)."""

@@ -73,6 +73,7 @@ class StackSettings(_Part):
     spark_worker_memory: str = "2g"
     #: The stack's Spark Connect server (sc://<host>:<port>), where the jobs run
     spark_connect_port: int = 15002
+    spark_connect_bind: str = ""  # the address it listens on; empty: host (a container: 0.0.0.0)
     airflow_port: int = 8080
     lab_port: int = 8888
 

@@ -40,7 +40,7 @@ BATCH_CONF = {"symbols": SYMBOL, "start": START, "end": END}
 PROVENANCE = {"ingested_at", "batch_id", "processed_at", *KAFKA_COLUMNS}
 LONG_RUNNING = {
     "kafka-1", "kafka-2", "kafka-3", "minio", "spark-master", "spark-worker-1",
-    "spark-worker-2", "postgres", "airflow-apiserver", "airflow-scheduler",
+    "spark-worker-2", "spark-connect", "postgres", "airflow-apiserver", "airflow-scheduler",
     "airflow-dag-processor", "airflow-triggerer", "jupyter",
 }  # fmt: skip
 ONE_SHOT = {"project", "lake-init", "airflow-init"}

@@ -160,7 +160,7 @@ def test_kafka_cluster_ids_never_begin_with_a_dash():
 
 
 SPARK_NODES = ("spark-master", "spark-worker-1", "spark-worker-2")
-DRIVERS = ("airflow-scheduler", "jupyter", "lake-init")
+DRIVERS = ("spark-connect", "airflow-scheduler", "jupyter", "lake-init")
 
 
 def test_spark_authenticates_every_rpc_with_the_generated_secret():
@@ -299,3 +299,16 @@ def test_a_failing_compose_command_raises_with_its_output(tmp_path: Path):
     dep = Deployment("unix:///x/docker.sock", fake, tmp_path / "deploy.env")
     with pytest.raises(StackError, match=r"(?s)up --detach.*exit 3.*kafka-1 is unhealthy"):
         dep.up(timeout_s=5)
+
+
+def test_the_jobs_are_clients_of_the_spark_connect_service_in_front_of_the_workers():
+    connect = SERVICES["spark-connect"]
+    assert "ports" not in connect  # reached on the project network only
+    assert connect["command"] == ["spark-connect"]
+    assert {"spark-worker-1", "spark-worker-2"} <= set(connect["depends_on"])
+    assert _env(connect)["STOCKPIPE_SPARK_CONNECT_BIND"] == "0.0.0.0"
+    assert _env(connect)["STOCKPIPE_SPARK_MASTER"] == "spark://spark-master:7077"
+    for name in ("airflow-scheduler", "jupyter", "spark-connect"):
+        assert _env(SERVICES[name])["STOCKPIPE_SPARK_REMOTE"] == "sc://spark-connect:15002"
+    for name in ("airflow-scheduler", "jupyter"):
+        assert SERVICES[name]["depends_on"]["spark-connect"] == {"condition": "service_healthy"}

@@ -11,9 +11,11 @@ and the lake's keys in its environment only.
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 from stockpipe.config import Settings
 from stockpipe.spark.session import s3_env, spark_conf
@@ -34,11 +36,51 @@ def server_conf(settings: Settings) -> dict[str, str]:
         **spark_conf(settings),
         "spark.master": settings.spark_master_url,
         "spark.app.name": "stockpipe Spark Connect server",
-        "spark.connect.grpc.binding.address": settings.host,
+        "spark.connect.grpc.binding.address": settings.spark_connect_bind or settings.host,
         "spark.connect.grpc.binding.port": str(settings.spark_connect_port),
         "spark.connect.execute.manager.detachedTimeout": DETACHED_TIMEOUT,
         "spark.connect.execute.manager.maintenanceInterval": "2s",
     }
+
+
+def write_properties(path: Path, settings: Settings) -> None:
+    """The server's settings as a properties file, its owner's only (an RPC secret may
+    be among them: a file, never the command line)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.writelines(f"{key} {value}\n" for key, value in server_conf(settings).items())
+
+
+def server_command(settings: Settings, properties: Path) -> tuple[list[str], dict[str, str]]:
+    """The server's command line and the environment it adds (the lake's keys)."""
+    home = spark_home()
+    cmd = [
+        str(home / "bin" / "spark-submit"),
+        "--class",
+        SERVER_CLASS,
+        "--properties-file",
+        str(properties),
+        "--driver-memory",
+        settings.spark_driver_memory,
+        "spark-internal",
+    ]
+    env = {
+        "SPARK_HOME": str(home),
+        "SPARK_LOCAL_IP": settings.spark_connect_bind or settings.host,
+        "PYSPARK_PYTHON": sys.executable,
+        **s3_env(settings),
+    }
+    return cmd, env
+
+
+def serve(settings: Settings, conf_dir: Path) -> NoReturn:
+    """Run the server in this process, in the foreground (a container's command)."""
+    conf_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    properties = conf_dir / "spark-connect.conf"
+    write_properties(properties, settings)
+    cmd, env = server_command(settings, properties)
+    os.execve(cmd[0], cmd, {**os.environ, **env})
 
 
 @dataclass
@@ -58,29 +100,10 @@ class SparkConnect(Service):
         return f"sc://{self.settings.host}:{self.main_port}"
 
     def prepare(self) -> None:
-        # written under the service's 0077 umask: the RPC secret, if any, stays private
-        lines = [f"{key} {value}" for key, value in server_conf(self.settings).items()]
-        self.properties_file.write_text("\n".join(lines) + "\n")
+        write_properties(self.properties_file, self.settings)
 
     def command(self) -> tuple[list[str], dict[str, str]]:
-        home = spark_home()
-        cmd = [
-            str(home / "bin" / "spark-submit"),
-            "--class",
-            SERVER_CLASS,
-            "--properties-file",
-            str(self.properties_file),
-            "--driver-memory",
-            self.settings.spark_driver_memory,
-            "spark-internal",
-        ]
-        env = {
-            "SPARK_HOME": str(home),
-            "SPARK_LOCAL_IP": self.settings.host,
-            "PYSPARK_PYTHON": sys.executable,
-            **s3_env(self.settings),
-        }
-        return cmd, env
+        return server_command(self.settings, self.properties_file)
 
     def healthy(self) -> bool:
         """The gRPC endpoint completes an HTTP/2 handshake (it opens once Spark is up)."""
