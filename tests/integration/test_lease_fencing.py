@@ -91,9 +91,7 @@ def test_a_hung_renewal_stops_commits_before_the_ttl_and_a_contender_waits_it_ou
         contender.release()
 
 
-def test_a_contender_whose_clock_runs_90_s_ahead_does_not_take_a_live_lease(
-    settings, monkeypatch
-):
+def test_a_contender_whose_clock_runs_90_s_ahead_does_not_take_a_live_lease(settings, monkeypatch):
     name = _name()
     contender = Lease(settings, name, job="contender", ttl_s=TTL_S)
     with hold(settings, [name], job="live holder", ttl_s=TTL_S) as (lease,):
@@ -159,9 +157,7 @@ def lake(settings):
     return s
 
 
-def test_a_batch_job_whose_renewals_hang_never_commits_after_a_takeover(
-    lake, spark, monkeypatch
-):
+def test_a_batch_job_whose_renewals_hang_never_commits_after_a_takeover(lake, spark, monkeypatch):
     from stockpipe.ingest import ingest
     from stockpipe.reader import read_bars, read_raw_bars
     from stockpipe.schemas import BAR_KEY
