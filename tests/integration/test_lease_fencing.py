@@ -1,0 +1,220 @@
+"""Fenced writers: a holder that could have lost its lease never commits.
+
+On the real MinIO of the test stack, with faults injected into the renewals only:
+a renewal that hangs, a contender whose clock runs ahead, a renewal that fails once,
+and a batch job whose renewals hang while a second job takes its tables over.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from types import SimpleNamespace
+
+import pytest
+from botocore.exceptions import EndpointConnectionError
+from oracles.bars import assert_same_bars, expected_processed
+
+from stockpipe import lease as lease_module
+from stockpipe.errors import LeaseHeldError, LeaseLostError
+from stockpipe.lease import Lease, hold
+
+pytestmark = pytest.mark.integration
+
+TTL_S = 6.0
+
+
+def _name() -> str:
+    return f"test/fencing-{uuid.uuid4().hex[:8]}"
+
+
+def _until(condition, timeout_s: float, what: str, every_s: float = 0.05) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"waited {timeout_s:.0f} s for {what}"
+        time.sleep(every_s)
+
+
+def _lost(lease: Lease) -> bool:
+    try:
+        lease.check()
+    except LeaseLostError:
+        return True
+    return False
+
+
+class HungRenewals:
+    """Renewals of the leases in ``frozen`` hang until ``thaw`` (a stuck request);
+    ``ok_sent`` is when the last renewal that succeeded was sent (monotonic)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.frozen: set[str] = set()
+        self.thaw = threading.Event()
+        self.ok_sent: dict[str, float] = {}
+        real = Lease.renew
+
+        def renew(lease: Lease) -> None:
+            if lease.id in self.frozen:
+                self.thaw.wait(300)
+            sent = time.monotonic()
+            real(lease)
+            self.ok_sent[lease.id] = sent
+
+        monkeypatch.setattr(Lease, "renew", renew)
+
+
+def test_a_hung_renewal_stops_commits_before_the_ttl_and_a_contender_waits_it_out(
+    settings, monkeypatch
+):
+    name, hung = _name(), HungRenewals(monkeypatch)
+    contender = Lease(settings, name, job="contender", ttl_s=TTL_S)
+    try:
+        with hold(settings, [name], job="stalled holder", ttl_s=TTL_S) as (lease,):
+            _until(lambda: lease.id in hung.ok_sent, 3 * TTL_S, "a first renewal")
+            hung.frozen.add(lease.id)
+            _until(lambda: _lost(lease), 3 * TTL_S, "check() to fail")
+            # before the store could count the lease expired: its last write came after
+            # that renewal was sent
+            assert time.monotonic() < hung.ok_sent[lease.id] + TTL_S
+            held = contender.try_acquire()
+            assert held is not None and held.holder == lease.id  # still live by the store
+            _until(lambda: contender.try_acquire() is None, 4 * TTL_S, "the takeover", 0.2)
+            assert time.monotonic() > hung.ok_sent[lease.id] + TTL_S
+            with pytest.raises(LeaseLostError):
+                lease.check()
+            hung.thaw.set()  # the stuck renewal ends: it must not take the lease back
+        holder = contender.current_holder()
+        assert holder is not None and holder.holder == contender.id and not holder.expired
+    finally:
+        hung.thaw.set()
+        contender.release()
+
+
+def test_a_contender_whose_clock_runs_90_s_ahead_does_not_take_a_live_lease(settings, monkeypatch):
+    name = _name()
+    contender = Lease(settings, name, job="contender", ttl_s=TTL_S)
+    with hold(settings, [name], job="live holder", ttl_s=TTL_S) as (lease,):
+        real_time = time.time
+        ahead = SimpleNamespace(
+            time=lambda: real_time() + 90, monotonic=time.monotonic, sleep=time.sleep
+        )
+        monkeypatch.setattr(lease_module, "time", ahead)
+        held = contender.try_acquire()
+        assert held is not None and held.holder == lease.id
+        with pytest.raises(LeaseHeldError, match="live holder"):
+            contender.acquire(wait_s=2 * TTL_S, poll_s=0.5)
+        lease.check()
+    # released: taken at once, whatever the clock
+    assert contender.try_acquire() is None
+    contender.release()
+
+
+def test_a_renewal_that_fails_once_does_not_lose_the_lease(settings, monkeypatch):
+    name = _name()
+    with hold(settings, [name], job="holder", ttl_s=TTL_S) as (lease,):
+        s3, real_put = lease._s3, lease._s3.put_object
+        renewals: list[str] = []
+
+        def put_object(**kw):  # MinIO restarting: one renewal cannot connect
+            if kw.get("Key") != lease.key or "IfMatch" not in kw:
+                return real_put(**kw)
+            if not renewals:
+                renewals.append("failed")
+                raise EndpointConnectionError(endpoint_url=settings.s3_url)
+            answer = real_put(**kw)
+            renewals.append("ok")
+            return answer
+
+        monkeypatch.setattr(s3, "put_object", put_object)
+        deadline = time.monotonic() + 6 * TTL_S
+        while renewals.count("ok") < 2:
+            lease.check()  # never fails meanwhile
+            assert time.monotonic() < deadline, renewals
+            time.sleep(0.05)
+        assert renewals[0] == "failed"
+        holder = lease.current_holder()
+        assert holder is not None and holder.holder == lease.id
+
+
+@pytest.fixture
+def lake(settings):
+    """A fresh bucket and topic; leases short enough to see a takeover."""
+    from stockpipe.kafka import ensure_topics
+    from stockpipe.stack.minio_access import provision_bucket
+
+    run = uuid.uuid4().hex[:8]
+    s = settings.model_copy(
+        update={
+            "bucket": f"fence-{run}",
+            "topic_bars": f"fence.{run}",
+            "lease_ttl_s": TTL_S,
+            "lease_wait_s": 120.0,
+        }
+    )
+    provision_bucket(s)
+    ensure_topics(s, [s.topic_bars], partitions=3)
+    return s
+
+
+def test_a_batch_job_whose_renewals_hang_never_commits_after_a_takeover(lake, spark, monkeypatch):
+    from stockpipe.ingest import ingest
+    from stockpipe.reader import read_bars, read_raw_bars
+    from stockpipe.schemas import BAR_KEY
+    from stockpipe.sources import fetch_many, get_source
+    from stockpipe.spark.batch import BarsBatchJob, pending_records, run_batch_job
+
+    window = {"start": "2016-01-01", "end": "2016-12-31"}
+    r = ingest(lake, "samples", "MSFT,GOOG", progress=False, **window)
+    sent = fetch_many(get_source("samples"), "MSFT,GOOG", batch_id="f", progress=False, **window)
+    hung = HungRenewals(monkeypatch)
+    stale = BarsBatchJob(lake, spark)
+    stalled, taken_over = threading.Event(), threading.Event()
+    slices: list[int] = []
+    process = BarsBatchJob.process_batch
+
+    def slow_process(job, batch, part):
+        # the stale job's second slice: its renewals hang, and it goes on (reads
+        # and commits work) only once another job has taken its tables over
+        if job is stale:
+            slices.append(part.number)
+        if job is not stale or len(slices) != 2:
+            return process(job, batch, part)
+        hung.frozen.update(lease.id for lease in job.leases)
+        stalled.set()
+        assert taken_over.wait(600)
+        try:
+            process(job, batch, part)
+        finally:
+            hung.thaw.set()  # its commits are made or refused: the renewals may go on
+
+    monkeypatch.setattr(BarsBatchJob, "process_batch", slow_process)
+    outcome: dict[str, object] = {}
+
+    def run_stale() -> None:
+        try:
+            outcome["report"] = stale.run(max_offsets_per_trigger=r.sent // 2)
+        except Exception as exc:
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run_stale, name="stale-job")
+    thread.start()
+    try:
+        assert stalled.wait(600), outcome
+        second = run_batch_job(lake, spark=spark)  # waits for the leases, then takes them
+        assert second.records_read > 0
+        taken_over.set()
+        thread.join(600)
+        assert not thread.is_alive()
+    finally:
+        taken_over.set()
+        hung.thaw.set()
+        thread.join(600)
+    raw = read_raw_bars(lake)
+    assert not raw.duplicated(["partition", "offset"]).any()
+    assert len(raw) == r.sent
+    processed = read_bars(lake, None)
+    assert not processed.duplicated(list(BAR_KEY)).any()
+    assert isinstance(outcome.get("error"), LeaseLostError), outcome
+    assert_same_bars(processed, expected_processed(sent.bars))
+    assert pending_records(lake) == 0
