@@ -1,15 +1,17 @@
 """Spark batch benchmark: 500 symbols x 10 years of daily bars (~1.26 M records) into Delta.
 
-The records are produced to Kafka first (not timed); then one process starts
-Spark and runs the job Kafka -> raw + quarantine + processed (timed, Spark start
-included). In the same run a single-process pandas implementation of the
-processed-zone transform (JSON parse, validation, de-duplication, derived
-columns) runs on the same records: the ratio of the two is the figure to watch.
-Then one day (500 bars) is added to histories of 10, 20 and 40 years, each in a
-lake of its own, and the job's own time (Spark start excluded) is measured for
-that incremental day and for a run with nothing new.
-Targets: ratio <= 2.7; incremental day <= 5 s of job time, within 20 % across
-history lengths; nothing new < 2 s.
+The stack's Spark Connect server starts first (its start reported apart) and runs
+one small job on a lake of its own (a server that has served jobs: warm). The
+records are produced to Kafka (not timed); then `stockpipe batch` runs as a new
+process, a client of the warm server: Kafka -> raw + quarantine + processed, timed
+as a whole process (client start included). In the same run a single-process pandas
+implementation of the processed-zone transform (JSON parse, validation,
+de-duplication, derived columns) runs on the same records: the ratio of the two is
+the figure to watch. Then one day (500 bars) is added to histories of 10, 20 and 40
+years, each in a lake of its own, and `stockpipe batch` is timed for that day and
+for a run with nothing new.
+Targets: ratio <= 1.5; incremental day <= 3 s wall, within 20 % across history
+lengths; nothing new <= 1 s wall.
 """
 
 from __future__ import annotations
@@ -101,12 +103,24 @@ def main() -> None:
     parser.add_argument("--years", type=int, default=10)
     parser.add_argument("--histories", default="10,20,40", help="years of history, incremental")
     args = parser.parse_args()
-    results: dict = {"targets": {"ratio": 2.7, "incremental_s": 5, "noop_s": 2}}
+    results: dict = {"targets": {"ratio": 1.5, "incremental_wall_s": 3, "noop_wall_s": 1}}
     end = pd.Timestamp("2025-11-03")  # history in the past
     day = end + pd.offsets.BDay(1)
     with isolated_stack(
         spark_master="local[2]", spark_driver_memory="4g", spark_shuffle_partitions=4
-    ) as (base, _stack):
+    ) as (base, stack):
+        results["server_start_s"] = round(stack.started["spark-connect"], 2)
+        print(f"Spark Connect server started in {results['server_start_s']:.1f} s", flush=True)
+        warm, warm_env = lake_env(base, "warmup")
+        sample = synthetic_bars(20, end - pd.DateOffset(years=1), end, "1d", seed=1, batch_id="w")
+        produce_bars(warm, sample, warm.topic_bars, progress=False)
+        for _ in range(2):  # a server that has served jobs: classes loaded, code compiled
+            wall, _job, summary = run_job_in_fresh_process(warm_env)
+            produce_bars(
+                warm, sample.assign(close=sample.close * 1.01), warm.topic_bars, progress=False
+            )
+        results["warmup_s"] = round(wall, 2)
+        print(f"warm-up job: {wall:.1f} s -- {summary}", flush=True)
         settings, env = lake_env(base, "full")
         bars = synthetic_bars(
             args.symbols, end - pd.DateOffset(years=args.years), end, "1d", seed=3, batch_id="b"
@@ -160,11 +174,12 @@ def main() -> None:
             )
     results["incremental"] = incremental
     results["ratio_spark_to_pandas"] = round(results["spark_full_s"] / results["pandas_s"], 2)
-    jobs = [v["job_s"] for v in incremental.values()]
-    results["incremental_spread"] = round(max(jobs) / min(jobs) - 1, 3)
+    walls = [v["wall_s"] for v in incremental.values()]
+    results["incremental_spread"] = round(max(walls) / min(walls) - 1, 3)
     print(
         f"ratio spark/pandas: {results['ratio_spark_to_pandas']}; incremental day "
-        f"{min(jobs):.1f}-{max(jobs):.1f} s (spread {results['incremental_spread']:.0%})"
+        f"{min(walls):.1f}-{max(walls):.1f} s wall (spread {results['incremental_spread']:.0%}); "
+        f"nothing new {max(v['noop_s'] for v in incremental.values()):.1f} s"
     )
     save("spark_batch", results)
 

@@ -25,7 +25,7 @@ def isolated_stack(**overrides) -> Iterator[tuple[Settings, Stack]]:
     with tempfile.TemporaryDirectory(prefix="stockpipe-bench-") as tmp:
         settings = isolated_settings(Path(tmp), **overrides)
         stack = Stack(settings)
-        stack.up(log=lambda _m: None)
+        stack.started = stack.up(log=lambda _m: None)  # seconds per service
         try:
             yield settings, stack
         finally:

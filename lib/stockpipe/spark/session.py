@@ -118,15 +118,24 @@ def _rpc_auth(settings: Settings) -> dict[str, str]:
     return {"spark.authenticate": "true", "spark.authenticate.secret": secret}
 
 
+#: How a Connect client retries a server that does not answer: about 15 s in all
+CONNECT_RETRIES = {"max_retries": 5, "initial_backoff": 250, "max_backoff": 5000}
+
+
 def get_spark(settings: Settings, app_name: str = "stockpipe") -> SparkSession:
     """A session of its own on the Spark Connect server (``spark_remote_url``).
 
     Its temp views and settings are its own; ``stop()`` releases what it holds on the
     server. A StackError naming ``stockpipe up`` when the server does not answer.
     """
+    from pyspark.sql.connect.client.retries import DefaultPolicy
+
     url = settings.spark_remote_url
     _require_server(url)
     spark = SparkSession.builder.remote(url).create()
+    # a server gone for longer is gone with the session's state: fail the job (and let
+    # a rerun finish it) instead of the client's ten minutes of retries
+    spark.client.set_retry_policies([DefaultPolicy(**CONNECT_RETRIES)])  # type: ignore[attr-defined]
     spark.addTag(app_name)
     return spark
 
