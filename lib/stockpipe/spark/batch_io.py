@@ -23,6 +23,7 @@ from stockpipe.lake import storage_options, table_uri, zone
 from stockpipe.spark import transforms as T
 from stockpipe.spark.session import kafka_reader, session_conf
 from stockpipe.spark.tuning import Tuning
+from stockpipe.tables import open_table
 
 #: Session setting that puts a text into the ``userMetadata`` of Spark's Delta commits.
 USER_METADATA = "spark.databricks.delta.commitInfo.userMetadata"
@@ -143,7 +144,7 @@ class TableIO:
     ) -> Commit:
         """A commit with no rows that carries ``metadata`` (Spark's writer makes none
         for no rows; ``deltalake`` does), and makes the table if missing."""
-        from deltalake import CommitProperties, DeltaTable, write_deltalake
+        from deltalake import CommitProperties, write_deltalake
 
         write_deltalake(
             table_uri(self.settings, table),
@@ -156,30 +157,21 @@ class TableIO:
             storage_options=storage_options(self.settings),
             commit_properties=CommitProperties(custom_metadata={"userMetadata": metadata}),
         )
-        uri = table_uri(self.settings, table)
-        return Commit(DeltaTable(uri, storage_options=storage_options(self.settings)).version())
+        return Commit(self.version(table))
 
     def version(self, table: str) -> int | None:
-        """The table's latest version (None: not made yet)."""
-        last = self._history(table)
-        return None if last is None else int(last.version)
-
-    def _history(self, table: str):
-        try:
-            rows = self.spark.sql(f"DESCRIBE HISTORY delta.`{self.path(table)}` LIMIT 1").collect()
-        except Exception as exc:  # a path with no Delta log yet
-            if "DELTA_MISSING_DELTA_TABLE" in str(exc) or "is not a Delta table" in str(exc):
-                return None
-            raise
-        return rows[0] if rows else None
+        """The table's latest version (None: not made yet), read from its log by
+        ``deltalake``: a fraction of what a Spark query on the log costs."""
+        dt = open_table(self.settings, table)
+        return None if dt is None else dt.version()
 
     def _last_commit(self, table: str, before: int | None) -> Commit:
         """The commit after version ``before``, with the rows it wrote (none: no commit)."""
-        last = self._history(table)
-        if last is None or (before is not None and last.version <= before):
+        dt = open_table(self.settings, table)
+        if dt is None or (before is not None and dt.version() <= before):
             return Commit(before)
-        rows = int((last.operationMetrics or {}).get("numOutputRows", 0))
-        return Commit(int(last.version), inserted=rows)
+        metrics = dt.history(1)[0].get("operationMetrics") or {}
+        return Commit(dt.version(), inserted=int(metrics.get("numOutputRows", 0)))
 
     def _merge(self, table: str, source: DataFrame, how: Upsert, metadata: str) -> None:
         """Delta's MERGE in SQL: Spark Connect has Delta's SQL extension, not its
