@@ -56,7 +56,7 @@ postgres: ## install Debian's PostgreSQL server, the local warehouse (needs root
 	  && echo "setup: postgresql ready"; \
 	else echo "error: PostgreSQL is not installed (sudo apt-get install postgresql): the warehouse needs it" >&2; exit 1; fi
 
-up: setup ## start Kafka, MinIO and PostgreSQL on 127.0.0.1 (no-op when up)
+up: setup ## start Kafka, MinIO, PostgreSQL and the Spark Connect server on 127.0.0.1 (no-op when up)
 	@$(BIN)/stockpipe up
 
 down: ## stop the local stack

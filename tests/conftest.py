@@ -73,12 +73,12 @@ def spark(settings: Settings):
 @pytest.fixture(scope="session")
 def stream_spark(settings: Settings):
     """A Spark driver in this process, pointed at the test stack: the streaming job's."""
-    from pyspark.sql import SparkSession
+    from pyspark import SparkContext
 
     from stockpipe.spark.session import driver_session
 
-    active = SparkSession.getActiveSession()
-    endpoint = active and active.sparkContext.getConf().get("spark.hadoop.fs.s3a.endpoint", "")
+    active = SparkContext._active_spark_context
+    endpoint = active and active.getConf().get("spark.hadoop.fs.s3a.endpoint", "")
     if active is not None and endpoint != settings.s3_url:
         active.stop()  # a plain unit-test session: no lake settings
     session = driver_session(settings, "stockpipe-tests-stream")

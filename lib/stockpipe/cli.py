@@ -83,7 +83,8 @@ def setup(verbose: bool = typer.Option(False, "--verbose", "-v")) -> None:
 
 @app.command()
 def up() -> None:
-    """Start Kafka, MinIO and PostgreSQL on 127.0.0.1 (a no-op when already up)."""
+    """Start Kafka, MinIO, PostgreSQL and the Spark Connect server on 127.0.0.1 (a no-op
+    when already up; a dead service is started again)."""
     from stockpipe.stack.manager import Stack
 
     settings = _settings()
@@ -92,7 +93,8 @@ def up() -> None:
     typer.echo(
         f"stack is up ({time.perf_counter() - t0:.1f} s): Kafka {settings.bootstrap_servers}, "
         f"MinIO {settings.s3_url} (console http://{settings.host}:{settings.minio_console_port}), "
-        f"bucket {settings.bucket}, warehouse {_warehouse_url(settings)}"
+        f"bucket {settings.bucket}, Spark Connect {settings.spark_remote_url}, "
+        f"warehouse {_warehouse_url(settings)}"
     )
 
 

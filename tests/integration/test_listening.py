@@ -23,7 +23,8 @@ import requests
 from stockpipe.config import child_environ
 from stockpipe.stack.manager import Stack
 from stockpipe.stack.services import free_port
-from stockpipe.stack.spark_cluster import spark_cluster_services
+from stockpipe.stack.spark_cluster import SparkWorker, spark_cluster_services
+from stockpipe.stack.spark_connect import SparkConnect
 
 pytestmark = pytest.mark.integration
 
@@ -106,9 +107,11 @@ def everything(stack, spark, tmp_path_factory) -> Iterator[tuple[list[int], dict
             "spark_driver_memory": "768m",
             "airflow_port": free_port(),
             "lab_port": free_port(),
+            "spark_connect_port": free_port(),
         }
     )
-    cluster = Stack(s, spark_cluster_services(s))
+    # the cluster's own Spark Connect server: the application below is its client
+    cluster = Stack(s, [*spark_cluster_services(s), SparkConnect("spark-connect-cluster", s)])
     env = child_environ(s, {"JUPYTER_TOKEN": "listening-test", "PYTHONUNBUFFERED": "1"})
     logs = tmp_path_factory.mktemp("listening")
 
@@ -174,7 +177,8 @@ def everything(stack, spark, tmp_path_factory) -> Iterator[tuple[list[int], dict
         pids = [svc.pid() for svc in [*stack.services, *cluster.services]]
         assert None not in pids
         counts = {"executors": 0}
-        for proc in _tree(cluster.services[-1].pid()):
+        worker = next(svc for svc in cluster.services if isinstance(svc, SparkWorker))
+        for proc in _tree(worker.pid()):
             with contextlib.suppress(psutil.Error):  # a short-lived helper that has exited
                 counts["executors"] += "CoarseGrainedExecutorBackend" in " ".join(proc.cmdline())
         counts["airflow_port"], counts["lab_port"] = s.airflow_port, s.lab_port
@@ -190,7 +194,7 @@ def everything(stack, spark, tmp_path_factory) -> Iterator[tuple[list[int], dict
 
 def test_every_process_listens_on_loopback_only(everything):
     roots, counts = everything
-    assert counts["executors"] == 1  # the cluster application's executor is running
+    assert counts["executors"] == 1  # the cluster's Connect server has its executor
     pids = {p.pid for root in roots for p in _tree(root)}
     sockets = _listening(pids)
     names = {name for _ip, _port, _pid, name in sockets}

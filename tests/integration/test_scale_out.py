@@ -30,7 +30,8 @@ from stockpipe.spark.batch import run_batch_job
 from stockpipe.stack.manager import Stack, isolated_settings
 from stockpipe.stack.minio_access import provision_bucket
 from stockpipe.stack.services import free_port
-from stockpipe.stack.spark_cluster import SparkMaster, spark_cluster_services
+from stockpipe.stack.spark_cluster import SparkWorker, spark_cluster_services
+from stockpipe.stack.spark_connect import SparkConnect
 from stockpipe.ticks import TickSpec, run_producer
 
 pytestmark = pytest.mark.integration
@@ -103,9 +104,13 @@ def cluster(settings):
             "spark_worker_memory": "1g",
             "spark_executor_memory": "768m",
             "spark_driver_memory": "1g",
+            "spark_connect_port": free_port(),
         }
     )
-    stack = Stack(s, spark_cluster_services(s))
+    # the jobs' Spark Connect server, its tasks on the cluster (the streaming job's own
+    # driver goes to the master itself)
+    connect = SparkConnect("spark-connect-cluster", s)
+    stack = Stack(s, [*spark_cluster_services(s), connect])
     try:
         stack.up(log=lambda _m: None)
         yield stack
@@ -113,13 +118,24 @@ def cluster(settings):
         stack.down(log=lambda _m: None)
 
 
+def _workers(stack: Stack) -> list:
+    return [svc for svc in stack.services if isinstance(svc, SparkWorker)]
+
+
 def _executors_ran(stack: Stack) -> int:
     """Executor directories the workers created (one per application and worker)."""
-    return sum(
-        len(list(svc.data_dir.glob("app-*/*")))
-        for svc in stack.services
-        if not isinstance(svc, SparkMaster)
-    )
+    return sum(len(list(svc.data_dir.glob("app-*/*"))) for svc in _workers(stack))
+
+
+def _tasks_run(stack: Stack) -> list[int]:
+    """Tasks each worker's executors have started, from their logs."""
+    return [
+        sum(
+            f.read_text(errors="replace").count("Running task")
+            for f in svc.data_dir.glob("app-*/*/stderr")
+        )
+        for svc in _workers(stack)
+    ]
 
 
 def test_batch_job_on_a_standalone_cluster_equals_local_mode(settings, spark, cluster):
@@ -144,9 +160,12 @@ def test_batch_job_on_a_standalone_cluster_equals_local_mode(settings, spark, cl
         producer.send_many([(b"BAD", b"\x00 not json")])
 
     run_batch_job(local, spark=spark)
-    before = _executors_ran(cluster)
+    before = _tasks_run(cluster)
     summary = _run([sys.executable, "-m", "stockpipe.cli", "batch"], on_cluster)
-    assert _executors_ran(cluster) >= before + 2, "the job did not run on both workers"
+    after = _tasks_run(cluster)
+    assert len(after) == 2 and all(a > b for a, b in zip(after, before, strict=True)), (
+        f"the job did not run tasks on both workers: {before} -> {after}"
+    )
     assert f"{len(bars) + len(fix) + 1} records read" in summary
 
     a, b = read_bars(local), read_bars(on_cluster)

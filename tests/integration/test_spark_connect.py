@@ -70,7 +70,9 @@ def test_a_job_started_while_the_server_is_down_names_stockpipe_up(lake):
 
 
 def _job(settings) -> subprocess.Popen:
-    env = {**os.environ, **settings.to_env()}
+    # an env file of its own: the CLI writes generated keys into a missing one
+    env_file = settings.state_dir / "job.env"
+    env = {**os.environ, **settings.to_env(), "STOCKPIPE_ENV_FILE": str(env_file)}
     return subprocess.Popen(
         [sys.executable, "-m", "stockpipe.cli", "batch"],
         env=env,

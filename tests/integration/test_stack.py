@@ -106,7 +106,8 @@ def test_stack_manager_up_twice_status_sigkill_restart_keeps_kafka_data(own_stat
         values = [v for _, _, _, v in read_all(settings, "test.persist")]
         assert values == [f"v{i}".encode() for i in range(50)]
     finally:
-        assert set(st.down(log=lambda _m: None)) == {"kafka", "minio", "postgres"}
+        stopped = set(st.down(log=lambda _m: None))
+        assert stopped == {"kafka", "minio", "postgres", "spark-connect"}
     assert all(s.state == "stopped" for s in st.status())
 
 

@@ -151,11 +151,31 @@ def _require_server(url: str) -> None:
         ) from exc
 
 
+@contextmanager
+def classic_api() -> Iterator[None]:
+    """PySpark's classic API for the block, in a process that also holds a Connect session.
+
+    PySpark picks the API of every ``functions``/``Column`` call by an environment
+    variable that a Connect session sets; a driver of this process needs the classic
+    one (and a child process must not inherit the variable).
+    """
+    saved = os.environ.pop(_CONNECT_MODE, None)
+    try:
+        yield
+    finally:
+        if saved is not None:
+            os.environ[_CONNECT_MODE] = saved
+
+
+_CONNECT_MODE = "SPARK_CONNECT_MODE_ENABLED"
+
+
 def driver_session(settings: Settings, app_name: str = "stockpipe", **extra: str) -> SparkSession:
     """A Spark driver in this process (reused if running), for the streaming job.
 
     Its queries live and die with this process: nothing keeps running on a server
-    after the job is killed (docs/architecture.md, "Where Spark runs").
+    after the job is killed (docs/architecture.md, "Where Spark runs"). Use it inside
+    :func:`classic_api` where the process may hold a Connect session too.
     """
     os.environ.setdefault("SPARK_LOCAL_IP", settings.host)
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
@@ -173,7 +193,8 @@ def driver_session(settings: Settings, app_name: str = "stockpipe", **extra: str
         # PySpark's first call into a new JVM imports pyspark.testing, and with
         # it pandas: done here while the JVM starts, not after
         threading.Thread(target=_import_pyspark_testing, daemon=True).start()
-    spark = builder.getOrCreate()
+    with classic_api():
+        spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
     return spark
 

@@ -64,7 +64,7 @@ from stockpipe.lake import ZONES, storage_options, table_uri, zone
 from stockpipe.lease import Lease, check_all, hold
 from stockpipe.schemas import METRICS_SCHEMA
 from stockpipe.spark.records import raw_from_kafka
-from stockpipe.spark.session import driver_session, kafka_stream, scheduler_pool
+from stockpipe.spark.session import classic_api, driver_session, kafka_stream, scheduler_pool
 from stockpipe.spark.tick_transforms import (
     future_tolerance,
     needs_checking,
@@ -449,7 +449,7 @@ def run_stream(
     ensure_tables(settings)  # every zone exists from the first job on, empty until written
     tables = [ZONES[t] for t in TABLES]
     job = f"streaming job {opts.name}"
-    with hold(settings, tables, job=job, wait_s=opts.lease_wait_s) as leases:
+    with hold(settings, tables, job=job, wait_s=opts.lease_wait_s) as leases, classic_api():
         if spark is None:
             spark = driver_session(settings, f"stockpipe-stream-{opts.name}")
         return _run(spark, settings, opts, leases, on_progress, stop)
