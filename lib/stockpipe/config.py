@@ -74,6 +74,9 @@ class StackSettings(_Part):
     #: The stack's Spark Connect server (sc://<host>:<port>), where the jobs run
     spark_connect_port: int = 15002
     spark_connect_bind: str = ""  # the address it listens on; empty: host (a container: 0.0.0.0)
+    #: Cores the server takes of a standalone cluster (the streaming job's driver needs
+    #: the rest); 0: half of the cluster's task slots, at least one
+    spark_connect_cores: int = 0
     airflow_port: int = 8080
     lab_port: int = 8888
 

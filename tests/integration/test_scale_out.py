@@ -100,8 +100,10 @@ def cluster(settings):
             "spark_master_port": free_port(),
             "spark_master_ui_port": free_port(),
             "spark_workers": 2,
-            "spark_worker_cores": 1,
-            "spark_worker_memory": "1g",
+            # the Connect server takes one core of each worker (half the cluster), the
+            # streaming job's driver the other
+            "spark_worker_cores": 2,
+            "spark_worker_memory": "2g",
             "spark_executor_memory": "768m",
             "spark_driver_memory": "1g",
             "spark_connect_port": free_port(),

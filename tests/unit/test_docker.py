@@ -312,3 +312,19 @@ def test_the_jobs_are_clients_of_the_spark_connect_service_in_front_of_the_worke
         assert _env(SERVICES[name])["STOCKPIPE_SPARK_REMOTE"] == "sc://spark-connect:15002"
     for name in ("airflow-scheduler", "jupyter"):
         assert SERVICES[name]["depends_on"]["spark-connect"] == {"condition": "service_healthy"}
+
+
+def test_the_connect_server_leaves_a_standalone_cluster_cores_for_the_streaming_driver():
+    from stockpipe.config import load_settings
+    from stockpipe.stack.spark_connect import server_conf
+
+    def cores(**kw: object) -> str | None:
+        return server_conf(load_settings(env_file=Path("/nonexistent"), **kw)).get(
+            "spark.cores.max"
+        )
+
+    assert cores(spark_master="local[2]") is None  # local mode: the server's own threads
+    assert cores(spark_cluster=True, spark_workers=2, spark_worker_cores=2) == "2"
+    assert cores(spark_cluster=True, spark_workers=1, spark_worker_cores=1) == "1"
+    assert cores(spark_master="spark://m:7077", spark_connect_cores=3) == "3"
+    assert _env(SERVICES["spark-connect"])["STOCKPIPE_SPARK_CONNECT_CORES"] == "2"

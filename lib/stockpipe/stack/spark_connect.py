@@ -19,6 +19,7 @@ from typing import NoReturn
 
 from stockpipe.config import Settings
 from stockpipe.spark.session import s3_env, spark_conf
+from stockpipe.spark.tuning import task_slots
 from stockpipe.stack.services import Service
 from stockpipe.stack.spark_cluster import spark_home
 
@@ -32,8 +33,15 @@ DETACHED_TIMEOUT = "10s"
 
 def server_conf(settings: Settings) -> dict[str, str]:
     """The server's Spark settings: the jobs' own, where its tasks run, its address."""
+    cluster = {}
+    if settings.spark_master_url.startswith("spark://"):
+        # a standalone application takes every free core by default: leave the
+        # streaming job's own driver some
+        cores = settings.spark_connect_cores or max(1, task_slots(settings) // 2)
+        cluster = {"spark.cores.max": str(cores)}
     return {
         **spark_conf(settings),
+        **cluster,
         "spark.master": settings.spark_master_url,
         "spark.app.name": "stockpipe Spark Connect server",
         "spark.connect.grpc.binding.address": settings.spark_connect_bind or settings.host,
