@@ -132,9 +132,10 @@ def test_concurrent_creators_make_each_table_once(settings):
     _assert_empty_zones(s)
 
 
-def test_init_command_creates_the_tables_and_says_so(settings):
+def test_init_command_creates_the_tables_and_says_so(settings, tmp_path):
     s = _fresh(settings, "init")
-    env = {**os.environ, **s.to_env()}
+    # an env file of its own: another CLI test may have generated keys into the stack's
+    env = {**os.environ, **s.to_env(), "STOCKPIPE_ENV_FILE": str(tmp_path / "none.env")}
     cmd = [sys.executable, "-m", "stockpipe.cli", "init"]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180, check=False)
     assert out.returncode == 0, out.stderr
