@@ -110,6 +110,15 @@ def s3_env(settings: LakeSettings) -> dict[str, str]:
     }
 
 
+def _s3_keys_conf(settings: LakeSettings) -> dict[str, str]:
+    s3 = "spark.hadoop.fs.s3a."
+    return {
+        f"{s3}access.key": settings.s3_access_key,
+        f"{s3}secret.key": settings.s3_secret_key.get_secret_value(),
+        f"{s3}aws.credentials.provider": "org.apache.hadoop.fs.s3a.SimpleAWSCredentialsProvider",
+    }
+
+
 def _rpc_auth(settings: Settings) -> dict[str, str]:
     """Spark's RPC authentication when a secret is set (Spark hands it to executors)."""
     secret = settings.spark_auth_secret.get_secret_value()
@@ -185,6 +194,10 @@ def driver_session(settings: Settings, app_name: str = "stockpipe", **extra: str
     # class path any more: add the jars at run time instead
     jvm_running = SparkContext._gateway is not None
     conf = {**spark_conf(settings, ship_jars=settings.spark_ship_jars or jvm_running), **extra}
+    if jvm_running:
+        # that JVM's environment was fixed before the keys were in ours: they go to its
+        # SparkConf through the gateway (no command line is involved any more)
+        conf.update(_s3_keys_conf(settings))
     if secret := conf.pop("spark.authenticate.secret", None):
         os.environ["_SPARK_AUTH_SECRET"] = secret  # Spark's own variable for it
     for key, value in conf.items():
