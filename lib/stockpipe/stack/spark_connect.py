@@ -54,10 +54,9 @@ def server_conf(settings: Settings) -> dict[str, str]:
 def write_properties(path: Path, settings: Settings) -> None:
     """The server's settings as a properties file, its owner's only (an RPC secret may
     be among them: a file, never the command line)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.fchmod(fd, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.writelines(f"{key} {value}\n" for key, value in server_conf(settings).items())
+    from stockpipe.stack.manager import write_private  # the manager imports the services
+
+    write_private(path, "".join(f"{k} {v}\n" for k, v in server_conf(settings).items()))
 
 
 def server_command(settings: Settings, properties: Path) -> tuple[list[str], dict[str, str]]:
