@@ -285,11 +285,8 @@ def run_rate(base_settings, stack, rate: int, args) -> dict:
                 continue
             produced = sum(end_offsets(s, s.topic_ticks).values())
             backlog.append((time.monotonic() - t0, produced - (progress.offsets("bench") or 0)))
-            archives = {
-                role: produced - (progress.offsets(f"bench_{role}") or 0)
-                for role in ("raw", "quarantine")
-            }
-            archive_series.append((backlog[-1][0], max(archives.values())))
+            archived = produced - (progress.offsets("bench_archive") or 0)
+            archive_series.append((backlog[-1][0], archived))
             if job.poll() is not None:
                 raise RuntimeError(f"streaming job exited with {job.returncode}")
         report = json.loads(producer.stdout.read().strip().splitlines()[-1])

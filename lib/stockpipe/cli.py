@@ -324,6 +324,15 @@ def stream(
         "--lease-wait",
         help="seconds to wait for another job's leases of the tables (default: fail at once)",
     ),
+    reset_topic: str | None = typer.Option(
+        None, help="after the tick topic was recreated: read it from 'earliest' or 'latest'"
+    ),
+    replace_windows: bool | None = typer.Option(
+        None,
+        "--replace-windows",
+        help="replace the windows table's rows with this run's definition (from the topic's "
+        "first tick)",
+    ),
     progress: Literal["text", "json"] = typer.Option(
         "text", help="one line per micro-batch: readable, or a JSON object (for tools)"
     ),
@@ -344,7 +353,8 @@ def stream(
     try:
         opts = StreamOptions(**_given(**given))
     except UnknownNameError as exc:  # a bad --mode is a usage error, as any bad option
-        raise typer.BadParameter(str(exc), param_hint="--mode") from None
+        hint = {"run mode": "--mode", "topic reset": "--reset-topic"}.get(exc.kind)
+        raise typer.BadParameter(str(exc), param_hint=hint) from None
 
     def show(row: dict[str, Any]) -> None:
         text = json.dumps(row, default=str) if progress == "json" else format_progress(row)

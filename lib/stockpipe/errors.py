@@ -207,6 +207,22 @@ class TopicResetError(LakeError):
     retryable = False  # a person must choose where to read from (reset_topic)
 
 
+class WindowDefinitionError(LakeError):
+    """A streaming run asks for windows other than those the windows table holds."""
+
+    retryable = False  # a person must choose: the table's definition, or replace its windows
+
+    def __init__(self, held: str, asked: str) -> None:
+        self.held, self.asked = held, asked
+        super().__init__(
+            f"processed/tick_windows holds {held}, but this run asks for {asked}: one table "
+            "holds one definition, or its open windows would be written with part of their "
+            f"ticks. Run with {held}, or replace the table's windows with the new ones: "
+            "`stockpipe stream --replace-windows` (they are computed again from the first "
+            "tick the topic holds; see docs/operations.md, 'Changing the window definition')."
+        )
+
+
 class ChangeFeedUnavailable(LakeError):
     """The change data feed of a version range cannot be read (a full reload is needed)."""
 

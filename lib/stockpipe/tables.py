@@ -163,10 +163,23 @@ def parse_metadata(text: str | None) -> dict[str, Any] | None:
     return part if isinstance(part, dict) else None
 
 
-def commit_metadata(progress: dict[str, TopicProgress]) -> str:
-    """The userMetadata of a commit that leaves the table at ``progress``."""
+def commit_metadata(progress: dict[str, TopicProgress], **parts: Any) -> str:
+    """The userMetadata of a commit that leaves the table at ``progress`` (and ``parts``,
+    e.g. the streaming job's ``windows``)."""
     kafka = {t: p.to_json() for t, p in sorted(progress.items())}
-    return json.dumps({METADATA_KEY: {"kafka": kafka}}, sort_keys=True)
+    return json.dumps({METADATA_KEY: {"kafka": kafka, **parts}}, sort_keys=True)
+
+
+def latest_metadata(settings: Settings, name: str) -> dict[str, Any]:
+    """stockpipe's part of the table's latest commit that has one ({} if none)."""
+    dt = open_table(settings, name)
+    if dt is None:
+        return {}
+    for commit in recent_commits(dt):
+        meta = parse_metadata(commit.get("userMetadata"))
+        if meta is not None:
+            return meta
+    return {}
 
 
 def kafka_progress(settings: Settings, name: str) -> dict[str, TopicProgress]:
@@ -174,14 +187,8 @@ def kafka_progress(settings: Settings, name: str) -> dict[str, TopicProgress]:
 
     A table not made yet, or written by nothing that records offsets, gives {}.
     """
-    dt = open_table(settings, name)
-    if dt is None:
-        return {}
-    for commit in recent_commits(dt):
-        meta = parse_metadata(commit.get("userMetadata"))
-        if meta is not None:
-            return {t: TopicProgress.from_json(p) for t, p in meta.get("kafka", {}).items()}
-    return {}
+    kafka = latest_metadata(settings, name).get("kafka", {})
+    return {t: TopicProgress.from_json(p) for t, p in kafka.items()}
 
 
 def recent_commits(dt: Any) -> Iterator[dict[str, Any]]:

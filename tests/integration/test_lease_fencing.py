@@ -64,6 +64,48 @@ class HungRenewals:
         monkeypatch.setattr(Lease, "renew", renew)
 
 
+class Takeover:
+    """A stale job that stalls in one step, its renewals hung, until a second job has
+    taken its tables over; then the step goes on (its commits are made or refused)."""
+
+    def __init__(self, hung: HungRenewals) -> None:
+        self.hung = hung
+        self.stalled, self.taken_over = threading.Event(), threading.Event()
+        self.outcome: dict[str, object] = {}
+
+    def stall(self, leases, step) -> None:
+        self.hung.frozen.update(lease.id for lease in leases)
+        self.stalled.set()
+        assert self.taken_over.wait(600)
+        try:
+            step()
+        finally:
+            self.hung.thaw.set()  # the renewals may go on
+
+    def run(self, stale_job, second_job):
+        """Run ``stale_job`` in a thread and ``second_job`` once it stalls; the second's result."""
+
+        def run_stale() -> None:
+            try:
+                self.outcome["report"] = stale_job()
+            except Exception as exc:
+                self.outcome["error"] = exc
+
+        thread = threading.Thread(target=run_stale, name="stale-job")
+        thread.start()
+        try:
+            assert self.stalled.wait(600), self.outcome
+            second = second_job()  # waits for the leases, then takes them
+            self.taken_over.set()
+            thread.join(600)
+            assert not thread.is_alive()
+        finally:
+            self.taken_over.set()
+            self.hung.thaw.set()
+            thread.join(600)
+        return second
+
+
 def test_a_hung_renewal_stops_commits_before_the_ttl_and_a_contender_waits_it_out(
     settings, monkeypatch
 ):
@@ -167,54 +209,88 @@ def test_a_batch_job_whose_renewals_hang_never_commits_after_a_takeover(lake, sp
     window = {"start": "2016-01-01", "end": "2016-12-31"}
     r = ingest(lake, "samples", "MSFT,GOOG", progress=False, **window)
     sent = fetch_many(get_source("samples"), "MSFT,GOOG", batch_id="f", progress=False, **window)
-    hung = HungRenewals(monkeypatch)
+    takeover = Takeover(HungRenewals(monkeypatch))
     stale = BarsBatchJob(lake, spark)
-    stalled, taken_over = threading.Event(), threading.Event()
     slices: list[int] = []
     process = BarsBatchJob.process_batch
 
     def slow_process(job, batch, part):
-        # the stale job's second slice: its renewals hang, and it goes on (reads
-        # and commits work) only once another job has taken its tables over
+        # the stale job's second slice stalls (its reads and commits still work)
         if job is stale:
             slices.append(part.number)
         if job is not stale or len(slices) != 2:
             return process(job, batch, part)
-        hung.frozen.update(lease.id for lease in job.leases)
-        stalled.set()
-        assert taken_over.wait(600)
-        try:
-            process(job, batch, part)
-        finally:
-            hung.thaw.set()  # its commits are made or refused: the renewals may go on
+        takeover.stall(job.leases, lambda: process(job, batch, part))
 
     monkeypatch.setattr(BarsBatchJob, "process_batch", slow_process)
-    outcome: dict[str, object] = {}
-
-    def run_stale() -> None:
-        try:
-            outcome["report"] = stale.run(max_offsets_per_trigger=r.sent // 2)
-        except Exception as exc:
-            outcome["error"] = exc
-
-    thread = threading.Thread(target=run_stale, name="stale-job")
-    thread.start()
-    try:
-        assert stalled.wait(600), outcome
-        second = run_batch_job(lake, spark=spark)  # waits for the leases, then takes them
-        assert second.records_read > 0
-        taken_over.set()
-        thread.join(600)
-        assert not thread.is_alive()
-    finally:
-        taken_over.set()
-        hung.thaw.set()
-        thread.join(600)
+    second = takeover.run(
+        lambda: stale.run(max_offsets_per_trigger=r.sent // 2),
+        lambda: run_batch_job(lake, spark=spark),
+    )
+    assert second.records_read > 0
     raw = read_raw_bars(lake)
     assert not raw.duplicated(["partition", "offset"]).any()
     assert len(raw) == r.sent
     processed = read_bars(lake, None)
     assert not processed.duplicated(list(BAR_KEY)).any()
-    assert isinstance(outcome.get("error"), LeaseLostError), outcome
+    assert isinstance(takeover.outcome.get("error"), LeaseLostError), takeover.outcome
     assert_same_bars(processed, expected_processed(sent.bars))
     assert pending_records(lake) == 0
+
+
+def test_a_streaming_job_whose_renewals_hang_never_commits_after_a_takeover(
+    settings, stream_spark, monkeypatch
+):
+    from oracles.tick_windows import compare_windows, parse_tick_values, reference_windows
+
+    from stockpipe.kafka import ensure_topics, read_all
+    from stockpipe.reader import read_raw_ticks, read_tick_windows
+    from stockpipe.spark.stream_commits import ArchiveSink
+    from stockpipe.spark.streaming import StreamOptions, run_stream
+    from stockpipe.stack.minio_access import provision_bucket
+    from stockpipe.ticks import TickSpec, run_producer
+
+    run = uuid.uuid4().hex[:8]
+    s = settings.model_copy(
+        update={"bucket": f"fence-{run}", "topic_ticks": f"fence.ticks.{run}", "lease_ttl_s": TTL_S}
+    )
+    provision_bucket(s)
+    ensure_topics(s, [s.topic_ticks], partitions=3)
+    start_ms = 1_704_205_800_000  # 2024-01-02 14:30 UTC
+    spec = TickSpec(symbols=("AAPL", "MSFT"), seed=1, rate=100, start_ms=start_ms, step_ms=20)
+    sent = run_producer(s, spec, rate=5000, max_ticks=1500).sent
+    common = dict(
+        window="10 seconds", slide="5 seconds", watermark="5 seconds", mode="available-now",
+        duration_s=300, state_partitions=2, max_offsets_per_trigger=300, lease_wait_s=120,
+    )  # fmt: skip
+    takeover = Takeover(HungRenewals(monkeypatch))
+    stale: list[ArchiveSink] = []
+    calls: list[int] = []
+    real = ArchiveSink.__call__
+
+    def archive(sink, records, batch_id):
+        # the first job's second micro-batch stalls
+        if not stale:
+            stale.append(sink)
+        if sink is not stale[0]:
+            return real(sink, records, batch_id)
+        calls.append(batch_id)
+        if len(calls) != 2:
+            return real(sink, records, batch_id)
+        takeover.stall(sink.leases, lambda: real(sink, records, batch_id))
+
+    monkeypatch.setattr(ArchiveSink, "__call__", archive)
+    second = takeover.run(
+        lambda: run_stream(s, StreamOptions(name="t_stale", **common), spark=stream_spark),
+        lambda: run_stream(s, StreamOptions(name="t_takeover", **common), spark=stream_spark),
+    )
+    assert second.stopped_by == "backlog done"
+    assert isinstance(takeover.outcome.get("error"), LeaseLostError), takeover.outcome
+    raw = read_raw_ticks(s)
+    assert len(raw) == sent and not raw.duplicated(["partition", "offset"]).any()
+    ticks = parse_tick_values([v for *_, v in read_all(s, s.topic_ticks)])
+    expected = reference_windows(
+        ticks, window="10 seconds", slide="5 seconds", watermark="5 seconds", order=["seq"]
+    )
+    assert len(expected) > 0
+    assert compare_windows(read_tick_windows(s), expected) == []

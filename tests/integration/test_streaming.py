@@ -388,7 +388,7 @@ def test_a_second_query_with_another_name_on_a_written_lake_keeps_every_record(
     opts_b = StreamOptions(name="t_second_b", topic=second, **common)
     run_b = run_stream(s, opts_b, spark=stream_spark)
     assert run_b.stopped_by == "backlog done"
-    assert run_b.input_rows["t_second_b_raw"] == sent_b + len(bad)
+    assert run_b.input_rows["t_second_b_archive"] == sent_b + len(bad)
 
     raw = read_raw_ticks(s)
     assert not raw.duplicated(["topic", "partition", "offset"]).any()
@@ -408,7 +408,7 @@ def test_a_second_query_with_another_name_on_a_written_lake_keeps_every_record(
     assert compare_windows(read_tick_windows(s), expected) == []
     assert compare_windows(_via_spark(spark, s, "tick_windows"), expected) == []
     assert set(read_stream_metrics(s)["query_name"]) == {
-        f"t_second_{q}{r}" for q in "ab" for r in ("", "_raw", "_quarantine")
+        f"t_second_{q}{r}" for q in "ab" for r in ("", "_archive")
     }
 
 
@@ -437,3 +437,113 @@ def test_a_second_streaming_job_fails_naming_the_job_that_holds_the_tables(
     # released: the job runs
     assert run_stream(s, opts, spark=stream_spark).stopped_by == "backlog done"
     assert len(read_raw_ticks(s)) == 100
+
+
+# Exactly once whatever the operator does: the tables keep the offsets and the windows
+
+
+def _opts(name: str, **kw) -> StreamOptions:
+    args = dict(
+        window=WINDOW, slide=SLIDE, watermark=WATERMARK, mode="available-now", name=name,
+        duration_s=300, state_partitions=2,
+    )  # fmt: skip
+    return StreamOptions(**{**args, **kw})
+
+
+def test_a_second_name_on_a_processed_topic_adds_each_record_and_window_once(
+    settings, stream_spark
+):
+    s = _own(settings, "rename")
+    p1 = run_producer(s, _spec("rename-1"), rate=5000, max_ticks=1500)
+    run_stream(s, _opts("t_rename_a"), spark=stream_spark)
+    windows_a = len(read_tick_windows(s))
+    assert windows_a > 0
+    p2 = run_producer(
+        s, _spec("rename-2", seed=2, start_ms=BASE + 30_000), rate=5000, max_ticks=1000
+    )
+    second = run_stream(s, _opts("t_rename_b"), spark=stream_spark)
+    # a new checkpoint starts where raw/ticks is, not at the topic's first record
+    assert second.input_rows["t_rename_b_archive"] == p2.sent
+
+    ticks, n_records = _kafka_ticks(s)
+    expected = _expected(ticks, {"rename-1": 0, "rename-2": 1})
+    assert len(expected) > windows_a
+
+    def exactly_once() -> None:
+        raw = read_raw_ticks(s)
+        assert len(raw) == n_records == p1.sent + p2.sent
+        assert not raw.duplicated(["partition", "offset"]).any()
+        assert compare_windows(read_tick_windows(s), expected) == []
+
+    exactly_once()
+    # the first name again, on its old checkpoint: it closes its open windows, which
+    # the table holds already
+    again = run_stream(s, _opts("t_rename_a"), spark=stream_spark)
+    assert again.input_rows.get("t_rename_a_archive", 0) == 0
+    exactly_once()
+
+
+def test_a_changed_window_definition_stops_or_replaces_the_windows_whole(settings, stream_spark):
+    from stockpipe.errors import WindowDefinitionError
+
+    s = _own(settings, "redefine")
+    run_producer(s, _spec("redefine-1"), rate=5000, max_ticks=1500)
+    run_stream(s, _opts("t_redefine"), spark=stream_spark)
+    before = read_tick_windows(s)
+    assert len(before) > 0
+    wider = dict(window="20 seconds", slide="10 seconds")
+    # on its checkpoint or a new one: the table holds the other definition
+    for name in ("t_redefine", "t_redefine_other"):
+        with pytest.raises(
+            WindowDefinitionError, match=r"10 seconds every 5 seconds.*--replace-windows"
+        ):
+            run_stream(s, _opts(name, **wider), spark=stream_spark)
+    assert compare_windows(read_tick_windows(s), before) == []
+
+    # windows open across the change: the replacement computes them whole
+    run_producer(s, _spec("redefine-2", seed=2, start_ms=BASE + 30_000), rate=5000, max_ticks=1000)
+    run_stream(s, _opts("t_redefine", replace_windows=True, **wider), spark=stream_spark)
+    ticks, _ = _kafka_ticks(s)
+    phased = ticks.assign(phase=ticks["producer_id"].map({"redefine-1": 0, "redefine-2": 1}))
+    expected = reference_windows(
+        phased, window="20 seconds", slide="10 seconds", watermark=WATERMARK, order=["phase", "seq"]
+    )
+    assert len(expected) > 10
+    assert compare_windows(read_tick_windows(s), expected) == []
+    with pytest.raises(WindowDefinitionError, match=r"20 seconds every 10 seconds"):
+        run_stream(s, _opts("t_redefine"), spark=stream_spark)
+
+
+def test_a_recreated_tick_topic_stops_the_job_until_it_is_reset(settings, stream_spark):
+    from stockpipe.errors import TopicResetError
+    from stockpipe.kafka import admin_client
+
+    s = _own(settings, "recreate")
+    run_producer(s, _spec("recreate-1"), rate=5000, max_ticks=100)
+    run_stream(s, _opts("t_recreate"), spark=stream_spark)
+    assert len(read_raw_ticks(s)) == 100
+    admin = admin_client(s)
+    admin.delete_topics([s.topic_ticks])
+    admin.close()
+    time.sleep(2)
+    ensure_topics(s, [s.topic_ticks], partitions=3)
+    later = BASE + 60_000
+    p2 = run_producer(s, _spec("recreate-2", seed=2, start_ms=later), rate=5000, max_ticks=300)
+    with pytest.raises(
+        TopicResetError, match=r"deleted and created again.*stockpipe stream --reset-topic earliest"
+    ):
+        run_stream(s, _opts("t_recreate"), spark=stream_spark)
+    assert len(read_raw_ticks(s)) == 100  # nothing skipped, nothing written
+
+    run_stream(s, _opts("t_recreate", reset_topic="earliest"), spark=stream_spark)
+    raw = read_raw_ticks(s)
+    new = raw[raw["value"].str.contains('"recreate-2"')]
+    assert len(raw) == 100 + p2.sent and len(new) == p2.sent
+    assert not new.duplicated(["partition", "offset"]).any()
+    assert new.groupby("partition")["offset"].min().eq(0).all()  # from its first record
+    ticks, _ = _kafka_ticks(s)
+    expected = _expected(ticks, {"recreate-2": 0})
+    windows = read_tick_windows(s)
+    since = pd.Timestamp(later - 20_000, unit="ms", tz="UTC")
+    assert len(expected) > 0
+    assert compare_windows(windows[windows["window_start"] >= since], expected) == []

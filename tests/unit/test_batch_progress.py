@@ -7,7 +7,8 @@ import itertools
 import pytest
 
 from stockpipe.errors import TopicResetError
-from stockpipe.spark.batch import Slice, TopicState, check_topic, plan_slices
+from stockpipe.offsets import TopicState, check_topic
+from stockpipe.spark.batch import START_TABLES, Slice, plan_slices
 from stockpipe.tables import TopicProgress, commit_metadata, parse_metadata
 
 TOPIC = "stock.bars"
@@ -28,20 +29,20 @@ def state(raw=None, processed=None, first=None, end=None, topic_id="id-1") -> To
 
 def test_a_new_lake_starts_at_the_first_offsets_and_everything_is_pending():
     s = state(first={0: 3, 1: 0})
-    assert s.start() == {0: 3, 1: 0}
-    assert s.pending() == 7 + 10
+    assert s.start(START_TABLES) == {0: 3, 1: 0}
+    assert s.pending(START_TABLES) == 7 + 10
 
 
 def test_a_run_starts_where_the_table_furthest_behind_is():
     s = state(raw={0: 10, 1: 10}, processed={0: 4, 1: 10})
-    assert s.start() == {0: 4, 1: 10}
-    assert s.pending() == 6
+    assert s.start(START_TABLES) == {0: 4, 1: 10}
+    assert s.pending(START_TABLES) == 6
 
 
 def test_a_table_that_never_read_a_partition_is_at_its_first_offset():
     s = state(raw={0: 10}, processed={0: 10}, first={0: 0, 1: 2})
-    assert s.start() == {0: 10, 1: 2}
-    assert s.pending() == 8
+    assert s.start(START_TABLES) == {0: 10, 1: 2}
+    assert s.pending(START_TABLES) == 8
 
 
 def test_slices_cover_the_range_once_in_order_and_hold_the_limit():
@@ -59,24 +60,36 @@ def test_slices_cover_the_range_once_in_order_and_hold_the_limit():
 
 
 def test_a_topic_that_follows_on_passes():
-    check_topic(state(raw={0: 10, 1: 4}, processed={0: 10, 1: 4}))
+    check_topic(state(raw={0: 10, 1: 4}, processed={0: 10, 1: 4}), START_TABLES, "stockpipe batch")
 
 
 def test_a_recreated_topic_is_named_with_the_way_to_go_on():
     with pytest.raises(TopicResetError, match=r"deleted and created again.*--reset-topic"):
-        check_topic(state(raw={0: 10, 1: 10}, processed={0: 10, 1: 10}, topic_id="id-2"))
+        check_topic(
+            state(raw={0: 10, 1: 10}, processed={0: 10, 1: 10}, topic_id="id-2"),
+            START_TABLES,
+            "stockpipe batch",
+        )
 
 
 def test_a_topic_behind_the_lake_stops_the_job():
     with pytest.raises(
         TopicResetError, match=r"fewer records than raw/bars has read.*\{0: \(10, 3\)"
     ):
-        check_topic(state(raw={0: 10, 1: 0}, processed={0: 10}, end={0: 3, 1: 3}))
+        check_topic(
+            state(raw={0: 10, 1: 0}, processed={0: 10}, end={0: 3, 1: 3}),
+            START_TABLES,
+            "stockpipe batch",
+        )
 
 
 def test_records_lost_to_retention_are_reported_not_skipped():
     with pytest.raises(TopicResetError, match=r"retention.*\{1: \(2, 5\)\}"):
-        check_topic(state(raw={0: 10, 1: 2}, processed={0: 10, 1: 2}, first={0: 0, 1: 5}))
+        check_topic(
+            state(raw={0: 10, 1: 2}, processed={0: 10, 1: 2}, first={0: 0, 1: 5}),
+            START_TABLES,
+            "stockpipe batch",
+        )
 
 
 def test_commit_metadata_round_trips_and_ignores_foreign_metadata():

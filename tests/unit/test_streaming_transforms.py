@@ -399,9 +399,9 @@ def test_progress_row_reads_a_progress_event():
 def test_archive_queries_batch_less_often_unless_told_otherwise(monkeypatch):
     opts = StreamOptions(trigger="2 seconds")
     assert trigger_of(opts, "windows") == "2 seconds"
-    assert trigger_of(opts, "raw") == trigger_of(opts, "quarantine") == "15 seconds"
+    assert trigger_of(opts, "archive") == "15 seconds"
     same = StreamOptions(trigger="2 seconds", archive_trigger=None)
-    assert {trigger_of(same, r) for r in ("windows", "raw", "quarantine")} == {"2 seconds"}
+    assert {trigger_of(same, r) for r in ("windows", "archive")} == {"2 seconds"}
     args = stream_options(monkeypatch, "--trigger", "3 seconds", "--archive-trigger", "1 minute")
     assert (args.trigger, args.archive_trigger) == ("3 seconds", "1 minute")
     assert stream_options(monkeypatch) == StreamOptions()  # the command's defaults are the job's

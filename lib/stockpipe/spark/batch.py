@@ -32,18 +32,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from stockpipe.config import Settings
-from stockpipe.errors import TopicResetError
-from stockpipe.kafka import offset_bounds, topic_id
 from stockpipe.lake import ZONES, zone
 from stockpipe.lease import Lease, check_all, hold
+from stockpipe.offsets import TopicState, check_topic, reset_offsets, topic_state
 from stockpipe.schemas import BAR_KEY, KAFKA_SOURCE_DDL, PARTITION_COLUMNS, PROCESSED_COLUMNS
 from stockpipe.spark import transforms as T
-from stockpipe.spark.batch_io import Scan, TableIO, Upsert
-from stockpipe.spark.records import kafka_records, raw_from_kafka
+from stockpipe.spark.batch_io import Scan, TableIO, Upsert, mark
+from stockpipe.spark.records import beyond, kafka_records, raw_from_kafka
 from stockpipe.spark.session import get_spark, scheduler_pool, session_conf
 from stockpipe.spark.tuning import Tuning
 from stockpipe.tables import (
@@ -147,86 +146,15 @@ class Slice:
         return sum(end - self.start[p] for p, end in self.end.items())
 
 
-@dataclass(frozen=True)
-class TopicState:
-    """What the topic holds now, and where each of the job's tables is in it."""
-
-    topic: str
-    topic_id: str | None
-    first: dict[int, int]
-    end: dict[int, int]
-    tables: dict[str, dict[str, TopicProgress]]
-
-    def progress(self, table: str) -> TopicProgress:
-        return self.tables[table].get(self.topic) or TopicProgress({}, None)
-
-    def start(self) -> dict[int, int]:
-        """Next offset to read per partition: where the table furthest behind is
-        (one that has read nothing of a partition is at its first offset).
-
-        Quarantine is not counted: it is written only when a record fails, and
-        its own offsets keep a replay from doubling its rows.
-        """
-        out = {}
-        for p in self.end:
-            done = [self.progress(t).offsets.get(p) for t in ("raw_bars", "processed_bars")]
-            out[p] = min(self.first[p] if d is None else d for d in done)
-        return out
-
-    def pending(self) -> int:
-        start = self.start()
-        return sum(max(0, e - max(start[p], self.first[p])) for p, e in self.end.items())
-
-
-def topic_state(settings: Settings, topic: str) -> TopicState:
-    first, end = offset_bounds(settings, topic)
-    tables = {t: kafka_progress(settings, t) for t in TABLES}
-    return TopicState(topic, topic_id(settings, topic), first, end, tables)
-
-
-def check_topic(state: TopicState) -> None:
-    """Stop, saying what happened, if the topic no longer follows on from the lake.
-
-    A topic deleted and created again (a new id, or fewer records than the lake
-    has read), or retention that deleted records before they were read, would
-    otherwise make the job skip records or read others twice without a word.
-    """
-    how = (
-        "If this is expected, run `stockpipe batch --reset-topic earliest` (read the topic "
-        "as it is now from its first record) or `--reset-topic latest` (only what arrives "
-        "from now on); see docs/operations.md, 'Resetting a topic'."
-    )
-    for table in ("raw_bars", "processed_bars"):
-        progress = state.tables[table].get(state.topic)
-        if progress is None:
-            continue
-        if progress.topic_id and state.topic_id and progress.topic_id != state.topic_id:
-            raise TopicResetError(
-                f"topic {state.topic} was deleted and created again: its id is now "
-                f"{state.topic_id}, but {ZONES[table]} was read from the topic with id "
-                f"{progress.topic_id}. {how}"
-            )
-        behind = {p: (o, state.end.get(p)) for p, o in progress.offsets.items()}
-        ahead = {p: v for p, v in behind.items() if v[1] is None or v[1] < v[0]}
-        if ahead:
-            raise TopicResetError(
-                f"topic {state.topic} holds fewer records than {ZONES[table]} has read "
-                f"(partition: (offset read up to, topic's end now)): {ahead}; the topic was "
-                f"recreated or its offsets reset. {how}"
-            )
-    start = state.start()
-    lost = {p: (start[p], state.first[p]) for p in state.end if start[p] < state.first[p]}
-    if lost:
-        raise TopicResetError(
-            f"records of {state.topic} were deleted by Kafka's retention before the job read "
-            f"them (partition: (next unread offset, first offset kept)): {lost}. Those records "
-            f"are lost to the lake. {how}"
-        )
+#: The tables whose offsets say where the job starts: quarantine is not counted, as it
+#: is written only when a record fails (its own offsets keep a replay from doubling it).
+START_TABLES = ("raw_bars", "processed_bars")
+COMMAND = "stockpipe batch"
 
 
 def pending_records(settings: Settings, topic: str | None = None) -> int:
     """Records on the topic beyond what the job has processed (no Spark needed)."""
-    return topic_state(settings, topic or settings.topic_bars).pending()
+    return topic_state(settings, topic or settings.topic_bars, TABLES).pending(START_TABLES)
 
 
 def plan_slices(
@@ -244,14 +172,6 @@ def plan_slices(
             stop[p] += max(1, int(n * share))
         yield Slice(number, topic, dict(start), stop)
         start, number = stop, number + 1
-
-
-def beyond(offsets: dict[int, int]) -> Column:
-    """Rows whose Kafka offset a table with ``offsets`` does not hold yet."""
-    cond = F.lit(True)
-    for p, o in offsets.items():
-        cond = F.when(F.col("partition") == p, F.col("offset") >= o).otherwise(cond)
-    return cond
 
 
 # The job ---------------------------------------------------------------------------------
@@ -441,7 +361,9 @@ class BarsBatchJob:
             return
         check_all(self.leases)
         metadata = self._metadata(table, part.end)
-        self.io.mark(table, metadata, lambda: self._empty(table), PARTITIONS[table])
+        mark(
+            self.settings, table, metadata, lambda: self._empty(table).toArrow(), PARTITIONS[table]
+        )
         self._advance(table, part.end)
 
     def _empty(self, table: str) -> DataFrame:
@@ -508,13 +430,12 @@ class BarsBatchJob:
         job = f"spark batch job on {self.topic}"
         with self._leases(job) as leases:
             self.leases = leases
-            self.state = topic_state(self.settings, self.topic)
+            self.state = topic_state(self.settings, self.topic, TABLES)
             if reset_topic:
                 self._reset(reset_topic)
-            check_topic(self.state)
-            for part in plan_slices(
-                self.topic, self.state.start(), self.state.end, max_offsets_per_trigger
-            ):
+            check_topic(self.state, START_TABLES, COMMAND)
+            start = self.state.start(START_TABLES)
+            for part in plan_slices(self.topic, start, self.state.end, max_offsets_per_trigger):
                 with (
                     session_conf(self.spark, self.tuning.batch_conf()),
                     scheduler_pool(self.spark, MAIN_POOL),
@@ -578,11 +499,7 @@ class BarsBatchJob:
     def _reset(self, where: str) -> None:
         """Move every table to the topic's first (``earliest``) or next (``latest``) offsets."""
         assert self.state is not None
-        if where not in ("earliest", "latest"):
-            from stockpipe.errors import UnknownNameError
-
-            raise UnknownNameError("topic reset", where, ["earliest", "latest"])
-        offsets = self.state.first if where == "earliest" else self.state.end
+        offsets = reset_offsets(self.state, where)
         log.warning("resetting %s to its %s offsets %s", self.topic, where, offsets)
         for table in TABLES:
             self.state.tables[table].pop(self.topic, None)
@@ -603,9 +520,9 @@ def run_batch_job(
     topic = topic or settings.topic_bars
     if spark is None and not reset_topic:
         t0 = time.perf_counter()
-        state = topic_state(settings, topic)
-        check_topic(state)
-        if state.pending() == 0:  # no Spark for nothing new
+        state = topic_state(settings, topic, TABLES)
+        check_topic(state, START_TABLES, COMMAND)
+        if state.pending(START_TABLES) == 0:  # no Spark for nothing new
             report = BatchJobReport(topic=topic, noop=True)
             report.processed_total = row_count(settings, "processed_bars")
             report.seconds = time.perf_counter() - t0

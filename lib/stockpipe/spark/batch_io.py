@@ -4,7 +4,7 @@ implementation of each operation, run where Spark runs (the warm Connect server)
 Every write returns a :class:`Commit` (the table's version after it, rows added and
 changed): what the job reports comes from the commit itself, not from a count of its
 own. The one operation Spark cannot do, a commit with no rows (its writer makes none),
-is ``deltalake``'s: it records the offsets of a slice that gave a table no rows.
+is ``deltalake``'s (:func:`mark`): it records the offsets of a slice that gave a table no rows.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+import pyarrow as pa
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -139,31 +140,8 @@ class TableIO:
         finally:
             changes.unpersist()
 
-    def mark(
-        self, table: str, metadata: str, empty: Callable[[], DataFrame], partitions: Sequence[str]
-    ) -> Commit:
-        """A commit with no rows that carries ``metadata`` (Spark's writer makes none
-        for no rows; ``deltalake`` does), and makes the table if missing."""
-        from deltalake import CommitProperties, write_deltalake
-
-        write_deltalake(
-            table_uri(self.settings, table),
-            empty().toArrow(),
-            mode="append",
-            schema_mode="merge",  # a column the contract gained joins a table made before
-            partition_by=list(partitions),
-            # a table made here records its changes, as the tables Spark makes do
-            configuration={CDF_PROPERTY: "true"},
-            storage_options=storage_options(self.settings),
-            commit_properties=CommitProperties(custom_metadata={"userMetadata": metadata}),
-        )
-        return Commit(self.version(table))
-
     def version(self, table: str) -> int | None:
-        """The table's latest version (None: not made yet), read from its log by
-        ``deltalake``: a fraction of what a Spark query on the log costs."""
-        dt = open_table(self.settings, table)
-        return None if dt is None else dt.version()
+        return table_version(self.settings, table)
 
     def _last_commit(self, table: str, before: int | None) -> Commit:
         """The commit after version ``before``, with the rows it wrote (none: no commit)."""
@@ -194,6 +172,41 @@ class TableIO:
                 self.spark.sql(sql).collect()
         finally:
             self.spark.catalog.dropTempView(view)
+
+
+def table_version(settings: Settings, table: str) -> int | None:
+    """The table's latest version (None: not made yet), read from its log by
+    ``deltalake``: a fraction of what a Spark query on the log costs."""
+    dt = open_table(settings, table)
+    return None if dt is None else dt.version()
+
+
+def mark(
+    settings: Settings,
+    table: str,
+    metadata: str,
+    empty: Callable[[], pa.Table],
+    partitions: Sequence[str],
+    *,
+    clear: bool = False,
+) -> Commit:
+    """A commit with no rows that carries ``metadata`` (Spark's writer makes none for
+    no rows; ``deltalake`` does, without Spark), and makes the table if missing.
+    ``clear``: the commit also removes every row the table holds."""
+    from deltalake import CommitProperties, write_deltalake
+
+    write_deltalake(
+        table_uri(settings, table),
+        empty(),
+        mode="overwrite" if clear else "append",
+        schema_mode="merge",  # a column the contract gained joins a table made before
+        partition_by=list(partitions),
+        # a table made here records its changes, as the tables Spark makes do
+        configuration={CDF_PROPERTY: "true"},
+        storage_options=storage_options(settings),
+        commit_properties=CommitProperties(custom_metadata={"userMetadata": metadata}),
+    )
+    return Commit(table_version(settings, table))
 
 
 def _spark_filter(scans: Sequence[Scan]) -> Column:

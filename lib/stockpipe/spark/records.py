@@ -62,3 +62,11 @@ def kafka_records(raw: DataFrame) -> DataFrame:
         "offset",
         F.col("kafka_timestamp").alias("timestamp"),
     )
+
+
+def beyond(offsets: dict[int, int]) -> Column:
+    """Rows whose Kafka offset a table with ``offsets`` does not hold yet."""
+    cond = F.lit(True)
+    for p, o in offsets.items():
+        cond = F.when(F.col("partition") == p, F.col("offset") >= o).otherwise(cond)
+    return cond

@@ -1,17 +1,16 @@
 """The streaming job: ticks from Kafka to sliding-window aggregates in the lake.
 
-Three queries read the tick topic, each with its own checkpoint and Delta's
-streaming sink, so each is exactly-once: a micro-batch's files are committed to
-the table in one Delta commit that also records (query id, batch id), and a
-batch that the table already holds under that query id is skipped on a replay.
-The query id belongs to the checkpoint, so two queries (another ``name``, a new
-checkpoint) writing one table never mistake each other's batches.
+Two queries read the tick topic and commit each micro-batch with ``foreachBatch``,
+exactly once by what each table holds (``stockpipe.spark.stream_commits``): the
+tables record their Kafka offsets and the windows written, as the batch job's
+tables do, so a query with another name or a new checkpoint neither reads a
+record twice nor writes a window twice.
 
 ============================  ==============================  =============================
 query (``queryName``)         writes (Delta table)            what
 ============================  ==============================  =============================
-``<name>_raw``                ``raw/ticks``                   every record as received
-``<name>_quarantine``         ``quarantine/ticks``            invalid ticks, with a reason
+``<name>_archive``            ``quarantine/ticks``,           invalid ticks with a reason,
+                              ``raw/ticks``                   then every record as received
 ``<name>``                    ``processed/tick_windows``      windows the watermark closed
 ============================  ==============================  =============================
 
@@ -38,7 +37,10 @@ Run it (settings from the environment / ``.env``; a child process runs
         --watermark "5 seconds" --trigger "2 seconds" --name ticks_test
 
 Stop a continuous run with Ctrl-C (or SIGTERM): the queries stop, and a restart
-resumes from the checkpoint without losing or doubling a window.
+resumes without losing or doubling a record or a window. The windows table holds
+one definition (window, slide, watermark): a run asking for another stops with
+:class:`WindowDefinitionError` unless told ``--replace-windows``; a tick topic
+created again stops it with :class:`TopicResetError` unless told ``--reset-topic``.
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ from __future__ import annotations
 import json
 import logging
 import queue
+import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -62,14 +66,22 @@ from stockpipe.errors import StreamingError, UnknownNameError
 from stockpipe.kafka import require_topic
 from stockpipe.lake import ZONES, storage_options, table_uri, zone
 from stockpipe.lease import Lease, check_all, hold
+from stockpipe.offsets import TopicState, check_topic, reset_offsets, topic_state
 from stockpipe.schemas import METRICS_SCHEMA
-from stockpipe.spark.records import raw_from_kafka
+from stockpipe.spark.batch_io import TableIO
 from stockpipe.spark.session import classic_api, driver_session, kafka_stream, scheduler_pool
+from stockpipe.spark.stream_commits import (
+    ARCHIVE_TABLES,
+    ArchiveSink,
+    WindowDefinition,
+    WindowSeries,
+    WindowSink,
+    adopt_legacy_offsets,
+    open_series,
+)
 from stockpipe.spark.tick_transforms import (
     future_tolerance,
-    needs_checking,
     parse_ticks,
-    quarantined_ticks,
     valid_ticks,
     validate_ticks,
     window_aggregates,
@@ -94,7 +106,7 @@ class StreamOptions:
     slide: str = "15 seconds"
     watermark: str = "30 seconds"
     trigger: str = "5 seconds"
-    #: Micro-batch interval of the raw and quarantine queries (continuous mode):
+    #: Micro-batch interval of the archive query (continuous mode):
     #: fewer, larger batches leave the cores to the windows query users wait for.
     #: Triggers fire on multiples of their interval, so with the default slide and
     #: watermark these start as windows close and are done before the windows
@@ -105,9 +117,11 @@ class StreamOptions:
     #: Continuous: stop after this long. Available-now: give up after this long.
     duration_s: float | None = None
     name: str = "tick_windows"
-    #: Root of the three checkpoints; default ``checkpoints/<name>/`` in the lake.
+    #: Root of the windows query's checkpoints; default ``checkpoints/<name>/`` in the lake.
     checkpoint: str | None = None
     topic: str | None = None
+    #: Where a query starts in a partition the tables hold nothing of, and where a new
+    #: windows checkpoint starts ("earliest": its windows are then whole).
     starting_offsets: str = "earliest"
     #: Cap on Kafka records per micro-batch (None: all available).
     max_offsets_per_trigger: int | None = None
@@ -117,10 +131,21 @@ class StreamOptions:
     #: Seconds to wait for another job's leases of the tables before failing
     #: (a crashed job's leases expire by themselves, after ``stockpipe.lease.TTL_S``).
     lease_wait_s: float = 0.0
+    #: After the tick topic was deleted and created again: read it from its first
+    #: ("earliest") or its next ("latest") offsets, as ``stockpipe batch --reset-topic``.
+    reset_topic: str | None = None
+    #: Replace the windows table's rows with windows of this run's definition,
+    #: computed again from the first tick the topic holds.
+    replace_windows: bool = False
 
     def __post_init__(self) -> None:
         if self.mode not in RUN_MODES:
             raise UnknownNameError("run mode", self.mode, list(RUN_MODES))
+        if self.reset_topic not in (None, "earliest", "latest"):
+            raise UnknownNameError("topic reset", self.reset_topic, ["earliest", "latest"])
+
+    def definition(self) -> WindowDefinition:
+        return WindowDefinition(self.window, self.slide, self.watermark)
 
 
 # ---------------------------------------------------------------------------------------
@@ -291,63 +316,95 @@ class ProgressRecorder(StreamingQueryListener):
 
 
 def query_names(opts: StreamOptions) -> dict[str, str]:
-    """The three query names of a job: windows, raw, quarantine."""
-    return {
-        "windows": opts.name,
-        "raw": f"{opts.name}_raw",
-        "quarantine": f"{opts.name}_quarantine",
-    }
+    """The two query names of a job: windows, archive."""
+    return {"windows": opts.name, "archive": f"{opts.name}_archive"}
 
 
 def checkpoint_root(settings: Settings, opts: StreamOptions) -> str:
-    """Where the three checkpoints live: the option, or ``checkpoints/<name>`` in the lake."""
+    """Where the windows checkpoints live: the option, or ``checkpoints/<name>`` in the lake."""
     root = opts.checkpoint or f"{zone(settings, 'checkpoints', spark=True)}/{opts.name}"
     return root.rstrip("/")
 
 
-def read_ticks(spark: SparkSession, settings: Settings, opts: StreamOptions) -> DataFrame:
-    """The tick topic as a stream of Kafka records."""
-    return kafka_stream(
-        spark,
-        settings,
-        opts.topic or settings.topic_ticks,
-        starting_offsets=opts.starting_offsets,
-        max_offsets_per_trigger=opts.max_offsets_per_trigger,
+#: Scheduler pool of each query: the windows first, the archive with what is left.
+POOLS = {"windows": "stream_windows", "archive": "stream_archive"}
+#: The command whose options the job's errors name.
+COMMAND = "stockpipe stream"
+
+
+@dataclass
+class StreamPlan:
+    """Where a run starts, decided before Spark: the topic checked, the tables' offsets
+    and the windows series (both moved first by a reset or a replacement)."""
+
+    state: TopicState
+    series: WindowSeries
+
+    def archive_start(self, default: str) -> str:
+        """``startingOffsets`` of the archive query: the offsets raw/ticks holds, and
+        ``default`` where it holds none (every partition named, as Spark asks)."""
+        held = self.state.progress("raw_ticks").offsets
+        code = -2 if default == "earliest" else -1
+        offsets = {str(p): held.get(p, code) for p in sorted(self.state.end)}
+        return json.dumps({self.state.topic: offsets})
+
+
+def plan_stream(settings: Settings, opts: StreamOptions, leases: list[Lease]) -> StreamPlan:
+    """Check the topic and the window definition against the tables (no Spark needed)."""
+    topic = opts.topic or settings.topic_ticks
+    state = topic_state(settings, topic, ARCHIVE_TABLES)
+    adopt_legacy_offsets(settings, state)
+    if opts.reset_topic:
+        offsets = reset_offsets(state, opts.reset_topic)
+        log.warning("resetting %s to its %s offsets %s", topic, opts.reset_topic, offsets)
+        ArchiveSink.reset_tables(settings, state, leases, offsets)
+    check_topic(state, ("raw_ticks",), COMMAND)
+    series = open_series(
+        settings, opts.definition(), topic, leases, replace_windows=opts.replace_windows
     )
-
-
-#: Scheduler pool of each query: the windows first, the archives with what is left.
-POOLS = {"windows": "stream_windows", "raw": "stream_archive", "quarantine": "stream_archive"}
+    return StreamPlan(state, series)
 
 
 def start_queries(
-    spark: SparkSession, settings: Settings, opts: StreamOptions
+    spark: SparkSession,
+    settings: Settings,
+    opts: StreamOptions,
+    plan: StreamPlan,
+    leases: list[Lease],
+    archive_checkpoint: str,
 ) -> dict[str, StreamingQuery]:
-    """Start the raw, quarantine and windows queries; return them by role."""
+    """Start the archive and windows queries; return them by role.
+
+    ``archive_checkpoint``: a folder of the run's own (the tables keep the archive's
+    offsets, so a checkpoint of it outliving the run would only go stale).
+    """
     names = query_names(opts)
-    ckpt = checkpoint_root(settings, opts)
     for key, value in Tuning.of(settings).streaming_conf().items():
         spark.conf.set(key, value)
     # Timestamps as UTC microseconds, so pyarrow readers get tz-aware columns (not INT96).
     spark.conf.set("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
-    records = read_ticks(spark, settings, opts)
+    io = TableIO(settings, spark)
     ahead = future_tolerance(opts.watermark)
-    validated = validate_ticks(parse_ticks(records), future_tolerance_ms=ahead)
-    checked = validate_ticks(
-        parse_ticks(needs_checking(records, future_tolerance_ms=ahead)), future_tolerance_ms=ahead
+    archive = ArchiveSink(io, plan.state, leases, future_tolerance_ms=ahead, pool=POOLS["archive"])
+    windows_from = "latest" if opts.reset_topic == "latest" else opts.starting_offsets
+    records = read_ticks(spark, settings, opts, windows_from)
+    windows = window_aggregates(
+        valid_ticks(validate_ticks(parse_ticks(records), future_tolerance_ms=ahead)),
+        window=opts.window,
+        slide=opts.slide,
+        watermark=opts.watermark,
     )
+    sink = WindowSink(io, plan.series, plan.state.topic, leases, POOLS["windows"])
     outputs = {
-        "raw": (raw_from_kafka(records), "raw_ticks", "ingest_date"),
-        "quarantine": (quarantined_ticks(checked), "quarantine_ticks", "ingest_date"),
+        "archive": (
+            read_ticks(spark, settings, opts, plan.archive_start(opts.starting_offsets)),
+            archive,
+            f"file://{archive_checkpoint}",
+        ),
         "windows": (
-            window_aggregates(
-                valid_ticks(validated),
-                window=opts.window,
-                slide=opts.slide,
-                watermark=opts.watermark,
-            ),
-            "tick_windows",
-            "date",
+            windows,
+            sink,
+            plan.series.checkpoint(checkpoint_root(settings, opts), plan.state.topic_id),
         ),
     }
     queries: dict[str, StreamingQuery] = {}
@@ -355,15 +412,14 @@ def start_queries(
     if opts.state_partitions:
         spark.conf.set("spark.sql.shuffle.partitions", str(opts.state_partitions))
     try:
-        for role, (df, zone_name, partition) in outputs.items():
+        for role, (df, commit, checkpoint) in outputs.items():
             # jobs of a query run in the pool of the thread that starts it
             with scheduler_pool(spark, POOLS[role]):
                 queries[role] = _start(
                     df,
                     names[role],
-                    zone(settings, zone_name, spark=True),
-                    f"{ckpt}/{role}",
-                    partition,
+                    commit,
+                    checkpoint,
                     None if opts.mode == "available-now" else trigger_of(opts, role),
                 )
     except Exception:
@@ -375,27 +431,40 @@ def start_queries(
     return queries
 
 
+def read_ticks(
+    spark: SparkSession, settings: Settings, opts: StreamOptions, starting_offsets: str
+) -> DataFrame:
+    """The tick topic as a stream of Kafka records."""
+    return kafka_stream(
+        spark,
+        settings,
+        opts.topic or settings.topic_ticks,
+        starting_offsets=starting_offsets,
+        max_offsets_per_trigger=opts.max_offsets_per_trigger,
+    )
+
+
 def trigger_of(opts: StreamOptions, role: str) -> str:
     """The micro-batch interval of a query in continuous mode."""
     return opts.trigger if role == "windows" else (opts.archive_trigger or opts.trigger)
 
 
 def _start(
-    df: DataFrame, name: str, path: str, checkpoint: str, partition: str, trigger: str | None
+    df: DataFrame,
+    name: str,
+    commit: Callable[[DataFrame, int], None],
+    checkpoint: str,
+    trigger: str | None,
 ) -> StreamingQuery:
-    """Write phase: Delta's streaming sink in append mode (exactly-once by query and batch id).
+    """Each micro-batch goes to ``commit`` (exactly once by what the tables hold).
 
     ``trigger`` None: available-now (the backlog, then stop).
     """
     writer = (
         df.writeStream.queryName(name)
-        .format("delta")
         .outputMode("append")
-        .option("path", path)
         .option("checkpointLocation", checkpoint)
-        # a column the contract gained (key_b64) joins a table made before
-        .option("mergeSchema", "true")
-        .partitionBy(partition)
+        .foreachBatch(commit)
     )
     if trigger is None:
         return writer.trigger(availableNow=True).start()
@@ -450,15 +519,17 @@ def run_stream(
     tables = [ZONES[t] for t in TABLES]
     job = f"streaming job {opts.name}"
     with hold(settings, tables, job=job, wait_s=opts.lease_wait_s) as leases, classic_api():
+        plan = plan_stream(settings, opts, leases)  # a topic or definition error: no Spark
         if spark is None:
             spark = driver_session(settings, f"stockpipe-stream-{opts.name}")
-        return _run(spark, settings, opts, leases, on_progress, stop)
+        return _run(spark, settings, opts, plan, leases, on_progress, stop)
 
 
 def _run(
     spark: SparkSession,
     settings: Settings,
     opts: StreamOptions,
+    plan: StreamPlan,
     leases: list[Lease],
     on_progress: Callable[[dict[str, Any]], None] | None,
     stop: threading.Event | None,
@@ -469,6 +540,7 @@ def _run(
     report = StreamReport(mode=opts.mode)
     t0 = time.monotonic()
     queries: dict[str, StreamingQuery] = {}
+    archive_checkpoint = tempfile.mkdtemp(prefix=f"stockpipe-{opts.name}-archive-")
 
     def drain() -> None:
         while True:
@@ -486,7 +558,7 @@ def _run(
             recorder.flush(force=force)
 
     try:
-        queries = start_queries(spark, settings, opts)
+        queries = start_queries(spark, settings, opts, plan, leases, archive_checkpoint)
         while True:
             drain()
             flush()
@@ -518,6 +590,7 @@ def _run(
         report.seconds = time.monotonic() - t0
         report.metric_errors = list(recorder.errors)
         _summarise(report, names)
+        shutil.rmtree(archive_checkpoint, ignore_errors=True)
     return report
 
 
