@@ -33,6 +33,7 @@ WINDOWING = {
     "slide": "{{ params.slide }}",
     "watermark": "{{ params.watermark }}",
     "trigger": "{{ params.trigger }}",
+    "replace_windows": "{{ params.replace_windows }}",
     # a retry after a timeout finds the killed job's leases until they expire
     "lease_wait_s": settings.lease_wait_s,
 }

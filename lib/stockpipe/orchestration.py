@@ -649,6 +649,12 @@ def stream_params(settings: Settings, *, live: bool) -> dict[str, Param]:
         "slide": Param("15 seconds", type="string", description="window slide"),
         "watermark": Param("30 seconds", type="string", description="lateness allowed"),
         "trigger": Param("5 seconds", type="string", description="micro-batch interval"),
+        "replace_windows": Param(
+            False,
+            type="boolean",
+            description="a new window definition: replace the windows table's rows "
+            "(computed again from the topic's first tick)",
+        ),
     }
     if not live:
         longest = _longest_duration(settings, "stream_timeout_s")
@@ -684,6 +690,6 @@ def stream_params(settings: Settings, *, live: bool) -> dict[str, Param]:
         "archive_trigger": Param(
             "15 seconds",
             type="string",
-            description="micro-batch interval of the raw and quarantine queries",
+            description="micro-batch interval of the archive query (raw and quarantine)",
         ),
     }
