@@ -138,17 +138,39 @@ def row_count(settings: Settings, name: str) -> int:
 
 @dataclass
 class TopicProgress:
-    """Where a table is in one topic: the next offset per partition, and the topic's id."""
+    """Where a table is in one topic: the next offset per partition, the topic's id, and
+    how many times it was reset (``--reset-topic`` may move the offsets back)."""
 
     offsets: dict[int, int] = field(default_factory=dict)
     topic_id: str | None = None
+    epoch: int = 0
 
     def to_json(self) -> dict[str, Any]:
-        return {"topic_id": self.topic_id, "offsets": {str(p): o for p, o in self.offsets.items()}}
+        offsets = {str(p): o for p, o in self.offsets.items()}
+        return {"topic_id": self.topic_id, "offsets": offsets, "epoch": self.epoch}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> TopicProgress:
-        return cls({int(p): int(o) for p, o in d.get("offsets", {}).items()}, d.get("topic_id"))
+        offsets = {int(p): int(o) for p, o in d.get("offsets", {}).items()}
+        return cls(offsets, d.get("topic_id"), int(d.get("epoch", 0)))
+
+    def advanced(self, end: dict[int, int], topic_id: str | None) -> TopicProgress:
+        """Here once the table holds everything before ``end`` too (never behind where
+        it is: a replay may read less than a table has)."""
+        ahead = {p: max(o, self.offsets.get(p, o)) for p, o in end.items()}
+        return TopicProgress({**self.offsets, **ahead}, topic_id, self.epoch)
+
+    def reset(self, offsets: dict[int, int], topic_id: str | None) -> TopicProgress:
+        """At ``offsets``, wherever they are: a new epoch."""
+        return TopicProgress(dict(offsets), topic_id, self.epoch + 1)
+
+    def transaction(self, topic: str) -> tuple[str, int]:
+        """Delta's idempotent-write key (app id, version) of a commit that leaves a table
+        here: the topic's incarnation and epoch, and the sum of its next offsets, which
+        only grows within them. Delta skips a commit whose version another writer's
+        commit already reached."""
+        app_id = f"stockpipe:kafka:{topic}:{self.topic_id}:{self.epoch}"
+        return app_id, sum(self.offsets.values())
 
 
 def parse_metadata(text: str | None) -> dict[str, Any] | None:

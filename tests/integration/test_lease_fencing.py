@@ -19,6 +19,7 @@ from oracles.bars import assert_same_bars, expected_processed
 from stockpipe import lease as lease_module
 from stockpipe.errors import LeaseHeldError, LeaseLostError
 from stockpipe.lease import Lease, hold
+from stockpipe.tables import open_table
 
 pytestmark = pytest.mark.integration
 
@@ -294,3 +295,60 @@ def test_a_streaming_job_whose_renewals_hang_never_commits_after_a_takeover(
     )
     assert len(expected) > 0
     assert compare_windows(read_tick_windows(s), expected) == []
+
+
+def test_a_stale_writer_past_its_lease_check_is_refused_by_the_tables(lake, spark, monkeypatch):
+    """The gap leases leave (a pause between the check and the commit) is closed by
+    Delta's idempotent writes: the commit's offsets were committed already."""
+    from stockpipe.ingest import ingest
+    from stockpipe.kafka import ConfirmedProducer
+    from stockpipe.offsets import topic_state
+    from stockpipe.reader import read_bars, read_quarantine, read_raw_bars
+    from stockpipe.schemas import BAR_KEY
+    from stockpipe.sources import fetch_many, get_source
+    from stockpipe.spark import batch as batch_module
+    from stockpipe.spark.batch import START_TABLES, TABLES, BarsBatchJob, Slice, run_batch_job
+
+    window = {"start": "2017-01-01", "end": "2017-06-30"}
+    r = ingest(lake, "samples", "MSFT,GOOG", progress=False, **window)
+    with ConfirmedProducer(lake, lake.topic_bars) as producer:
+        producer.send(b"MSFT", b"not json")
+    sent = fetch_many(get_source("samples"), "MSFT,GOOG", batch_id="f", progress=False, **window)
+    stale = BarsBatchJob(lake, spark)
+    stale.state = topic_state(lake, lake.topic_bars, TABLES)  # what it saw before it stalled
+    run_batch_job(lake, spark=spark)  # meanwhile another job took over and committed it all
+    versions = {t: open_table(lake, t).version() for t in TABLES}
+
+    monkeypatch.setattr(batch_module, "check_all", lambda leases: None)  # past its checks
+    part = Slice(0, lake.topic_bars, stale.state.start(START_TABLES), stale.state.end)
+    stale.process_batch(stale.io.read(lake.topic_bars, part.start, part.end), part)
+
+    assert {t: open_table(lake, t).version() for t in TABLES} == versions  # no commit made
+    raw = read_raw_bars(lake)
+    assert len(raw) == r.sent + 1 and not raw.duplicated(["partition", "offset"]).any()
+    assert len(read_quarantine(lake)) == 1
+    processed = read_bars(lake, None)
+    assert not processed.duplicated(list(BAR_KEY)).any()
+    assert_same_bars(processed, expected_processed(sent.bars))
+
+    # a MERGE (corrections) is refused the same way: Delta's SQL settings for it
+    from pyspark.sql import functions as F
+
+    from stockpipe.schemas import PROCESSED_COLUMNS
+    from stockpipe.spark import transforms as T
+    from stockpipe.spark.batch import PARTITIONS
+    from stockpipe.spark.batch_io import Upsert
+    from stockpipe.tables import kafka_progress
+
+    held = kafka_progress(lake, "processed_bars")[lake.topic_bars]
+    table = spark.read.format("delta").load(stale.io.path("processed_bars"))
+    fix = table.limit(1).withColumn("close", F.col("close") + 1.0)
+    changes = fix.withColumn(T.UPDATE_FLAG, F.lit(True))
+    year = fix.first()["year"]
+    how = Upsert((*BAR_KEY, "year"), {"1d": year}, PROCESSED_COLUMNS, PARTITIONS["processed_bars"])
+    before = open_table(lake, "processed_bars").version()
+    app, version = held.transaction(lake.topic_bars)
+    assert stale.io.upsert("processed_bars", changes, how, "{}", (app, version)).version == before
+    assert open_table(lake, "processed_bars").version() == before
+    commit = stale.io.upsert("processed_bars", changes, how, "{}", (app, version + 1))
+    assert commit.version == before + 1 and commit.updated == 1

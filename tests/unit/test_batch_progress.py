@@ -101,3 +101,17 @@ def test_commit_metadata_round_trips_and_ignores_foreign_metadata():
     assert parse_metadata('{"note": "written by hand"}') is None
     assert parse_metadata("not json") is None
     assert parse_metadata(None) is None
+
+
+def test_progress_moves_forward_only_and_keys_its_commits_by_epoch():
+    held = TopicProgress({0: 10, 1: 4}, "id-1")
+    moved = held.advanced({0: 8, 1: 9}, "id-1")  # a replay read less of partition 0
+    assert moved.offsets == {0: 10, 1: 9}
+    app, version = moved.transaction(TOPIC)
+    assert (app, version) == ("stockpipe:kafka:stock.bars:id-1:0", 19)
+    assert held.transaction(TOPIC)[1] < version  # a later commit, a higher version
+    back = moved.reset({0: 0, 1: 0}, "id-1")  # a reset may go back: a key of its own
+    assert back.offsets == {0: 0, 1: 0} and back.epoch == 1
+    assert back.transaction(TOPIC)[0] != app
+    assert TopicProgress.from_json(back.to_json()) == back
+    assert TopicProgress.from_json({"offsets": {"0": 3}, "topic_id": "x"}).epoch == 0

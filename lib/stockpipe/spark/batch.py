@@ -41,7 +41,7 @@ from stockpipe.lease import Lease, check_all, hold
 from stockpipe.offsets import TopicState, check_topic, reset_offsets, topic_state
 from stockpipe.schemas import BAR_KEY, KAFKA_SOURCE_DDL, PARTITION_COLUMNS, PROCESSED_COLUMNS
 from stockpipe.spark import transforms as T
-from stockpipe.spark.batch_io import Scan, TableIO, Upsert, mark
+from stockpipe.spark.batch_io import Scan, TableIO, Txn, Upsert, mark
 from stockpipe.spark.records import beyond, kafka_records, raw_from_kafka
 from stockpipe.spark.session import get_spark, scheduler_pool, session_conf
 from stockpipe.spark.tuning import Tuning
@@ -239,14 +239,18 @@ class BarsBatchJob:
         """``table``'s place in this topic once it holds everything before ``end``
         (never behind where it is: a replay may read less than a table has)."""
         assert self.state is not None
-        done = self.state.progress(table).offsets
-        offsets = {p: max(o, done.get(p, o)) for p, o in end.items()}
-        return TopicProgress(offsets, self.state.topic_id)
+        return self.state.progress(table).advanced(end, self.state.topic_id)
 
     def _metadata(self, table: str, end: dict[int, int]) -> str:
         """The commit metadata that moves ``table`` to ``end`` in this topic."""
         assert self.state is not None
         return commit_metadata({**self.state.tables[table], self.topic: self._moved(table, end)})
+
+    def _txn(self, table: str, end: dict[int, int]) -> Txn:
+        """The idempotent-write key of the commit that moves ``table`` to ``end``: a
+        writer that passed its lease check and then stalled past a takeover finds the
+        table holding it already, and Delta skips its commit."""
+        return self._moved(table, end).transaction(self.topic)
 
     def _advance(self, table: str, end: dict[int, int]) -> None:
         """Note that ``table`` now holds everything of this topic before ``end``."""
@@ -300,7 +304,8 @@ class BarsBatchJob:
     def _append(self, df: DataFrame, table: str, part: Slice) -> None:
         """Append a batch's rows to a table, with the offsets it then holds, in one commit."""
         check_all(self.leases)
-        self.io.append(table, df, self._metadata(table, part.end), PARTITIONS[table])
+        metadata, txn = self._metadata(table, part.end), self._txn(table, part.end)
+        self.io.append(table, df, metadata, PARTITIONS[table], txn)
         self._advance(table, part.end)
 
     def _write_raw(self, batch: DataFrame, part: Slice) -> None:
@@ -333,15 +338,18 @@ class BarsBatchJob:
         existing = self._context(census, new_rows)
         check_all(self.leases)
         metadata = self._metadata("processed_bars", part.end)
+        txn = self._txn("processed_bars", part.end)
         if existing is None:  # nothing of these intervals yet: the rows go in as they are
             out = T.for_processed_write(T.add_derived(T.dedupe_bars(new_rows)))
-            commit = self.io.append("processed_bars", out, metadata, PARTITIONS["processed_bars"])
+            commit = self.io.append(
+                "processed_bars", out, metadata, PARTITIONS["processed_bars"], txn
+            )
         else:
             # corrections: one MERGE commits them with the new bars; new bars only
             # (the usual day) are appended
             how = Upsert((*BAR_KEY, "year"), years, PROCESSED_COLUMNS, PARTITIONS["processed_bars"])
             changes = T.processed_changes(new_rows, existing)
-            commit = self.io.upsert("processed_bars", changes, how, metadata)
+            commit = self.io.upsert("processed_bars", changes, how, metadata, txn)
             existing.unpersist()
         if not commit.rows:
             self._record_progress("processed_bars", part)
@@ -361,9 +369,9 @@ class BarsBatchJob:
             return
         check_all(self.leases)
         metadata = self._metadata(table, part.end)
-        mark(
-            self.settings, table, metadata, lambda: self._empty(table).toArrow(), PARTITIONS[table]
-        )
+        empty = lambda: self._empty(table).toArrow()  # noqa: E731
+        txn = self._txn(table, part.end)
+        mark(self.settings, table, metadata, empty, PARTITIONS[table], txn=txn)
         self._advance(table, part.end)
 
     def _empty(self, table: str) -> DataFrame:
@@ -502,9 +510,12 @@ class BarsBatchJob:
         offsets = reset_offsets(self.state, where)
         log.warning("resetting %s to its %s offsets %s", self.topic, where, offsets)
         for table in TABLES:
-            self.state.tables[table].pop(self.topic, None)
-            part = Slice(-1, self.topic, offsets, offsets)
-            self._record_progress(table, part)
+            moved = self.state.progress(table).reset(offsets, self.state.topic_id)
+            check_all(self.leases)
+            metadata = commit_metadata({**self.state.tables[table], self.topic: moved})
+            empty = lambda t=table: self._empty(t).toArrow()  # noqa: E731
+            mark(self.settings, table, metadata, empty, PARTITIONS[table])
+            self.state.tables[table][self.topic] = moved
 
 
 def run_batch_job(

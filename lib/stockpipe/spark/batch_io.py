@@ -28,6 +28,13 @@ from stockpipe.tables import open_table
 
 #: Session setting that puts a text into the ``userMetadata`` of Spark's Delta commits.
 USER_METADATA = "spark.databricks.delta.commitInfo.userMetadata"
+#: Session settings of Delta's idempotent writes for SQL commands (MERGE).
+TXN_APP_ID = "spark.databricks.delta.write.txnAppId"
+TXN_VERSION = "spark.databricks.delta.write.txnVersion"
+
+#: Delta's idempotent-write key of a commit: (app id, version). The table skips a
+#: commit whose version is not above the last one it holds for that app id.
+Txn = tuple[str, int]
 
 
 @dataclass(frozen=True)
@@ -92,18 +99,28 @@ class TableIO:
         df = self.spark.read.format("delta").load(self.path(table))
         return df.filter(_spark_filter(scans)).select(*columns)
 
-    def append(self, table: str, df: DataFrame, metadata: str, partitions: Sequence[str]) -> Commit:
-        """Append ``df`` in one commit (none if it has no rows: Delta makes none)."""
+    def append(
+        self,
+        table: str,
+        df: DataFrame,
+        metadata: str,
+        partitions: Sequence[str],
+        txn: Txn | None = None,
+    ) -> Commit:
+        """Append ``df`` in one commit (none if it has no rows: Delta makes none, nor for
+        a ``txn`` the table holds already)."""
         before = self.version(table)
-        (
+        writer = (
             df.write.format("delta")
             .mode("append")
             .option("userMetadata", metadata)
             # a column the contract gained (key_b64) joins a table made before
             .option("mergeSchema", "true")
             .partitionBy(*partitions)
-            .save(self.path(table))
         )
+        if txn is not None:
+            writer = writer.options(txnAppId=txn[0], txnVersion=str(txn[1]))
+        writer.save(self.path(table))
         return self._last_commit(table, before)
 
     def overwrite(
@@ -121,21 +138,26 @@ class TableIO:
         )
         return self._last_commit(table, before)
 
-    def upsert(self, table: str, changes: DataFrame, how: Upsert, metadata: str) -> Commit:
+    def upsert(
+        self, table: str, changes: DataFrame, how: Upsert, metadata: str, txn: Txn | None = None
+    ) -> Commit:
         """Commit processed rows (``transforms.processed_changes``): a MERGE when some
-        replace rows in the table, else an append; no commit when there are none."""
+        replace rows in the table, else an append; no commit when there are none, or
+        when the table holds ``txn`` already."""
         changes = changes.persist()
         try:
             counts = {r[0]: r[1] for r in changes.groupBy(T.UPDATE_FLAG).count().collect()}
             if counts.get(True):
                 before = self.version(table)
-                self._merge(table, changes.select(*how.columns), how, metadata)
+                self._merge(table, changes.select(*how.columns), how, metadata, txn)
                 commit = self._last_commit(table, before)
+                if commit.version == before:  # skipped: another writer made it
+                    return commit
                 # the MERGE's own counts: a row it updated or inserted
                 return Commit(commit.version, counts.get(False, 0), counts[True])
             if counts.get(False):  # only new rows (the usual day): nothing to match
                 rows = T.for_processed_write(changes)
-                return self.append(table, rows, metadata, how.partitions)
+                return self.append(table, rows, metadata, how.partitions, txn)
             return Commit(None)
         finally:
             changes.unpersist()
@@ -151,7 +173,9 @@ class TableIO:
         metrics = dt.history(1)[0].get("operationMetrics") or {}
         return Commit(dt.version(), inserted=int(metrics.get("numOutputRows", 0)))
 
-    def _merge(self, table: str, source: DataFrame, how: Upsert, metadata: str) -> None:
+    def _merge(
+        self, table: str, source: DataFrame, how: Upsert, metadata: str, txn: Txn | None
+    ) -> None:
         """Delta's MERGE in SQL: Spark Connect has Delta's SQL extension, not its
         DeltaTable API. The view is this session's only, dropped after."""
         view = f"stockpipe_merge_{table}"
@@ -167,8 +191,11 @@ class TableIO:
             f"WHEN MATCHED THEN UPDATE SET {updates} "
             f"WHEN NOT MATCHED THEN INSERT ({cols}) VALUES ({values})"
         )
+        conf = {USER_METADATA: metadata}
+        if txn is not None:  # SQL's way to Delta's idempotent writes
+            conf |= {TXN_APP_ID: txn[0], TXN_VERSION: str(txn[1])}
         try:
-            with session_conf(self.spark, {USER_METADATA: metadata}):
+            with session_conf(self.spark, conf):
                 self.spark.sql(sql).collect()
         finally:
             self.spark.catalog.dropTempView(view)
@@ -189,12 +216,21 @@ def mark(
     partitions: Sequence[str],
     *,
     clear: bool = False,
+    txn: Txn | None = None,
 ) -> Commit:
     """A commit with no rows that carries ``metadata`` (Spark's writer makes none for
     no rows; ``deltalake`` does, without Spark), and makes the table if missing.
-    ``clear``: the commit also removes every row the table holds."""
-    from deltalake import CommitProperties, write_deltalake
+    ``clear``: the commit also removes every row the table holds. None is made for a
+    ``txn`` the table holds already (as Spark's idempotent writes skip it)."""
+    from deltalake import CommitProperties, Transaction, write_deltalake
 
+    transactions = None
+    if txn is not None:
+        dt = open_table(settings, table)
+        held = None if dt is None else dt.transaction_version(txn[0])
+        if held is not None and held >= txn[1]:
+            return Commit(None)
+        transactions = [Transaction(app_id=txn[0], version=txn[1])]
     write_deltalake(
         table_uri(settings, table),
         empty(),
@@ -204,7 +240,9 @@ def mark(
         # a table made here records its changes, as the tables Spark makes do
         configuration={CDF_PROPERTY: "true"},
         storage_options=storage_options(settings),
-        commit_properties=CommitProperties(custom_metadata={"userMetadata": metadata}),
+        commit_properties=CommitProperties(
+            custom_metadata={"userMetadata": metadata}, app_transactions=transactions
+        ),
     )
     return Commit(table_version(settings, table))
 

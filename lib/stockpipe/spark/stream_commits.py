@@ -82,10 +82,6 @@ class ArchiveSink:
         self.pool = pool
         self.rows = {t: 0 for t in ARCHIVE_TABLES}
 
-    def offsets(self, table: str) -> dict[int, int]:
-        held = self.held[table].get(self.topic)
-        return {} if held is None else dict(held.offsets)
-
     def __call__(self, records: DataFrame, batch_id: int) -> None:
         with scheduler_pool(records.sparkSession, self.pool):
             records = records.persist()
@@ -108,13 +104,17 @@ class ArchiveSink:
     def _commit(self, table: str, rows: DataFrame, end: dict[int, int]) -> None:
         """Append the rows beyond the table's offsets, moving it to ``end``, in one commit
         (none when there are none: the records gave it nothing, or it holds them)."""
-        done = self.offsets(table)
-        offsets = {**done, **{p: max(o, done.get(p, o)) for p, o in end.items()}}
-        moved = TopicProgress(offsets, self.topic_id)
+        held = self.held[table].get(self.topic) or TopicProgress()
+        done = held.offsets
+        moved = held.advanced(end, self.topic_id)
         metadata = commit_metadata({**self.held[table], self.topic: moved})
         check_all(self.leases)
         commit = self.io.append(
-            table, rows.filter(beyond(done)), metadata, TABLE_LAYOUTS[table].partitions
+            table,
+            rows.filter(beyond(done)),
+            metadata,
+            TABLE_LAYOUTS[table].partitions,
+            moved.transaction(self.topic),
         )
         if commit.inserted:
             self.held[table][self.topic] = moved
@@ -126,10 +126,9 @@ class ArchiveSink:
     ) -> None:
         """Move both tables to ``offsets`` of the topic as it is now (``--reset-topic``),
         in a commit with no rows each."""
-        moved = TopicProgress(dict(offsets), state.topic_id)
         for table in ARCHIVE_TABLES:
             held = state.tables[table]
-            held.pop(state.topic, None)
+            moved = state.progress(table).reset(offsets, state.topic_id)
             check_all(leases)
             metadata = commit_metadata({**held, state.topic: moved})
             layout = TABLE_LAYOUTS[table]
@@ -307,8 +306,9 @@ class WindowSink:
                 series = replace(self.series, through={**self.series.through, self.topic: last})
                 metadata = commit_metadata({}, windows=series.to_json())
                 check_all(self.leases)
+                txn = (f"stockpipe:windows:{self.topic}:{series.series}", last)
                 commit = self.io.append(
-                    "tick_windows", rows, metadata, TABLE_LAYOUTS["tick_windows"].partitions
+                    "tick_windows", rows, metadata, TABLE_LAYOUTS["tick_windows"].partitions, txn
                 )
                 self.series = series
                 self.rows += commit.inserted
