@@ -66,7 +66,7 @@ def _settings():
 
     env_file = _default_env_file()
     if ensure_credentials(env_file):
-        typer.echo(f"generated credentials (MinIO, PostgreSQL) into {env_file} (mode 0600)")
+        typer.echo(f"generated credentials (MinIO, PostgreSQL, Spark) into {env_file} (mode 0600)")
     return load_settings(env_file)
 
 

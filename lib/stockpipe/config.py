@@ -174,8 +174,9 @@ class SparkSettings(_Part):
     #: The driver's address as executors reach it (a container's hostname); empty: host
     spark_driver_host: str = ""
     spark_driver_bind: str = ""  # the address the driver listens on; empty: host
-    #: RPC authentication of a cluster's driver, master, workers and executors (the
-    #: Compose deployment sets it; the master and workers read it from a 0600 file)
+    #: RPC authentication of Spark's drivers, master, workers and executors: generated
+    #: into .env by `stockpipe up` (the Compose deployment: into docker/.env); the
+    #: master and workers read it from a 0600 file. Empty: no RPC authentication
     spark_auth_secret: SecretStr = SecretStr("")
     #: Folders of the connector jars (Kafka source, S3A, Delta Lake), comma-separated;
     #: empty: the ones `stockpipe setup` fetches into cache_dir at the pinned versions

@@ -67,6 +67,7 @@ def test_credentials_are_generated_once_with_mode_0600(tmp_path, clean_env):
     assert len(settings.s3_secret_key.get_secret_value()) == 40
     assert settings.s3_root_access_key.startswith("root-")
     assert settings.s3_root_secret_key != settings.s3_secret_key
+    assert len(settings.spark_auth_secret.get_secret_value()) == 48  # Spark's RPC secret
     assert "minio" + "admin" not in first  # never the well-known default user
 
 
@@ -130,6 +131,26 @@ def test_children_never_get_minio_root_keys(tmp_path, clean_env, monkeypatch):
     admin = settings.postgres_admin_password.get_secret_value()
     assert admin and admin not in child.values()  # PostgreSQL's superuser stays with the stack
     assert child["STOCKPIPE_POSTGRES_PASSWORD"] == settings.postgres_password.get_secret_value()
+
+
+def test_the_local_cluster_reads_its_rpc_secret_from_0600_files_only(tmp_path):
+    from stockpipe.stack.manager import isolated_settings
+    from stockpipe.stack.spark_cluster import spark_cluster_services
+
+    s = isolated_settings(tmp_path, spark_cluster=True)
+    secret = s.spark_auth_secret.get_secret_value()
+    assert secret
+    for svc in spark_cluster_services(s):
+        svc.dir.mkdir(parents=True)
+        svc.prepare()
+        cmd, _ = svc.command()
+        assert secret not in " ".join(cmd)
+        props = svc.properties_file  # type: ignore[attr-defined]
+        assert str(props) in cmd
+        assert stat.S_IMODE(os.stat(props).st_mode) == 0o600
+        lines = props.read_text().splitlines()
+        assert "spark.authenticate true" in lines
+        assert f"spark.authenticate.secret {secret}" in lines
 
 
 def test_job_policy_grants_objects_of_the_given_buckets_only():

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from urllib.parse import urlparse
 
-from pyspark import SparkContext
+from pyspark import SparkConf, SparkContext
 from pyspark.sql import DataFrame, DataFrameReader, SparkSession
 
 from stockpipe.config import LakeSettings, Settings
@@ -37,7 +37,8 @@ def spark_conf(
     ``ship_jars`` (default: the setting) passes the connector jars as
     ``spark.jars`` instead of a class path fixed at JVM launch. ``class_archive``
     lets the driver JVM map the class archive, if made (``spark_class_archive``).
-    No secret is among them: ``launch_gateway`` puts every one on a command line.
+    The one secret among them, the RPC secret, goes only to a 0600 properties file or
+    a running JVM's SparkConf, never a command line; S3 keys are not among them.
     """
     tuning = Tuning.of(settings)
     jars = [str(p) for p in connector_jars(settings)]
@@ -85,7 +86,7 @@ def spark_conf(
         f"{s3}aws.credentials.provider": (
             "software.amazon.awssdk.auth.credentials.EnvironmentVariableCredentialsProvider"
         ),
-        **_rpc_auth(settings),
+        **rpc_auth(settings),
         f"{s3}path.style.access": "true",
         f"{s3}connection.ssl.enabled": str(settings.s3_url.startswith("https")).lower(),
         f"{s3}change.detection.mode": "none",
@@ -119,7 +120,7 @@ def _s3_keys_conf(settings: LakeSettings) -> dict[str, str]:
     }
 
 
-def _rpc_auth(settings: Settings) -> dict[str, str]:
+def rpc_auth(settings: Settings) -> dict[str, str]:
     """Spark's RPC authentication when a secret is set (Spark hands it to executors)."""
     secret = settings.spark_auth_secret.get_secret_value()
     if not secret:
@@ -189,24 +190,37 @@ def driver_session(settings: Settings, app_name: str = "stockpipe", **extra: str
     os.environ.setdefault("SPARK_LOCAL_IP", settings.host)
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.update(s3_env(settings))  # the JVM inherits them; never a --conf
-    builder = SparkSession.builder.appName(app_name).master(settings.spark_master_url)
     # a JVM started earlier in this process (a plain session) cannot take a new
     # class path any more: add the jars at run time instead
     jvm_running = SparkContext._gateway is not None
-    conf = {**spark_conf(settings, ship_jars=settings.spark_ship_jars or jvm_running), **extra}
+    conf = {
+        "spark.app.name": app_name,
+        "spark.master": settings.spark_master_url,
+        **spark_conf(settings, ship_jars=settings.spark_ship_jars or jvm_running),
+        **extra,
+    }
     if jvm_running:
         # that JVM's environment was fixed before the keys were in ours: they go to its
         # SparkConf through the gateway (no command line is involved any more)
         conf.update(_s3_keys_conf(settings))
-    if secret := conf.pop("spark.authenticate.secret", None):
-        os.environ["_SPARK_AUTH_SECRET"] = secret  # Spark's own variable for it
+    # PySpark launches a JVM with every setting as a spark-submit argument, and a
+    # driver of a cluster needs the secret in its SparkConf (Spark's own variable,
+    # _SPARK_AUTH_SECRET, is not enough): it goes in through the gateway, after launch
+    secret = conf.pop("spark.authenticate.secret", None)
+    builder = SparkSession.builder
     for key, value in conf.items():
         builder = builder.config(key, value)
+    if secret:
+        builder = builder.config("spark.authenticate.secret", secret)
     if not jvm_running:
         # PySpark's first call into a new JVM imports pyspark.testing, and with
         # it pandas: done here while the JVM starts, not after
         threading.Thread(target=_import_pyspark_testing, daemon=True).start()
     with classic_api():
+        if not jvm_running:
+            SparkContext._ensure_initialized(
+                conf=SparkConf(loadDefaults=False).setAll(conf.items())
+            )
         spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
     return spark

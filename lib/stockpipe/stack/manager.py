@@ -54,7 +54,8 @@ def ensure_credentials(env_file: Path) -> bool:
     """Write generated credentials into ``env_file`` (mode 0600 from its first byte) if absent.
 
     MinIO's root keys and PostgreSQL's superuser password (for the stack manager),
-    the MinIO job user's keys and the export role's password (for everything else).
+    the MinIO job user's keys and the export role's password (for everything else),
+    and the RPC secret of Spark's drivers, standalone master, workers and executors.
     Returns True when anything was generated.
     """
     lines = env_file.read_text().splitlines() if env_file.exists() else []
@@ -69,6 +70,7 @@ def ensure_credentials(env_file: Path) -> bool:
         "STOCKPIPE_S3_SECRET_KEY": lambda: generate_secret(40),
         "STOCKPIPE_POSTGRES_PASSWORD": lambda: generate_secret(32),
         "STOCKPIPE_POSTGRES_ADMIN_PASSWORD": lambda: generate_secret(32),
+        "STOCKPIPE_SPARK_AUTH_SECRET": lambda: generate_secret(48),
     }
     if "STOCKPIPE_S3_ENDPOINT" in keys:  # a store the user runs: no MinIO of ours
         wanted = {k: v for k, v in wanted.items() if "S3" not in k}
@@ -129,6 +131,7 @@ def isolated_settings(state_dir: Path, **overrides: object) -> Settings:
         spark_master_port=free_block(),
         spark_master_ui_port=free_block(),
         spark_connect_port=free_block(),
+        spark_auth_secret=generate_secret(32),
     )
     base.update(overrides)
     return load_settings(env_file=state_dir / "no.env", **base)

@@ -5,7 +5,10 @@ the master and the workers are started as ``spark-class`` processes, like the
 other services of the stack (pid, log and work directory under the state
 directory, bound to 127.0.0.1). Executors run on this machine, so they load the
 connector jars from the same cache paths as the driver, and run the project's
-Python.
+Python. Every RPC between the drivers, the master, the workers and the executors is
+authenticated with ``spark_auth_secret``, which the daemons read from a 0600
+properties file (never a command line); a worker hands it to its executors in their
+environment.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import requests
 
 from stockpipe.config import Settings
 from stockpipe.errors import StackError
-from stockpipe.spark.session import s3_env
+from stockpipe.spark.session import rpc_auth, s3_env
 from stockpipe.stack.services import Service, free_port
 
 
@@ -38,6 +41,16 @@ def _spark_class(settings: Settings, main: str, *args: str) -> tuple[list[str], 
         **s3_env(settings),  # executors inherit a worker's environment: S3A reads them
     }
     return [str(home / "bin" / "spark-class"), main, *args], env
+
+
+def write_daemon_properties(
+    path: Path, settings: Settings, conf: dict[str, str] | None = None
+) -> None:
+    """A master's or worker's settings, its RPC secret among them, its owner's only."""
+    from stockpipe.stack.manager import write_private  # the manager imports the services
+
+    lines = {**(conf or {}), **rpc_auth(settings)}
+    write_private(path, "".join(f"{k} {v}\n" for k, v in lines.items()))
 
 
 @dataclass
@@ -62,7 +75,9 @@ class SparkMaster(Service):
 
     def prepare(self) -> None:
         # no REST submission server: nothing listens beyond the two ports above
-        self.properties_file.write_text("spark.master.rest.enabled false\n")
+        write_daemon_properties(
+            self.properties_file, self.settings, {"spark.master.rest.enabled": "false"}
+        )
 
     @property
     def url(self) -> str:
@@ -109,6 +124,13 @@ class SparkWorker(Service):
         self.ports = {self.ui_port: f"the web UI port of {self.name}"}
         self.marker = str(self.data_dir)
 
+    @property
+    def properties_file(self) -> Path:
+        return self.dir / "spark-worker.conf"
+
+    def prepare(self) -> None:
+        write_daemon_properties(self.properties_file, self.settings)
+
     def command(self) -> tuple[list[str], dict[str, str]]:
         s = self.settings
         assert self.master is not None
@@ -126,6 +148,8 @@ class SparkWorker(Service):
             str(self.ui_port),
             "--work-dir",
             str(self.data_dir),
+            "--properties-file",
+            str(self.properties_file),
         )
 
     def healthy(self) -> bool:
