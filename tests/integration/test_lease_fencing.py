@@ -352,3 +352,56 @@ def test_a_stale_writer_past_its_lease_check_is_refused_by_the_tables(lake, spar
     assert open_table(lake, "processed_bars").version() == before
     commit = stale.io.upsert("processed_bars", changes, how, "{}", (app, version + 1))
     assert commit.version == before + 1 and commit.updated == 1
+
+
+def test_a_batch_job_frozen_whole_past_its_ttl_doubles_nothing(lake, spark, tmp_path):
+    """SIGSTOP stops the whole job (its renewals too) while its Spark work may still run
+    on the server; after a takeover, SIGCONT: it stops with the lease lost."""
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+
+    from stockpipe.ingest import ingest
+    from stockpipe.reader import read_bars, read_raw_bars
+    from stockpipe.schemas import BAR_KEY
+    from stockpipe.sources import fetch_many, get_source
+    from stockpipe.spark.batch import pending_records, run_batch_job
+
+    window = {"start": "2015-01-01", "end": "2015-12-31"}
+    r = ingest(lake, "samples", "MSFT,GOOG", progress=False, **window)
+    assert r.sent > 400  # four slices of a hundred or more
+    sent = fetch_many(get_source("samples"), "MSFT,GOOG", batch_id="f", progress=False, **window)
+    env = {**os.environ, **lake.to_env(), "STOCKPIPE_ENV_FILE": str(tmp_path / "job.env")}
+    log = tmp_path / "frozen.log"
+    cmd = [sys.executable, "-m", "stockpipe.cli", "batch"]
+    frozen = subprocess.Popen(
+        [*cmd, "--max-offsets-per-trigger", str(r.sent // 4)],
+        env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    try:
+
+        def first_slice_done() -> bool:
+            assert frozen.poll() is None, log.read_text()[-3000:]
+            return re.search(r"batch 0: \d+ records in", log.read_text()) is not None
+
+        _until(first_slice_done, 300, "its first slice", every_s=0.2)
+        os.killpg(frozen.pid, signal.SIGSTOP)
+        second = run_batch_job(lake, spark=spark)  # waits out the frozen job's leases
+        assert second.records_read > 0
+        os.killpg(frozen.pid, signal.SIGCONT)
+        assert frozen.wait(300) != 0, log.read_text()[-3000:]
+    finally:
+        if frozen.poll() is None:
+            os.killpg(frozen.pid, signal.SIGCONT)
+            os.killpg(frozen.pid, signal.SIGKILL)
+        frozen.wait(60)
+    out = log.read_text()
+    assert "was last renewed" in out or "is not held" in out or "taken over" in out, out[-3000:]
+    raw = read_raw_bars(lake)
+    assert len(raw) == r.sent and not raw.duplicated(["partition", "offset"]).any()
+    processed = read_bars(lake, None)
+    assert not processed.duplicated(list(BAR_KEY)).any()
+    assert_same_bars(processed, expected_processed(sent.bars))
+    assert pending_records(lake) == 0
