@@ -172,19 +172,21 @@ class Stack:
         private_dir(self.settings.state_dir)
 
         timings: dict[str, float] = {}
-        started: list[Service] = []
-        for svc in self.services:
-            t0 = time.perf_counter()
-            if svc.pid() is not None:
-                timings[svc.name] = 0.0
-                continue
-            pid = svc.start()
-            started.append(svc)
-            log(f"started {svc.name} (pid {pid}, port {svc.main_port}, log {svc.log_file})")
-        for svc in started:
-            t0 = time.perf_counter()
-            svc.wait_healthy(timeout)
-            timings[svc.name] = time.perf_counter() - t0
+        first = [svc for svc in self.services if not svc.after_the_others]
+        then = [svc for svc in self.services if svc.after_the_others]
+        for wave in (first, then):  # each wave started at once, then waited for
+            started: list[Service] = []
+            for svc in wave:
+                if svc.pid() is not None:
+                    timings[svc.name] = 0.0
+                    continue
+                pid = svc.start()
+                started.append(svc)
+                log(f"started {svc.name} (pid {pid}, port {svc.main_port}, log {svc.log_file})")
+            for svc in started:
+                t0 = time.perf_counter()
+                svc.wait_healthy(timeout)
+                timings[svc.name] = time.perf_counter() - t0
         if provision_bucket(self.settings):
             log(f"created bucket {self.settings.bucket}")
         ensure_tables(self.settings, say=log)

@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import psutil
 import requests
@@ -64,6 +65,9 @@ class Service:
     # Filled in by subclasses -----------------------------------------------------------
     marker: str = ""  # a string that appears in this service's command line
     stop_signal: int = signal.SIGTERM
+    #: Started once the services before it are healthy: a client of theirs whose start
+    #: depends on what they offer then (a Spark Connect server takes the workers' cores)
+    after_the_others: ClassVar[bool] = False
 
     def run_as(self) -> str | None:
         """The user the process runs as (None: the caller's)."""

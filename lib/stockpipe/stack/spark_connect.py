@@ -94,6 +94,10 @@ def serve(settings: Settings, conf_dir: Path) -> NoReturn:
 class SparkConnect(Service):
     """``SparkConnectServer`` as a background process of the stack."""
 
+    #: on a standalone cluster its executors take the cores of the workers registered
+    #: when it starts: all of them, not the first to register
+    after_the_others = True
+
     def __post_init__(self) -> None:
         self.ports = {self.settings.spark_connect_port: "STOCKPIPE_SPARK_CONNECT_PORT"}
         self.marker = str(self.properties_file)  # one word of its command line
