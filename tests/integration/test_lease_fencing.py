@@ -371,7 +371,7 @@ def test_a_batch_job_frozen_whole_past_its_ttl_doubles_nothing(lake, spark, tmp_
 
     window = {"start": "2015-01-01", "end": "2015-12-31"}
     r = ingest(lake, "samples", "MSFT,GOOG", progress=False, **window)
-    assert r.sent > 400  # four slices of a hundred or more
+    assert r.sent > 200  # four slices of fifty or more
     sent = fetch_many(get_source("samples"), "MSFT,GOOG", batch_id="f", progress=False, **window)
     env = {**os.environ, **lake.to_env(), "STOCKPIPE_ENV_FILE": str(tmp_path / "job.env")}
     log = tmp_path / "frozen.log"
