@@ -224,15 +224,15 @@ def mark(
     ``txn`` the table holds already (as Spark's idempotent writes skip it)."""
     from deltalake import CommitProperties, Transaction, write_deltalake
 
+    dt = open_table(settings, table)  # one read of the log: written through, then asked
     transactions = None
     if txn is not None:
-        dt = open_table(settings, table)
         held = None if dt is None else dt.transaction_version(txn[0])
         if held is not None and held >= txn[1]:
             return Commit(None)
         transactions = [Transaction(app_id=txn[0], version=txn[1])]
     write_deltalake(
-        table_uri(settings, table),
+        table_uri(settings, table) if dt is None else dt,
         empty(),
         mode="overwrite" if clear else "append",
         schema_mode="merge",  # a column the contract gained joins a table made before
@@ -244,7 +244,7 @@ def mark(
             custom_metadata={"userMetadata": metadata}, app_transactions=transactions
         ),
     )
-    return Commit(table_version(settings, table))
+    return Commit(table_version(settings, table) if dt is None else dt.version())
 
 
 def _spark_filter(scans: Sequence[Scan]) -> Column:

@@ -80,7 +80,6 @@ class ArchiveSink:
         self.leases = leases
         self.future_tolerance_ms = future_tolerance_ms
         self.pool = pool
-        self.rows = {t: 0 for t in ARCHIVE_TABLES}
 
     def __call__(self, records: DataFrame, batch_id: int) -> None:
         with scheduler_pool(records.sparkSession, self.pool):
@@ -118,7 +117,6 @@ class ArchiveSink:
         )
         if commit.inserted:
             self.held[table][self.topic] = moved
-            self.rows[table] += commit.inserted
 
     @staticmethod
     def reset_tables(
@@ -142,7 +140,7 @@ def adopt_legacy_offsets(settings: Settings, state: TopicState) -> None:
     import pyarrow.compute as pc
     import pyarrow.dataset as ds
 
-    if state.progress("raw_ticks").offsets or latest_metadata(settings, "raw_ticks"):
+    if state.tables["raw_ticks"]:  # its commits record offsets (of some topic)
         return
     dt = open_table(settings, "raw_ticks")
     if dt is None:
@@ -290,7 +288,6 @@ class WindowSink:
         self.topic = topic
         self.leases = leases
         self.pool = pool
-        self.rows = 0
 
     def __call__(self, windows: DataFrame, batch_id: int) -> None:
         through = self.series.through.get(self.topic)
@@ -307,10 +304,9 @@ class WindowSink:
                 metadata = commit_metadata({}, windows=series.to_json())
                 check_all(self.leases)
                 txn = (f"stockpipe:windows:{self.topic}:{series.series}", last)
-                commit = self.io.append(
+                self.io.append(
                     "tick_windows", rows, metadata, TABLE_LAYOUTS["tick_windows"].partitions, txn
                 )
                 self.series = series
-                self.rows += commit.inserted
             finally:
                 rows.unpersist()
